@@ -1,0 +1,178 @@
+"""SQLAlchemy 2.0 typed models: the schema every process shares (DESIGN.md §3).
+
+Times are timezone-aware UTC (`UTCDateTime` stores them naive-UTC on SQLite and as timestamptz on
+PostgreSQL). Amounts are integers ×100, as the bank counts. Migrations live in migrations/.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on every backend."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+# BigInteger ids are plain INTEGER on SQLite so that they autoincrement there.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Order(Base):
+    __tablename__ = "orders"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    shop_no: Mapped[str] = mapped_column(String(20))
+    order_no: Mapped[str] = mapped_column(String(50), unique=True)
+    amount: Mapped[int] = mapped_column(BigInteger)  # ×100
+    currency: Mapped[str] = mapped_column(String(3), default="TWD")
+    pay_type: Mapped[str] = mapped_column(String(1))  # A | C
+    product_name: Mapped[str] = mapped_column(String(60))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    ts_no: Mapped[str | None] = mapped_column(String(32), unique=True)
+    pay_token: Mapped[str | None] = mapped_column(String(128))
+    atm_pay_no: Mapped[str | None] = mapped_column(String(32))
+    card_pay_url: Mapped[str | None] = mapped_column(Text)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    check_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        # The targeted sweep: pending orders due for a check, cheapest first. Partial on both
+        # backends, so its size follows the pending work, not the table.
+        Index(
+            "ix_orders_due_check",
+            "next_check_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+        Index("ix_orders_status", "status"),
+    )
+
+
+class PayToken(Base):
+    """The callback log and the outbox: one row per PayToken the bank or a browser presented."""
+
+    __tablename__ = "pay_tokens"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    shop_no: Mapped[str] = mapped_column(String(20))
+    pay_token: Mapped[str] = mapped_column(String(128), unique=True)
+    source: Mapped[str] = mapped_column(String(16))  # first source: backend | return | sweep | operator
+    receipts: Mapped[int] = mapped_column(Integer, default=1)
+    first_received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    state: Mapped[str] = mapped_column(String(16), default="received")  # received | resolved | rejected
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    order_no: Mapped[str | None] = mapped_column(String(50), index=True)
+
+    __table_args__ = (
+        # The outbox relay: unresolved tokens by age. Partial, so resolved history costs nothing.
+        Index(
+            "ix_pay_tokens_unresolved",
+            "last_enqueued_at",
+            postgresql_where=text("state = 'received'"),
+            sqlite_where=text("state = 'received'"),
+        ),
+    )
+
+
+class BankCall(Base):
+    __tablename__ = "bank_calls"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    api_service: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(128), index=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(32))  # ok | rejected | transport_error | protocol_error
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class OrderEvent(Base):
+    """Append-only history of order changes; the unique key makes a double transition impossible."""
+
+    __tablename__ = "order_events"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    order_no: Mapped[str] = mapped_column(String(50), index=True)
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(16))
+    ts_no: Mapped[str | None] = mapped_column(String(32))
+    amount: Mapped[int | None] = mapped_column(BigInteger)
+    detail: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("order_no", "from_status", "to_status", name="uq_order_events_move"),)
+
+
+class SweepRun(Base):
+    """One reconciliation pass and its counts; the last bulk window end is the next one's start."""
+
+    __tablename__ = "sweep_runs"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    window_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    window_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    requeued: Mapped[int] = mapped_column(Integer, default=0)
+    found: Mapped[int] = mapped_column(Integer, default=0)
+    settled: Mapped[int] = mapped_column(Integer, default=0)
+    expired: Mapped[int] = mapped_column(Integer, default=0)
+    still_pending: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    detail: Mapped[str | None] = mapped_column(Text)

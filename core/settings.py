@@ -1,0 +1,198 @@
+"""Typed settings read from the environment, validated once at start-up.
+
+Every variable is documented in README.md (Configuration). Secrets are wrapped in `Secret`, so
+they never appear in a repr, a log line or an exception message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+from core.secrets import Secret
+from core.sinopac.crypto import hash_id
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_API_BASE_URL = "http://127.0.0.1:8100/QPay.WebAPI/api/"
+DEFAULT_DATABASE_URL = f"sqlite:///{PROJECT_DIR / 'var' / 'qpay.db'}"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6479/0"  # the embedded Redis that `make demo` / `make up` start
+HASH_KEY_NAMES = ("QPAY_HASH_A1", "QPAY_HASH_A2", "QPAY_HASH_B1", "QPAY_HASH_B2")
+
+# Public, published test keys (PROTOCOL vectors, `generated` inputs). They are used only when no key
+# is configured AND the bank is the local sandbox; they are worthless against the real bank.
+SANDBOX_SHOP_NO = "NA0001_001"
+SANDBOX_HASH_KEYS = ("0A2A9C1D5E7B4086", "0BB2C3D4E5F60718", "9E8D7C6B5A493827", "9E1E2D3C4B5A6978")
+SANDBOX_KEY_ID = "sandbox-key-id"
+
+_HEX16 = re.compile(r"^[0-9A-Fa-f]{16}$")
+_SHOP_NO = re.compile(r"^[A-Za-z0-9_]{1,20}$")
+
+
+class SettingsError(ValueError):
+    """A variable is missing or malformed; the message names the variable, never its value."""
+
+
+@dataclass(frozen=True)
+class ShopCredentials:
+    """One shop's identity at the bank: ShopNo, the four hash keys and the X-KeyID."""
+
+    shop_no: str
+    hash_keys: tuple[Secret, Secret, Secret, Secret]
+    key_id: Secret
+
+    @property
+    def hash_id(self) -> Secret:
+        return Secret(hash_id(*(k.reveal() for k in self.hash_keys)))
+
+
+@dataclass(frozen=True)
+class Settings:
+    shop: ShopCredentials
+    api_base_url: str = DEFAULT_API_BASE_URL
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    # URLs may hold passwords: kept out of repr.
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
+    redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
+    api_token: Secret | None = None
+    public_base_url: str = "http://127.0.0.1:8000"
+    # Resolution retries (workers): exponential backoff base and cap in seconds, bound on retries.
+    retry_base: float = 2.0
+    retry_cap: float = 300.0
+    retry_max: int = 8
+    # Reconciliation sweep.
+    sweep_interval: float = 300.0
+    sweep_grace: float = 120.0
+    sweep_window_overlap: float = 600.0
+    sweep_batch: int = 500
+    check_schedule: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0, 21600.0)
+    flower_basic_auth: Secret | None = None
+    log_level: str = "INFO"
+    sandbox_defaults: bool = False
+
+    @property
+    def shop_no(self) -> str:
+        return self.shop.shop_no
+
+    @property
+    def api_is_local(self) -> bool:
+        return _is_loopback(self.api_base_url)
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    return host in {"localhost", "::1"} or host.startswith("127.")
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}")
+    return value
+
+
+def _schedule(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        steps = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        raise SettingsError(f"{name} must be comma-separated seconds, e.g. 60,300,900") from None
+    if not steps or any(s <= 0 for s in steps):
+        raise SettingsError(f"{name} must list positive seconds")
+    return steps
+
+
+def _shop(env: Mapping[str, str], allow_sandbox_defaults: bool) -> tuple[ShopCredentials, bool]:
+    present = [n for n in (*HASH_KEY_NAMES, "QPAY_KEY_ID", "QPAY_SHOP_NO") if env.get(n)]
+    if not present and allow_sandbox_defaults:
+        keys = tuple(Secret(k) for k in SANDBOX_HASH_KEYS)
+        return ShopCredentials(SANDBOX_SHOP_NO, keys, Secret(SANDBOX_KEY_ID)), True  # type: ignore[arg-type]
+    shop_no = env.get("QPAY_SHOP_NO", "")
+    if not _SHOP_NO.match(shop_no):
+        raise SettingsError("QPAY_SHOP_NO is missing or malformed (letters, digits and _, at most 20)")
+    keys_list = []
+    for name in HASH_KEY_NAMES:
+        value = env.get(name, "").strip()
+        if not _HEX16.match(value):
+            raise SettingsError(f"{name} is missing or malformed (expected 16 hexadecimal characters)")
+        keys_list.append(Secret(value))
+    key_id = env.get("QPAY_KEY_ID", "").strip()
+    if not key_id:
+        raise SettingsError("QPAY_KEY_ID is missing (the X-KeyID issued by SinoPac)")
+    return ShopCredentials(shop_no, tuple(keys_list), Secret(key_id)), False  # type: ignore[arg-type]
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from the environment, failing with a message that names the variable."""
+    env = os.environ if env is None else env
+    api_base_url = env.get("QPAY_API_BASE_URL") or DEFAULT_API_BASE_URL
+    if not api_base_url.endswith("/"):
+        api_base_url += "/"
+    parsed = urlparse(api_base_url)
+    if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+        raise SettingsError("QPAY_API_BASE_URL must be an http(s) URL")
+    shop, sandbox_defaults = _shop(env, allow_sandbox_defaults=_is_loopback(api_base_url))
+    token = env.get("API_TOKEN")
+    flower_auth = env.get("FLOWER_BASIC_AUTH")
+    if flower_auth and ":" not in flower_auth:
+        raise SettingsError("FLOWER_BASIC_AUTH must be user:password")
+    level = env.get("LOG_LEVEL", "INFO").upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise SettingsError("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+    retry_base = _float(env, "RESOLVE_RETRY_BASE", 2.0, 0.01)
+    retry_cap = _float(env, "RESOLVE_RETRY_CAP", 300.0, retry_base)
+    if retry_cap > 3000:
+        raise SettingsError("RESOLVE_RETRY_CAP must stay well below the broker's visibility timeout (3600 s)")
+    return Settings(
+        shop=shop,
+        api_base_url=api_base_url,
+        connect_timeout=_float(env, "QPAY_CONNECT_TIMEOUT", 5.0, 0.01),
+        read_timeout=_float(env, "QPAY_READ_TIMEOUT", 30.0, 0.01),
+        database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+        redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
+        api_token=Secret(token) if token else None,
+        public_base_url=(env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:8000").rstrip("/"),
+        retry_base=retry_base,
+        retry_cap=retry_cap,
+        retry_max=_int(env, "RESOLVE_MAX_RETRIES", 8, 0),
+        sweep_interval=_float(env, "SWEEP_INTERVAL", 300.0, 0.1),
+        sweep_grace=_float(env, "SWEEP_GRACE", 120.0, 0.0),
+        sweep_window_overlap=_float(env, "SWEEP_WINDOW_OVERLAP", 600.0, 0.0),
+        sweep_batch=_int(env, "SWEEP_BATCH", 500, 1),
+        check_schedule=_schedule(env, "CHECK_SCHEDULE", (60.0, 300.0, 900.0, 3600.0, 21600.0)),
+        flower_basic_auth=Secret(flower_auth) if flower_auth else None,
+        log_level=level,
+        sandbox_defaults=sandbox_defaults,
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings, loaded on first use (never at import time)."""
+    return load_settings()

@@ -1,0 +1,88 @@
+"""Typed results of the bank calls; amounts are integers ×100 whatever JSON type the bank used."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+PayType = Literal["A", "C"]
+
+
+@dataclass(frozen=True)
+class OrderCreateResult:
+    order_no: str
+    shop_no: str
+    ts_no: str
+    amount: int
+    pay_type: str
+    status: str
+    description: str
+    atm_pay_no: str | None = None
+    web_atm_url: str | None = None
+    otp_url: str | None = None
+    card_pay_url: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class OrderQueryRow:
+    order_no: str
+    ts_no: str
+    amount: int
+    pay_type: str
+    pay_status: str  # e.g. 1A200 ATM unpaid, 1A400 ATM paid, 1C400 card captured
+    pay_date: str  # yyyyMMddHHmm (Asia/Taipei) or ""
+    expire_date: str  # yyyyMMddHHmm or ""
+    ts_date: str = ""
+    refund_flag: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class OrderQueryResult:
+    shop_no: str
+    date: str
+    status: str
+    description: str
+    orders: tuple[OrderQueryRow, ...]
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class TSResult:
+    """TSResultContent of OrderPayQuery: what the bank says happened to one payment."""
+
+    ap_type: str
+    ts_no: str
+    order_no: str
+    shop_no: str
+    pay_type: str
+    amount: int
+    status: str
+    description: str
+    pay_date: str
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class PayQueryResult:
+    shop_no: str
+    pay_token: str
+    date: str
+    status: str
+    description: str
+    result: TSResult | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class BankCallRecord:
+    """What one call to the bank cost and how it ended; the client reports it to an observer."""
+
+    api_service: str
+    key: str  # OrderNo, or a shortened PayToken
+    started_at: Any  # datetime, UTC
+    duration_ms: int
+    http_status: int | None
+    outcome: Literal["ok", "rejected", "transport_error", "protocol_error"]
+    error: str | None = None

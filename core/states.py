@@ -1,0 +1,61 @@
+"""The order state machine as a table of allowed moves (DESIGN.md §2)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class OrderStatus(StrEnum):
+    PENDING = "pending"
+    PAID = "paid"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    NEEDS_REVIEW = "needs_review"
+
+
+class Source(StrEnum):
+    """Who caused a callback record or an order change."""
+
+    BACKEND = "backend"  # the bank's server-to-server push (BackendURL)
+    RETURN = "return"  # the customer's browser (ReturnURL)
+    SWEEP = "sweep"  # the reconciliation sweep
+    OPERATOR = "operator"  # the ops CLI
+    API = "api"  # the shop's orders API
+
+
+FINAL: frozenset[OrderStatus] = frozenset({OrderStatus.PAID, OrderStatus.FAILED, OrderStatus.EXPIRED})
+
+# from -> allowed targets. needs_review leaves only by an operator's decision.
+ALLOWED: dict[OrderStatus, frozenset[OrderStatus]] = {
+    OrderStatus.PENDING: frozenset(
+        {OrderStatus.PAID, OrderStatus.FAILED, OrderStatus.EXPIRED, OrderStatus.NEEDS_REVIEW}
+    ),
+    OrderStatus.NEEDS_REVIEW: frozenset({OrderStatus.PAID, OrderStatus.FAILED}),
+    OrderStatus.PAID: frozenset(),
+    OrderStatus.FAILED: frozenset(),
+    OrderStatus.EXPIRED: frozenset(),
+}
+OPERATOR_ONLY: frozenset[tuple[OrderStatus, OrderStatus]] = frozenset(
+    {(OrderStatus.NEEDS_REVIEW, OrderStatus.PAID), (OrderStatus.NEEDS_REVIEW, OrderStatus.FAILED)}
+)
+
+
+class IllegalTransition(Exception):
+    """A move the table does not allow (e.g. paid -> failed)."""
+
+    def __init__(self, order_no: str, current: str, target: str, source: str = "") -> None:
+        super().__init__(f"order {order_no}: {current} -> {target} is not allowed (source {source or '?'})")
+        self.order_no = order_no
+        self.current = current
+        self.target = target
+
+
+def check_move(order_no: str, current: OrderStatus, target: OrderStatus, source: Source) -> bool:
+    """True if the move must be applied, False if it is a no-op (same state); raises if illegal."""
+    if current == target:
+        return False
+    if target not in ALLOWED[current]:
+        raise IllegalTransition(order_no, current, target, source)
+    if (current, target) in OPERATOR_ONLY and source is not Source.OPERATOR:
+        raise IllegalTransition(order_no, current, target, source)
+    return True
