@@ -1,0 +1,436 @@
+"""The only module that talks HTTP to the bank (PROTOCOL.md §1, §2, §7).
+
+Every service call is `POST {base}Nonce` for a fresh nonce, then `POST {base}Order` with the sealed
+envelope, both with the X-KeyID header and explicit (connect, read) timeouts on one pooled
+requests.Session. Failures surface as the typed tree of core.sinopac.errors, so the caller can tell a
+retry that may help (transport) from one that never will (protocol, rejection).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime
+from typing import Any, Literal, Protocol, TypeVar
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from core.secrets import Secret
+from core.settings import Settings
+from core.sinopac import envelope, results
+from core.sinopac.errors import (
+    BankConnectionError,
+    BankHTTPError,
+    BankProtocolError,
+    BankRejection,
+    BankTimeout,
+    BankTransportError,
+    MalformedReply,
+    QPayError,
+)
+from core.sinopac.timefmt import to_bank_date, to_bank_minute
+from core.sinopac.types import BankCallRecord, OrderCreateResult, OrderQueryResult, PayQueryResult
+
+__all__ = ["BankClient", "Observer", "QPayClient", "short_token"]
+
+log = logging.getLogger(__name__)
+
+Observer = Callable[[BankCallRecord], None]
+T = TypeVar("T")
+Outcome = Literal["ok", "rejected", "transport_error", "protocol_error"]
+
+_FORBIDDEN_CHARS = re.compile(r"['\"%]")  # §9.1: no ' " % in OrderNo and PrdtName
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_MAX_AMOUNT = 999_999_999  # §9.1: at most 9 digits
+_SNIPPET = 120
+
+
+class BankClient(Protocol):
+    """What services need from the bank; QPayClient implements it, tests pass fakes."""
+
+    def create_order(
+        self,
+        *,
+        order_no: str,
+        amount: int,
+        pay_type: str,
+        product_name: str,
+        return_url: str,
+        backend_url: str,
+        expire_date: date | None = None,
+        card_exp_minutes: int = 30,
+        auto_billing: str = "Y",
+        memo: str | None = None,
+        param1: str | None = None,
+        param2: str | None = None,
+        param3: str | None = None,
+    ) -> OrderCreateResult: ...
+
+    def query_orders(
+        self,
+        *,
+        order_no: str | None = None,
+        pay_type: str | None = None,
+        order_from: datetime | None = None,
+        order_to: datetime | None = None,
+        pay_from: datetime | None = None,
+        pay_to: datetime | None = None,
+        pay_flag: str | None = None,
+    ) -> OrderQueryResult: ...
+
+    def pay_query(self, pay_token: str) -> PayQueryResult: ...
+
+
+def short_token(pay_token: str) -> str:
+    """A PayToken as it may appear in logs, records and errors: its first 8 characters + "…"."""
+    return pay_token[:8] + "…"
+
+
+def _check_text(name: str, value: str, *, limit: int, required: bool = True, plain: bool = False) -> None:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string")
+    if required and not value.strip():
+        raise ValueError(f"{name} is required")
+    if len(value) > limit:
+        raise ValueError(f"{name} is longer than {limit} characters")
+    if _CONTROL.search(value):
+        raise ValueError(f"{name} contains control characters")
+    if plain and _FORBIDDEN_CHARS.search(value):
+        raise ValueError(f"{name} must not contain ' \" or %")
+
+
+def _optional(message: dict[str, Any], key: str, name: str, value: str | None, limit: int) -> None:
+    # §12.1: blank values are never sent (implementations disagree on how they are signed).
+    if value is None or not value.strip():
+        return
+    _check_text(name, value, limit=limit)
+    message[key] = value
+
+
+def _window(
+    message: dict[str, Any], keys: tuple[str, str], names: tuple[str, str], pair: tuple[datetime | None, ...]
+) -> None:
+    start, end = pair
+    if start is None and end is None:
+        return
+    if start is None or end is None:
+        raise ValueError(f"{names[0]} and {names[1]} must be given together")
+    for name, value in zip(names, pair, strict=True):
+        if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"{name} must be a timezone-aware datetime")
+    if start > end:
+        raise ValueError(f"{names[0]} is after {names[1]}")
+    message[keys[0]] = to_bank_minute(start)
+    message[keys[1]] = to_bank_minute(end)
+
+
+class QPayClient:
+    """QPay Web API client for one shop; safe to reuse for many calls, close() when done."""
+
+    def __init__(
+        self, settings: Settings, *, http: requests.Session | None = None, observer: Observer | None = None
+    ) -> None:
+        self._shop_no = settings.shop_no
+        self._hash_id: Secret = settings.shop.hash_id
+        self._key_id: Secret = settings.shop.key_id
+        # Every string whose appearance in an error would be a leak.
+        self._secrets = tuple(
+            s
+            for s in (
+                self._hash_id.reveal(),
+                self._key_id.reveal(),
+                *(k.reveal() for k in settings.shop.hash_keys),
+            )
+            if s
+        )
+        self._base = (
+            settings.api_base_url if settings.api_base_url.endswith("/") else settings.api_base_url + "/"
+        )
+        self._timeout = (settings.connect_timeout, settings.read_timeout)
+        self._observer = observer
+        self._owns_http = http is None
+        self._http = http if http is not None else self._new_session()
+
+    @staticmethod
+    def _new_session() -> requests.Session:
+        session = requests.Session()
+        # No hidden urllib3 retries: a retry decision belongs to the caller, who knows what is safe.
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=8, max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
+
+    def __repr__(self) -> str:
+        return f"QPayClient(shop_no={self._shop_no!r}, base={self._base!r})"
+
+    def close(self) -> None:
+        """Release pooled connections (only of a session this client created itself)."""
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> QPayClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the three services -------------------------------------------------------------------
+
+    def create_order(
+        self,
+        *,
+        order_no: str,
+        amount: int,
+        pay_type: str,
+        product_name: str,
+        return_url: str,
+        backend_url: str,
+        expire_date: date | None = None,
+        card_exp_minutes: int = 30,
+        auto_billing: str = "Y",
+        memo: str | None = None,
+        param1: str | None = None,
+        param2: str | None = None,
+        param3: str | None = None,
+        exp_billing_days: int | None = None,
+    ) -> OrderCreateResult:
+        """OrderCreate (§9.1); `amount` is ×100. Raises ValueError before sending on bad input."""
+        _check_text("order_no", order_no, limit=50, plain=True)
+        if isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount <= _MAX_AMOUNT:
+            raise ValueError(f"amount must be a positive whole number of hundredths, at most {_MAX_AMOUNT}")
+        if pay_type not in ("A", "C"):
+            raise ValueError("pay_type must be 'A' (ATM) or 'C' (card)")
+        _check_text("product_name", product_name, limit=60, plain=True)
+        _check_text("return_url", return_url, limit=255)
+        _check_text("backend_url", backend_url, limit=255, required=False)
+        message: dict[str, Any] = {
+            "ShopNo": self._shop_no,
+            "OrderNo": order_no,
+            "Amount": amount,
+            "CurrencyID": "TWD",
+            "PayType": pay_type,
+            "PrdtName": product_name,
+            "ReturnURL": return_url,
+        }
+        if backend_url.strip():
+            message["BackendURL"] = backend_url
+        if pay_type == "A":
+            if expire_date is None or isinstance(expire_date, datetime) or not isinstance(expire_date, date):
+                raise ValueError("PayType A needs expire_date (a date, the last day to pay)")
+            message["ATMParam"] = {"ExpireDate": to_bank_date(expire_date)}
+        else:
+            if expire_date is not None:
+                raise ValueError("expire_date applies only to PayType A")
+            message["CardParam"] = self._card_param(card_exp_minutes, auto_billing, exp_billing_days)
+        _optional(message, "Memo", "memo", memo, 30)
+        _optional(message, "Param1", "param1", param1, 255)
+        _optional(message, "Param2", "param2", param2, 255)
+        _optional(message, "Param3", "param3", param3, 255)
+
+        def parse(inner: dict[str, Any]) -> OrderCreateResult:
+            # The Sign proves the bank wrote the reply, not that it answers this request.
+            if inner.get("OrderNo") != order_no:
+                raise MalformedReply("OrderCreate: reply is for a different OrderNo", service="OrderCreate")
+            return results.to_create_result(inner, pay_type=pay_type)
+
+        return self._call("OrderCreate", message, parse, key=order_no)
+
+    @staticmethod
+    def _card_param(exp_minutes: int, auto_billing: str, exp_billing_days: int | None) -> dict[str, Any]:
+        if isinstance(exp_minutes, bool) or not isinstance(exp_minutes, int) or not 1 <= exp_minutes <= 30:
+            raise ValueError("card_exp_minutes must be a whole number from 1 to 30")
+        if auto_billing not in ("Y", "N"):
+            raise ValueError("auto_billing must be 'Y' or 'N'")
+        param: dict[str, Any] = {"AutoBilling": auto_billing, "ExpMinutes": exp_minutes}
+        if auto_billing == "N":
+            if (
+                isinstance(exp_billing_days, bool)
+                or not isinstance(exp_billing_days, int)
+                or not 1 <= exp_billing_days <= 7
+            ):
+                raise ValueError("auto_billing 'N' needs exp_billing_days from 1 to 7")
+            param["ExpBillingDays"] = exp_billing_days
+        elif exp_billing_days is not None:
+            raise ValueError("exp_billing_days applies only when auto_billing is 'N'")
+        return param
+
+    def query_orders(
+        self,
+        *,
+        order_no: str | None = None,
+        pay_type: str | None = None,
+        order_from: datetime | None = None,
+        order_to: datetime | None = None,
+        pay_from: datetime | None = None,
+        pay_to: datetime | None = None,
+        pay_flag: str | None = None,
+    ) -> OrderQueryResult:
+        """OrderQuery (§9.3); at least one condition; windows are aware datetimes, sent in Taipei time."""
+        message: dict[str, Any] = {"ShopNo": self._shop_no}
+        if order_no is not None:
+            _check_text("order_no", order_no, limit=50, plain=True)
+            message["OrderNo"] = order_no
+        if pay_type is not None:
+            if pay_type not in ("A", "C"):
+                raise ValueError("pay_type must be 'A' or 'C'")
+            message["PayType"] = pay_type
+        _window(
+            message, ("OrderDateTimeS", "OrderDateTimeE"), ("order_from", "order_to"), (order_from, order_to)
+        )
+        _window(message, ("PayDateTimeS", "PayDateTimeE"), ("pay_from", "pay_to"), (pay_from, pay_to))
+        if pay_flag is not None:
+            if pay_flag not in ("Y", "N", "O"):
+                raise ValueError("pay_flag must be 'Y', 'N' or 'O'")
+            message["PayFlag"] = pay_flag
+        if len(message) == 1:
+            raise ValueError("OrderQuery needs at least one condition besides the shop")
+        key = order_no or "window"
+        return self._call("OrderQuery", message, results.to_query_result, key=key)
+
+    def pay_query(self, pay_token: str) -> PayQueryResult:
+        """OrderPayQuery (§9.5): the bank's signed word on what a PayToken paid."""
+        _check_text("pay_token", pay_token, limit=255)
+        if pay_token != pay_token.strip() or not pay_token.isascii():
+            raise ValueError("pay_token must be printable ASCII without surrounding spaces")
+        key = short_token(pay_token)
+
+        def parse(inner: dict[str, Any]) -> PayQueryResult:
+            if inner.get("PayToken") not in (None, "", pay_token):
+                raise MalformedReply(
+                    "OrderPayQuery: reply is for a different PayToken", service="OrderPayQuery"
+                )
+            return results.to_pay_query_result(inner)
+
+        message = {"ShopNo": self._shop_no, "PayToken": pay_token}
+        return self._call("OrderPayQuery", message, parse, key=key, token=pay_token)
+
+    # -- one call: Nonce, Order, open the reply ------------------------------------------------
+
+    def _call(
+        self,
+        service: str,
+        message: Mapping[str, Any],
+        parse: Callable[[dict[str, Any]], T],
+        *,
+        key: str,
+        token: str | None = None,
+    ) -> T:
+        """Nonce, Order, open and type the reply; the observer gets exactly one record, whatever happens."""
+        started_at = datetime.now(UTC)
+        t0 = time.monotonic()
+        status: list[int | None] = [None]
+        error: QPayError | None = None
+        try:
+            nonce = self._nonce(service, status, token)
+            body = envelope.seal_request(
+                service, message, shop_no=self._shop_no, nonce=nonce, hash_id=self._hash_id.reveal()
+            )
+            reply = self._post(service, "Order", body, status, token)
+            return parse(envelope.open_reply(service, reply, hash_id=self._hash_id.reveal()))
+        except QPayError as exc:
+            error = exc
+            raise
+        finally:
+            self._emit(
+                BankCallRecord(
+                    api_service=service,
+                    key=key,
+                    started_at=started_at,
+                    duration_ms=int((time.monotonic() - t0) * 1000),
+                    http_status=status[0],
+                    outcome="ok" if error is None else _outcome_of(error),
+                    error=None if error is None else str(error),
+                )
+            )
+
+    def _emit(self, record: BankCallRecord) -> None:
+        if self._observer is None:
+            return
+        try:
+            self._observer(record)
+        except Exception:  # the observer is bookkeeping; it must never break a bank call
+            log.warning("bank call observer failed for %s", record.api_service, exc_info=True)
+
+    def _nonce(self, service: str, status: list[int | None], token: str | None) -> str:
+        reply = self._post(service, "Nonce", {"ShopNo": self._shop_no}, status, token)
+        nonce = reply.get("Nonce") if isinstance(reply, dict) else None
+        if not isinstance(nonce, str) or not nonce or not nonce.isascii() or not nonce.isprintable():
+            raise MalformedReply(f"{service}: Nonce reply lacks a usable Nonce", service=service)
+        return nonce
+
+    def _post(
+        self,
+        service: str,
+        endpoint: str,
+        body: Mapping[str, Any],
+        status: list[int | None],
+        token: str | None,
+    ) -> Any:
+        what = f"{service}: {endpoint}"
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "Accept": "application/json",
+            "X-KeyID": self._key_id.reveal(),
+        }
+        try:
+            response = self._http.post(
+                self._base + endpoint,
+                data=data,
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+            )
+        except requests.Timeout as exc:
+            raise BankTimeout(f"{what} timed out ({type(exc).__name__})", service=service) from None
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            raise BankConnectionError(
+                f"{what} connection failed ({type(exc).__name__})", service=service
+            ) from None
+        except requests.RequestException as exc:
+            raise MalformedReply(f"{what} failed ({type(exc).__name__})", service=service) from None
+        status[0] = response.status_code
+        code = response.status_code
+        if code >= 500 or code == 429:
+            raise BankHTTPError(
+                f"{what} answered HTTP {code}: {self._snippet(response.content, token)}",
+                service=service,
+                status=code,
+            )
+        if not 200 <= code < 300:
+            raise MalformedReply(
+                f"{what} answered unexpected HTTP {code}: {self._snippet(response.content, token)}",
+                service=service,
+            )
+        try:
+            return json.loads(response.content.decode("utf-8-sig"))
+        except (UnicodeDecodeError, ValueError):
+            raise MalformedReply(
+                f"{what} reply is not JSON: {self._snippet(response.content, token)}", service=service
+            ) from None
+
+    def _snippet(self, content: bytes, token: str | None) -> str:
+        """A short, printable, secret-free excerpt of an untrusted body for the error text."""
+        text = content[:400].decode("utf-8", "replace")
+        for secret in self._secrets:
+            text = re.sub(re.escape(secret), "***", text, flags=re.IGNORECASE)
+        if token:
+            text = text.replace(token, short_token(token))
+        text = _CONTROL.sub(" ", text).strip()
+        if not text:
+            return "(empty body)"
+        return repr(text[:_SNIPPET] + ("…" if len(text) > _SNIPPET else ""))
+
+
+def _outcome_of(exc: QPayError) -> Outcome:
+    if isinstance(exc, BankTransportError):
+        return "transport_error"
+    if isinstance(exc, BankRejection):
+        return "rejected"
+    if isinstance(exc, BankProtocolError):
+        return "protocol_error"
+    return "protocol_error"
