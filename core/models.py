@@ -118,10 +118,11 @@ class PayToken(Base):
     order_no: Mapped[str | None] = mapped_column(String(50), index=True)
 
     __table_args__ = (
-        # The outbox relay: unresolved tokens by age. Partial, so resolved history costs nothing.
+        # The outbox relay: unresolved tokens by age. Partial, so resolved history costs nothing:
+        # a range scan on last_received_at touches only tokens still waiting for resolution.
         Index(
             "ix_pay_tokens_unresolved",
-            "last_enqueued_at",
+            "last_received_at",
             postgresql_where=text("state = 'received'"),
             sqlite_where=text("state = 'received'"),
         ),
