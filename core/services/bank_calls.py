@@ -1,0 +1,39 @@
+"""Every bank call becomes a BankCall row (DESIGN.md §2.5): the client's observer writes them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session
+
+from core.models import BankCall
+from core.sinopac.types import BankCallRecord
+
+_MAX_ERROR = 500
+
+
+def recorder(session: Session) -> Callable[[BankCallRecord], None]:
+    """An observer for QPayClient that adds one BankCall per call to `session` (the caller commits).
+
+    The client already shortens PayTokens in `key` and keeps secrets out of `error`; this only bounds
+    the sizes so a huge error text cannot break the insert.
+    """
+
+    def record(call: BankCallRecord) -> None:
+        started = call.started_at if isinstance(call.started_at, datetime) else datetime.now(UTC)
+        if started.tzinfo is None:
+            started = started.replace(tzinfo=UTC)
+        session.add(
+            BankCall(
+                api_service=call.api_service[:32],
+                key=(call.key or "")[:128],
+                started_at=started,
+                duration_ms=max(0, int(call.duration_ms)),
+                http_status=call.http_status,
+                outcome=call.outcome,
+                error=call.error[:_MAX_ERROR] if call.error else None,
+            )
+        )
+
+    return record

@@ -1,0 +1,80 @@
+"""Due work for the sweep, read through the partial indexes so the cost follows what is due.
+
+`ix_pay_tokens_unresolved` holds only tokens in state received and `ix_orders_due_check` only pending
+orders: resolved tokens and settled orders, however many, are never scanned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from core.models import Order, PayToken
+
+DEFAULT_LEASE = timedelta(minutes=5)
+
+
+def _as_delta(value: timedelta | float) -> timedelta:
+    return value if isinstance(value, timedelta) else timedelta(seconds=float(value))
+
+
+def next_check_at(attempts: int, now: datetime, schedule: Sequence[float]) -> datetime:
+    """When to look at a pending order again: step `attempts` of the schedule, then its last step."""
+    if not schedule:
+        raise ValueError("check schedule is empty")
+    step = schedule[min(max(attempts, 0), len(schedule) - 1)]
+    return now + timedelta(seconds=step)
+
+
+def due_tokens(session: Session, *, now: datetime, grace: timedelta | float, limit: int) -> list[int]:
+    """Ids of tokens still unresolved `grace` after they were last received and last enqueued.
+
+    These are the outbox's stragglers: the broker was down, the worker died, or retries ran out.
+    Re-enqueueing is safe because resolution is idempotent.
+    """
+    cutoff = now - _as_delta(grace)
+    stmt = (
+        select(PayToken.id)
+        .where(
+            PayToken.state == "received",
+            PayToken.last_received_at <= cutoff,
+            or_(PayToken.last_enqueued_at.is_(None), PayToken.last_enqueued_at <= cutoff),
+        )
+        .order_by(PayToken.last_received_at)
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
+
+
+def claim_due_orders(
+    session: Session, *, now: datetime, limit: int, lease: timedelta | float = DEFAULT_LEASE
+) -> list[Order]:
+    """Claim pending orders due for a check: lock them (SKIP LOCKED on PostgreSQL) and push their
+    next_check_at out by `lease`.
+
+    Commit the claim before calling the bank: a second sweep running at the same time skips the
+    locked rows and, after the commit, no longer sees them as due, so no row lock is held across a
+    bank call. settle_from_query_row (or schedule_next_check) sets the real next check afterwards;
+    if the sweep dies, the lease expires and the order is due again.
+    """
+    stmt = (
+        select(Order)
+        .where(Order.status == "pending", Order.next_check_at <= now)
+        .order_by(Order.next_check_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    orders = list(session.scalars(stmt))
+    if orders:
+        session.execute(
+            update(Order)
+            .where(Order.id.in_([o.id for o in orders]), Order.status == "pending")
+            .values(next_check_at=now + _as_delta(lease))
+            .execution_options(synchronize_session=False)
+        )
+        for order in orders:
+            session.refresh(order)
+    return orders

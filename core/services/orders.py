@@ -1,0 +1,180 @@
+"""Creating orders at the bank and reading them back.
+
+The bank call comes first and the row is added to the caller's transaction after it succeeds, so a
+refused or failed OrderCreate leaves nothing behind. If the caller's commit then fails, the bank holds
+an order we do not: a payment for it arrives as an unknown OrderNo, which is rejected and logged
+loudly, never silently paid.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.models import Order, OrderEvent
+from core.services.due import next_check_at
+from core.settings import Settings
+from core.sinopac.errors import MalformedReply
+from core.sinopac.timefmt import BANK_TZ
+from core.states import OrderStatus, Source
+
+if TYPE_CHECKING:
+    from core.sinopac.client import BankClient
+
+log = logging.getLogger(__name__)
+
+CARD_EXP_MINUTES = 30  # the longest link validity the bank allows (PROTOCOL.md §9.1)
+DEFAULT_EXPIRE_DAYS = 3
+MAX_EXPIRE_DAYS = 60
+MAX_AMOUNT_TWD = 9_999_999  # ×100 must fit the bank's 9 digits
+_ORDER_NO = re.compile(r"^[A-Za-z0-9_-]{1,50}$")
+_FORBIDDEN = re.compile(r"['\"%\x00-\x1f\x7f]")
+
+
+class OrderValidationError(ValueError):
+    """Bad input for a new order; `field` names the offending field for the API's error body."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class NewOrder:
+    amount_twd: int  # whole New Taiwan dollars; stored and sent ×100
+    pay_type: str  # "A" ATM virtual account, "C" credit card
+    product_name: str
+    order_no: str | None = None  # generated when absent
+    expire_days: int | None = None  # ATM only: days from today (Taipei) to the last payment day
+
+
+def _validate(new: NewOrder) -> None:
+    amount = new.amount_twd
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise OrderValidationError("amount_twd", "must be a whole number of New Taiwan dollars")
+    if not 1 <= amount <= MAX_AMOUNT_TWD:
+        raise OrderValidationError("amount_twd", f"must be between 1 and {MAX_AMOUNT_TWD}")
+    if new.pay_type not in ("A", "C"):
+        raise OrderValidationError("pay_type", "must be 'A' (ATM) or 'C' (card)")
+    name = new.product_name
+    if not isinstance(name, str) or not name.strip():
+        raise OrderValidationError("product_name", "is required")
+    if len(name) > 60 or _FORBIDDEN.search(name):
+        raise OrderValidationError(
+            "product_name", "at most 60 characters, without quotes, % or control characters"
+        )
+    if new.order_no is not None and (not isinstance(new.order_no, str) or not _ORDER_NO.match(new.order_no)):
+        raise OrderValidationError("order_no", "1-50 letters, digits, _ or -")
+    if new.pay_type == "C" and new.expire_days is not None:
+        raise OrderValidationError("expire_days", "applies only to ATM orders (pay_type A)")
+    days = new.expire_days
+    bad_days = isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= MAX_EXPIRE_DAYS
+    if days is not None and bad_days:
+        raise OrderValidationError("expire_days", f"must be a whole number from 0 to {MAX_EXPIRE_DAYS}")
+
+
+def generate_order_no(now: datetime) -> str:
+    """Sortable and unguessable: Q + Taipei time to the second + 8 random hex digits."""
+    return "Q" + now.astimezone(BANK_TZ).strftime("%Y%m%d%H%M%S") + secrets.token_hex(4).upper()
+
+
+def atm_expiry(now: datetime, days: int) -> tuple[datetime, datetime]:
+    """(ExpireDate as a Taipei date at midnight, the instant it ends in UTC): payable all that day."""
+    last_day = now.astimezone(BANK_TZ).date() + timedelta(days=days)
+    ends = datetime.combine(last_day + timedelta(days=1), time(0), tzinfo=BANK_TZ).astimezone(UTC)
+    return datetime.combine(last_day, time(0), tzinfo=BANK_TZ), ends
+
+
+def create_order(
+    session: Session, client: BankClient, settings: Settings, new: NewOrder, *, now: datetime | None = None
+) -> Order:
+    """OrderCreate at the bank, then the order stored pending with TSNo, payment details and expiry.
+
+    Raises OrderValidationError for bad input (before any bank call) and the bank client's errors
+    (BankTransportError, BankRejection, BankProtocolError) unchanged.
+    """
+    _validate(new)
+    at = now if now is not None else datetime.now(UTC)
+    order_no = new.order_no or generate_order_no(at)
+    if session.scalar(select(Order.id).where(Order.order_no == order_no)) is not None:
+        raise OrderValidationError("order_no", "already exists")
+    amount = new.amount_twd * 100
+    expire_date = None
+    if new.pay_type == "A":
+        days = DEFAULT_EXPIRE_DAYS if new.expire_days is None else new.expire_days
+        last_day, expires_at = atm_expiry(at, days)
+        expire_date = last_day.date()
+    else:
+        expires_at = at + timedelta(minutes=CARD_EXP_MINUTES)
+    base = settings.public_base_url.rstrip("/")
+    result = client.create_order(
+        order_no=order_no,
+        amount=amount,
+        pay_type=new.pay_type,
+        product_name=new.product_name,
+        return_url=f"{base}/qpay/return",
+        backend_url=f"{base}/qpay/backend",
+        expire_date=expire_date,
+        card_exp_minutes=CARD_EXP_MINUTES,
+    )
+    if result.order_no != order_no or result.amount != amount or not result.ts_no:
+        raise MalformedReply("OrderCreate: reply does not echo our OrderNo and Amount, or has no TSNo",
+                             service="OrderCreate")
+    if new.pay_type == "A" and not result.atm_pay_no:
+        raise MalformedReply("OrderCreate: ATM reply without AtmPayNo", service="OrderCreate")
+    if new.pay_type == "C" and not result.card_pay_url:
+        raise MalformedReply("OrderCreate: card reply without CardPayURL", service="OrderCreate")
+    order = Order(
+        shop_no=settings.shop_no,
+        order_no=order_no,
+        amount=amount,
+        currency="TWD",
+        pay_type=new.pay_type,
+        product_name=new.product_name,
+        status=OrderStatus.PENDING.value,
+        ts_no=result.ts_no,
+        atm_pay_no=result.atm_pay_no,
+        card_pay_url=result.card_pay_url,
+        expires_at=expires_at,
+        next_check_at=next_check_at(0, at, settings.check_schedule),
+        check_attempts=0,
+        created_at=at,
+        updated_at=at,
+    )
+    session.add(order)
+    session.add(
+        OrderEvent(
+            order_no=order_no,
+            from_status=None,
+            to_status=OrderStatus.PENDING.value,
+            source=Source.API.value,
+            ts_no=result.ts_no,
+            amount=amount,
+            detail="created",
+            at=at,
+        )
+    )
+    session.flush()
+    log.info("order %s created", order_no, extra={"order_no": order_no, "ts_no": result.ts_no})
+    return order
+
+
+def get_order(session: Session, order_no: str) -> Order | None:
+    return session.scalars(
+        select(Order).where(Order.order_no == order_no).execution_options(populate_existing=True)
+    ).first()
+
+
+def order_history(session: Session, order_no: str) -> list[OrderEvent]:
+    """The order's events, oldest first: the answer to "what happened to order X?"."""
+    return list(
+        session.scalars(select(OrderEvent).where(OrderEvent.order_no == order_no).order_by(OrderEvent.id))
+    )

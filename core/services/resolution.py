@@ -1,0 +1,125 @@
+"""Resolving a PayToken: ask the bank what it means (OrderPayQuery), then settle the order it names.
+
+No row lock is taken before the bank call: read the token, call the bank, then make conditional
+UPDATEs (`... WHERE state = 'received'`, the order's `... WHERE status = <current>`). Any number of
+concurrent resolvers of one token therefore end with one transition and one event.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from core.models import PayToken
+from core.services.settlement import settle_from_pay_result
+from core.settings import Settings
+from core.sinopac.errors import BankProtocolError, BankRejection, BankTransportError
+from core.states import Source
+
+if TYPE_CHECKING:
+    from core.sinopac.client import BankClient
+
+log = logging.getLogger(__name__)
+
+ResolveKind = Literal["settled", "noop", "review", "rejected", "transient", "protocol_error"]
+_MAX_ERROR = 500
+
+
+@dataclass(frozen=True)
+class ResolveOutcome:
+    kind: ResolveKind
+    error: str | None = None
+    order_no: str | None = None
+
+
+def _short(token: str) -> str:
+    return token[:8] + "…"
+
+
+def _update_token(session: Session, token_id: int, **values: object) -> bool:
+    """A conditional update: only a token still in state received changes (first resolver wins)."""
+    result = session.execute(
+        update(PayToken)
+        .where(PayToken.id == token_id, PayToken.state == "received")
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def resolve_token(
+    session: Session, client: BankClient, settings: Settings, token_id: int, *, now: datetime | None = None
+) -> ResolveOutcome:
+    """Resolve one stored PayToken; idempotent, and never commits (the task does).
+
+    transient (timeouts, 5xx, 429): attempts and last_error recorded, the caller retries later.
+    rejected: the bank refused the token (BankRejection) or it names no order of ours.
+    protocol_error: the reply cannot be trusted (bad Sign, undecryptable, malformed): the token stays
+    received with last_error set and an ALERT is logged; it is not retried blindly.
+    """
+    at = now if now is not None else datetime.now(UTC)
+    row = session.execute(
+        select(PayToken.pay_token, PayToken.state, PayToken.order_no, PayToken.source).where(
+            PayToken.id == token_id
+        )
+    ).first()
+    if row is None:
+        log.warning("resolve: no pay token with id %s", token_id, extra={"token_id": token_id})
+        return ResolveOutcome("noop", error="no such token")
+    if row.state != "received":
+        return ResolveOutcome("noop", order_no=row.order_no)
+    token = row.pay_token
+    extra = {"pay_token": _short(token), "token_id": token_id}
+    attempts = PayToken.attempts + 1
+    try:
+        result = client.pay_query(token)
+    except BankTransportError as exc:
+        error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR]
+        _update_token(session, token_id, attempts=attempts, last_error=error)
+        log.warning("resolve %s: transient bank error: %s", _short(token), error, extra=extra)
+        return ResolveOutcome("transient", error=error)
+    except BankRejection as exc:
+        error = f"rejected by the bank: {exc.code or '?'} {exc.description}".strip()[:_MAX_ERROR]
+        _update_token(
+            session, token_id, attempts=attempts, last_error=error, state="rejected", resolved_at=at
+        )
+        log.warning("resolve %s: %s", _short(token), error, extra=extra)
+        return ResolveOutcome("rejected", error=error)
+    except BankProtocolError as exc:
+        error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR]
+        _update_token(session, token_id, attempts=attempts, last_error=error)
+        log.error("ALERT resolve %s: untrusted bank reply: %s", _short(token), error, extra=extra)
+        return ResolveOutcome("protocol_error", error=error)
+
+    source = Source(row.source) if row.source in Source._value2member_map_ else Source.BACKEND
+    outcome = settle_from_pay_result(session, settings, result, source=source, pay_token=token, now=at)
+    if outcome.kind == "unknown_order":
+        _update_token(
+            session,
+            token_id,
+            attempts=attempts,
+            state="rejected",
+            last_error=(outcome.reason or "unknown order")[:_MAX_ERROR],
+            order_no=None,
+            resolved_at=at,
+        )
+        return ResolveOutcome("rejected", error=outcome.reason, order_no=outcome.order_no)
+    _update_token(
+        session,
+        token_id,
+        attempts=attempts,
+        state="resolved",
+        order_no=outcome.order_no,
+        last_error=outcome.reason if outcome.kind in ("review", "conflict") else None,
+        resolved_at=at,
+    )
+    if outcome.kind in ("paid", "failed") and outcome.changed:
+        return ResolveOutcome("settled", order_no=outcome.order_no)
+    if outcome.kind == "review" and outcome.changed:
+        return ResolveOutcome("review", error=outcome.reason, order_no=outcome.order_no)
+    return ResolveOutcome("noop", error=outcome.reason, order_no=outcome.order_no)

@@ -1,0 +1,354 @@
+"""Order transitions and the settlement rules: only the bank's verified word moves an order.
+
+Every change is one conditional UPDATE (`... WHERE status = <current>`) whose row count says whether
+this call made it, plus one OrderEvent. Two settlers racing on one order (a callback and a sweep, or
+twenty workers) therefore produce exactly one transition and one event; the losers see a no-op.
+Mismatches never pay an order: they park it in needs_review with the reason, logged loudly.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from core.models import Order, OrderEvent
+from core.services import paystatus
+from core.services.due import next_check_at
+from core.settings import Settings
+from core.sinopac.timefmt import from_bank_minute
+from core.sinopac.types import OrderQueryRow, PayQueryResult
+from core.states import IllegalTransition, OrderStatus, Source, check_move
+
+log = logging.getLogger(__name__)
+
+SettleKind = Literal["paid", "failed", "expired", "review", "pending", "noop", "conflict", "unknown_order"]
+_MAX_TRIES = 3
+
+
+class OrderNotFound(LookupError):
+    """transition() was asked to move an order that does not exist."""
+
+    def __init__(self, order_no: str) -> None:
+        super().__init__(f"order {order_no} does not exist")
+        self.order_no = order_no
+
+
+@dataclass(frozen=True)
+class SettleOutcome:
+    """What a settlement concluded. `changed` is True only if this call moved the order."""
+
+    kind: SettleKind
+    order_no: str | None
+    changed: bool = False
+    reason: str | None = None
+
+
+def _now(now: datetime | None) -> datetime:
+    return now if now is not None else datetime.now(UTC)
+
+
+def transition(
+    session: Session,
+    order_no: str,
+    target: OrderStatus | str,
+    *,
+    source: Source | str,
+    ts_no: str | None = None,
+    amount: int | None = None,
+    detail: str | None = None,
+    pay_token: str | None = None,
+    paid_at: datetime | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """Move an order to `target`; True only if this call made the change.
+
+    Repeating the current state is a no-op (False); an illegal move raises IllegalTransition. If a
+    concurrent writer changes the status between our read and our UPDATE, the UPDATE matches no row
+    and we re-read: the same target is a no-op, anything else is judged again from the new state.
+    """
+    target = OrderStatus(target)
+    src = Source(source)
+    at = _now(now)
+    for _ in range(_MAX_TRIES):
+        row = session.execute(select(Order.status, Order.ts_no).where(Order.order_no == order_no)).first()
+        if row is None:
+            raise OrderNotFound(order_no)
+        current = OrderStatus(row.status)
+        if not check_move(order_no, current, target, src):
+            return False
+        values: dict[str, object] = {"status": target.value, "status_reason": detail, "updated_at": at}
+        if target is OrderStatus.PAID:
+            values["paid_at"] = paid_at or at
+            if ts_no and row.ts_no is None:
+                values["ts_no"] = ts_no
+            if pay_token:
+                values["pay_token"] = pay_token
+        if target is not OrderStatus.PENDING:
+            values["next_check_at"] = None
+        result = session.execute(
+            update(Order)
+            .where(Order.order_no == order_no, Order.status == current.value)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            session.add(
+                OrderEvent(
+                    order_no=order_no,
+                    from_status=current.value,
+                    to_status=target.value,
+                    source=src.value,
+                    ts_no=ts_no,
+                    amount=amount,
+                    detail=detail,
+                    at=at,
+                )
+            )
+            session.flush()
+            _expire_cached(session, order_no)
+            return True
+    raise RuntimeError(f"order {order_no}: status kept changing under us ({_MAX_TRIES} tries)")
+
+
+def _expire_cached(session: Session, order_no: str) -> None:
+    """Bulk UPDATEs bypass the identity map: make a loaded Order re-read its row."""
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, Order) and obj.order_no == order_no:
+            session.expire(obj)
+
+
+def _get_order(session: Session, order_no: str) -> Order | None:
+    # populate_existing: another transaction may have moved the order since this session cached it.
+    stmt = select(Order).where(Order.order_no == order_no).execution_options(populate_existing=True)
+    return session.scalars(stmt).first()
+
+
+def _ts_no_taken(session: Session, ts_no: str, order_no: str) -> str | None:
+    """The other order already holding this TSNo, if any: one bank transaction pays one order."""
+    return session.scalars(
+        select(Order.order_no).where(Order.ts_no == ts_no, Order.order_no != order_no)
+    ).first()
+
+
+def _common_mismatches(
+    session: Session, order: Order, *, ts_no: str, pay_type: str, currency: object
+) -> list[str]:
+    reasons = []
+    if order.ts_no and ts_no and ts_no != order.ts_no:
+        reasons.append(f"TSNo {ts_no} differs from the stored {order.ts_no}")
+    if ts_no:
+        other = _ts_no_taken(session, ts_no, order.order_no)
+        if other:
+            reasons.append(f"TSNo {ts_no} already belongs to order {other}")
+    if pay_type and pay_type != order.pay_type:
+        reasons.append(f"PayType {pay_type} differs from the stored {order.pay_type}")
+    if currency not in (None, "") and currency != order.currency:
+        reasons.append(f"currency {currency} differs from the stored {order.currency}")
+    return reasons
+
+
+def _apply(
+    session: Session,
+    order: Order,
+    target: OrderStatus,
+    *,
+    source: Source | str,
+    ts_no: str | None,
+    amount: int | None,
+    reason: str | None,
+    pay_token: str | None = None,
+    paid_at: datetime | None = None,
+    now: datetime,
+) -> SettleOutcome:
+    """Run one transition and turn races and final states into outcomes instead of exceptions."""
+    kind: SettleKind = "review" if target is OrderStatus.NEEDS_REVIEW else target.value  # type: ignore[assignment]
+    extra = {"order_no": order.order_no, "ts_no": ts_no, "source": str(source)}
+    try:
+        changed = transition(
+            session,
+            order.order_no,
+            target,
+            source=source,
+            ts_no=ts_no,
+            amount=amount,
+            detail=reason,
+            pay_token=pay_token,
+            paid_at=paid_at,
+            now=now,
+        )
+    except IllegalTransition as exc:
+        # The order already left pending (final, or parked for an operator). A bank word that
+        # contradicts that is money we may owe or miss: say so loudly, change nothing.
+        if target in (OrderStatus.PAID, OrderStatus.NEEDS_REVIEW):
+            level = logging.WARNING if exc.current == OrderStatus.NEEDS_REVIEW else logging.ERROR
+            log.log(
+                level,
+                "order %s is %s but the bank's word now means %s (%s); not changed",
+                order.order_no,
+                exc.current,
+                target.value,
+                reason or "all fields match",
+                extra={**extra, "status": exc.current},
+            )
+            return SettleOutcome("conflict", order.order_no, False, f"order is {exc.current}")
+        return SettleOutcome("noop", order.order_no, False, f"order is {exc.current}")
+    if not changed:
+        return SettleOutcome("noop", order.order_no, False, reason)
+    if target is OrderStatus.NEEDS_REVIEW:
+        log.error("order %s needs review: %s", order.order_no, reason, extra={**extra, "reason": reason})
+    else:
+        log.info("order %s -> %s", order.order_no, target.value, extra=extra)
+    return SettleOutcome(kind, order.order_no, True, reason)
+
+
+def _bank_time(value: str) -> datetime | None:
+    try:
+        return from_bank_minute(value)
+    except ValueError:
+        return None
+
+
+def settle_from_pay_result(
+    session: Session,
+    settings: Settings,
+    result: PayQueryResult,
+    *,
+    source: Source | str,
+    pay_token: str,
+    now: datetime | None = None,
+) -> SettleOutcome:
+    """Apply an OrderPayQuery reply (PROTOCOL.md §9.5) to the order it names.
+
+    paid: top-level and TSResultContent Status S, APType PayOut, both ShopNo ours, the order exists,
+    amount, currency, PayType and TSNo agree with what we stored. A card payment with inner Status F
+    is failed. Anything else about a known order is needs_review; an unknown OrderNo is unknown_order
+    (the caller rejects the token: there is no order to review).
+    """
+    at = _now(now)
+    ts = result.result
+    if ts is None:
+        log.error("PayQuery reply without TSResultContent", extra={"reason": "no TSResultContent"})
+        return SettleOutcome("unknown_order", None, False, "reply has no TSResultContent")
+    order = _get_order(session, ts.order_no)
+    if order is None:
+        reason = f"OrderNo {ts.order_no} is not ours (no such order)"
+        log.error("PayQuery names an unknown order %s", ts.order_no, extra={"order_no": ts.order_no})
+        return SettleOutcome("unknown_order", ts.order_no, False, reason)
+
+    reasons: list[str] = []
+    if result.status != "S":
+        reasons.append(f"reply Status {result.status or '(empty)'}")
+    if result.shop_no != settings.shop_no:
+        reasons.append(f"reply ShopNo {result.shop_no or '(empty)'} is not ours")
+    if ts.shop_no != settings.shop_no:
+        reasons.append(f"TSResultContent ShopNo {ts.shop_no or '(empty)'} is not ours")
+    if result.pay_token and result.pay_token != pay_token:
+        reasons.append("reply PayToken differs from the one queried")
+    if ts.ap_type != "PayOut":
+        reasons.append(f"APType {ts.ap_type or '(empty)'} is not PayOut")
+    reasons += _common_mismatches(
+        session, order, ts_no=ts.ts_no, pay_type=ts.pay_type, currency=ts.raw.get("CurrencyID")
+    )
+
+    common = {"source": source, "ts_no": ts.ts_no or None, "pay_token": pay_token, "now": at}
+    if ts.status == "S":
+        if ts.amount != order.amount:
+            reasons.append(f"amount {ts.amount} differs from the stored {order.amount}")
+        if not ts.ts_no:
+            reasons.append("no TSNo in a successful payment")
+        if reasons:
+            return _apply(session, order, OrderStatus.NEEDS_REVIEW, amount=ts.amount,
+                          reason="; ".join(reasons), **common)  # type: ignore[arg-type]
+        return _apply(session, order, OrderStatus.PAID, amount=ts.amount, reason=None,
+                      paid_at=_bank_time(ts.pay_date) or at, **common)  # type: ignore[arg-type]
+    if ts.status == "F" and order.pay_type == "C" and not reasons:
+        detail = f"card payment failed: {ts.description}".strip().rstrip(":")
+        return _apply(session, order, OrderStatus.FAILED, amount=ts.amount or None, reason=detail,
+                      **common)  # type: ignore[arg-type]
+    reasons.append(f"payment Status {ts.status or '(empty)'} for PayType {order.pay_type}")
+    return _apply(session, order, OrderStatus.NEEDS_REVIEW, amount=ts.amount or None,
+                  reason="; ".join(reasons), **common)  # type: ignore[arg-type]
+
+
+def schedule_next_check(session: Session, settings: Settings, order_no: str, *, now: datetime) -> bool:
+    """Push a still-pending order's next check out along settings.check_schedule (attempts += 1)."""
+    attempts = session.scalar(
+        select(Order.check_attempts).where(Order.order_no == order_no, Order.status == "pending")
+    )
+    if attempts is None:
+        return False
+    result = session.execute(
+        update(Order)
+        .where(Order.order_no == order_no, Order.status == "pending")
+        .values(
+            check_attempts=Order.check_attempts + 1,
+            next_check_at=next_check_at(attempts + 1, now, settings.check_schedule),
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    _expire_cached(session, order_no)
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _expiry_passed(order: Order, row: OrderQueryRow, now: datetime) -> bool:
+    """Past the later of the bank's ExpireDate minute and our stored expiry: never expire early."""
+    bank = _bank_time(row.expire_date)
+    limits = [t for t in (bank + timedelta(minutes=1) if bank else None, order.expires_at) if t]
+    return bool(limits) and now >= max(limits)
+
+
+def settle_from_query_row(
+    session: Session,
+    settings: Settings,
+    row: OrderQueryRow,
+    *,
+    source: Source | str,
+    now: datetime | None = None,
+) -> SettleOutcome:
+    """Apply one OrderQuery row (PROTOCOL.md §9.4) to a pending order.
+
+    Paid codes with a matching amount -> paid (a mismatch -> needs_review); an ATM order past expiry
+    and unpaid -> expired; a declined card -> failed; anything else stays pending with its next check
+    scheduled (per-order backoff).
+    """
+    at = _now(now)
+    order = _get_order(session, row.order_no)
+    if order is None:
+        log.warning("OrderQuery row for an unknown order %s", row.order_no, extra={"order_no": row.order_no})
+        return SettleOutcome("unknown_order", row.order_no, False, "no such order")
+    code = row.pay_status
+    common = {"source": source, "ts_no": row.ts_no or None, "now": at}
+    if code in paystatus.PAID:
+        reasons = _common_mismatches(
+            session, order, ts_no=row.ts_no, pay_type=row.pay_type, currency=row.raw.get("CurrencyID")
+        )
+        if row.amount != order.amount:
+            reasons.append(f"amount {row.amount} differs from the stored {order.amount}")
+        shop = row.raw.get("ShopNo")
+        if shop not in (None, "") and shop != settings.shop_no:
+            reasons.append(f"row ShopNo {shop} is not ours")
+        if code[1:2] != order.pay_type:
+            reasons.append(f"PayStatus {code} does not match PayType {order.pay_type}")
+        if reasons:
+            return _apply(session, order, OrderStatus.NEEDS_REVIEW, amount=row.amount,
+                          reason="; ".join(reasons), **common)  # type: ignore[arg-type]
+        return _apply(session, order, OrderStatus.PAID, amount=row.amount, reason=None,
+                      paid_at=_bank_time(row.pay_date) or at, **common)  # type: ignore[arg-type]
+    if order.status != OrderStatus.PENDING:
+        return SettleOutcome("noop", order.order_no, False, f"order is {order.status}")
+    if order.pay_type == "A" and (
+        code in paystatus.ATM_OVERDUE or (code in paystatus.ATM_AWAITING and _expiry_passed(order, row, at))
+    ):
+        return _apply(session, order, OrderStatus.EXPIRED, amount=None,
+                      reason=f"unpaid past expiry (PayStatus {code})", **common)  # type: ignore[arg-type]
+    if order.pay_type == "C" and code in paystatus.CARD_DECLINED:
+        return _apply(session, order, OrderStatus.FAILED, amount=None,
+                      reason=f"card declined (PayStatus {code})", **common)  # type: ignore[arg-type]
+    schedule_next_check(session, settings, order.order_no, now=at)
+    return SettleOutcome("pending", order.order_no, False, f"PayStatus {code or '(empty)'}")
