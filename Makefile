@@ -37,3 +37,16 @@ typecheck: venv
 
 clean:
 	rm -rf $(VENV) var
+
+# The whole system with no external service: embedded Redis, SQLite in var/demo.db (fresh each run),
+# sandbox bank, gunicorn, a worker, beat and Flower; a mixed batch of orders; a report. Exit 0 = all right.
+demo: venv
+	$(BIN)/python -m scripts.demo
+
+# The same stack, kept running until Ctrl-C (SQLite in var/qpay.db unless DATABASE_URL says otherwise).
+up: venv
+	$(BIN)/python -m scripts.up
+
+# Benchmarks (bench/); pass options with BENCH_ARGS="...".
+bench: venv
+	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -1,0 +1,63 @@
+"""`make up`: the whole local stack in the foreground until Ctrl-C.
+
+Reads .env if present (the environment wins over it). Defaults: SQLite in var/qpay.db (kept between
+runs), the embedded Redis on 127.0.0.1:6479, the sandbox bank on 8100, web on 8000, Flower on 5555.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+from scripts.stack import PROJECT_DIR, Stack, StackConfig, StackError, read_env_file
+
+DEFAULT_DB = f"sqlite:///{PROJECT_DIR / 'var' / 'qpay.db'}"
+
+
+def config_from_env() -> StackConfig:
+    env = {**read_env_file(PROJECT_DIR / ".env"), **{k: v for k, v in os.environ.items() if v}}
+    return StackConfig(
+        database_url=env.get("DATABASE_URL", DEFAULT_DB),
+        redis_url=env.get("REDIS_URL", "redis://127.0.0.1:6479/0"),
+        web_port=int(env.get("WEB_PORT", "8000")),
+        sandbox_port=int(env.get("SANDBOX_PORT", "8100")),
+        flower_port=int(env.get("FLOWER_PORT", "5555")),
+        sandbox_args=env.get("SANDBOX_ARGS", ""),
+        extra_env=env,
+    )
+
+
+def main() -> int:
+    config = config_from_env()
+    stack = Stack(config)  # honcho writes to this terminal
+    # Ctrl-C reaches honcho and its children directly (same terminal group); SIGTERM is passed on.
+    signal.signal(signal.SIGTERM, lambda *_: stack.honcho and stack.honcho.send_signal(signal.SIGTERM))
+    try:
+        stack.check_ports()
+        print(f"broker: {stack.start_redis()}", flush=True)
+        stack.migrate()
+        print("migrations: up to date", flush=True)
+        stack.start_processes()
+        stack.wait_ready()
+        print(f"\n  web      {config.web_url}  (orders API: POST {config.web_url}/api/orders)\n"
+              f"  sandbox  {config.sandbox_url}\n"
+              f"  Flower   {config.flower_url}\n"
+              "  Ctrl-C stops everything.\n", flush=True)
+        assert stack.honcho is not None
+        while True:
+            try:
+                return stack.honcho.wait()
+            except KeyboardInterrupt:
+                continue  # honcho got the same Ctrl-C and is stopping the processes; wait for it
+    except StackError as exc:
+        print(f"make up: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
