@@ -16,14 +16,14 @@ from Crypto.Util.Padding import pad, unpad
 
 __all__ = [
     "CryptoError",
+    "compact_json",
+    "decrypt_message",
+    "encrypt_message",
     "hash_id",
     "iv_from_nonce",
-    "sign_string",
     "sign",
+    "sign_string",
     "verify_sign",
-    "compact_json",
-    "encrypt_message",
-    "decrypt_message",
 ]
 
 
@@ -59,9 +59,7 @@ def _signable(value: Any) -> bool:
     # §5.2 and §12.1 (the official .NET rule): no objects, arrays, nulls, empty or blank strings.
     if value is None or isinstance(value, (Mapping, list, tuple)):
         return False
-    if isinstance(value, str) and not value.strip():
-        return False
-    return True
+    return not (isinstance(value, str) and not value.strip())
 
 
 def _plain(value: Any) -> str:

@@ -67,7 +67,7 @@ class TSResult:
 @dataclass(frozen=True)
 class PayQueryResult:
     shop_no: str
-    pay_token: str
+    pay_token: str = field(repr=False)  # a full PayToken stays out of logs
     date: str
     status: str
     description: str
