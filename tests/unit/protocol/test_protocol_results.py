@@ -51,13 +51,15 @@ def test_successful_payment_without_amount_is_malformed() -> None:
         to_pay_query_result(inner)
 
 
-def test_pay_query_result_repr_does_not_show_the_raw_reply() -> None:
+def test_pay_query_result_repr_shows_neither_the_raw_reply_nor_the_pay_token() -> None:
     inner = {
         "Status": "S",
         "PayToken": "p" * 64,
         "TSResultContent": {"OrderNo": "A1", "Status": "S", "Amount": 1},
     }
-    assert "TSResultContent" not in repr(to_pay_query_result(inner))
+    text = repr(to_pay_query_result(inner))
+    assert "TSResultContent" not in text
+    assert "p" * 64 not in text
 
 
 @pytest.mark.parametrize(
