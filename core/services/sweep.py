@@ -1,0 +1,268 @@
+"""The reconciliation sweep: whatever the callbacks missed, the sweep finds (DESIGN.md §1).
+
+One pass, three steps, each in short transactions with every bank call outside them:
+  1. requeue   tokens stored but still unresolved after the grace period are enqueued again (the
+               outbox relay: the broker was down, the worker died, or retries ran out);
+  2. bulk      OrderQuery by PayDateTime window [last window end - overlap, now] with PayFlag=Y settles
+               pending orders the bank reports paid; a window that hits the bank's 300-row maximum is
+               split in halves down to one minute;
+  3. targeted  pending orders due for a check (per-order backoff) are claimed, then queried by
+               OrderNo; unpaid ATM orders past expiry become expired.
+
+Safe when two passes run at once: claims use FOR UPDATE SKIP LOCKED and a lease, every order change is
+a conditional UPDATE, and enqueueing a token twice is harmless (resolution is idempotent). A bank
+outage counts errors and leaves the work to the next pass; it never aborts the pass. The counts are
+logged and stored as a SweepRun row.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from core.models import SweepRun
+from core.services.callbacks import mark_enqueued
+from core.services.due import claim_due_orders, due_tokens
+from core.services.settlement import SettleOutcome, schedule_next_check, settle_from_query_row
+from core.settings import Settings
+from core.sinopac.client import BankClient
+from core.sinopac.errors import BankProtocolError, BankTransportError, QPayError
+from core.sinopac.types import OrderQueryRow
+from core.states import Source
+
+__all__ = ["BANK_MAX_ROWS", "SweepCounts", "run_sweep"]
+
+log = logging.getLogger(__name__)
+
+UnitOfWork = Callable[[], AbstractContextManager[Session]]
+BANK_MAX_ROWS = 300  # OrderQuery returns at most this many orders (PROTOCOL.md §9.3)
+MIN_WINDOW = timedelta(minutes=1)  # the bank's time fields have minute precision
+FIRST_LOOKBACK = timedelta(days=1)
+OUTAGE_AFTER = 3  # consecutive transport failures that end the targeted step for this pass
+MAX_TARGETED_BATCHES = 20  # bounds one pass; the rest stays due for the next one
+
+
+@dataclass
+class SweepCounts:
+    requeued: int = 0
+    found: int = 0
+    settled: int = 0
+    expired: int = 0
+    still_pending: int = 0
+    errors: int = 0
+    window_start: datetime | None = None
+    window_end: datetime | None = None  # set only when the whole bulk window was read
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: v for k, v in asdict(self).items() if isinstance(v, int)}
+
+    def count(self, outcome: SettleOutcome) -> None:
+        if outcome.kind == "pending":
+            self.still_pending += 1
+        elif outcome.changed and outcome.kind == "expired":
+            self.expired += 1
+        elif outcome.changed:
+            self.settled += 1
+
+
+def run_sweep(
+    unit_of_work: UnitOfWork,
+    client: BankClient,
+    settings: Settings,
+    enqueue: Callable[[int], object],
+    *,
+    now: datetime | None = None,
+) -> SweepCounts:
+    """One reconciliation pass; returns (and records) what it did."""
+    now = now or datetime.now(UTC)
+    counts = SweepCounts()
+    _requeue(unit_of_work, settings, enqueue, now, counts)
+    _bulk(unit_of_work, client, settings, now, counts)
+    _targeted(unit_of_work, client, settings, now, counts)
+    with unit_of_work() as session:
+        session.add(
+            SweepRun(
+                started_at=now,
+                finished_at=datetime.now(UTC),
+                window_start=counts.window_start,
+                window_end=counts.window_end,
+                detail="; ".join(counts.notes)[:2000] or None,
+                **counts.as_dict(),
+            )
+        )
+    level = logging.WARNING if counts.errors else logging.INFO
+    log.log(level, "sweep: %s", " ".join(f"{k}={v}" for k, v in counts.as_dict().items()),
+            extra={"sweep": counts.as_dict()})
+    return counts
+
+
+# -- 1. the outbox relay ----------------------------------------------------------------------------
+
+
+def _requeue(
+    uow: UnitOfWork, settings: Settings, enqueue: Callable[[int], object], now: datetime, counts: SweepCounts
+) -> None:
+    with uow() as session:
+        token_ids = due_tokens(session, now=now, grace=settings.sweep_grace, limit=settings.sweep_batch)
+    sent: list[int] = []
+    for token_id in token_ids:
+        try:
+            enqueue(token_id)
+        except Exception as exc:
+            # The broker is down: the rows are durable, the next pass tries again.
+            counts.errors += 1
+            counts.notes.append(f"enqueue failed: {type(exc).__name__}")
+            log.warning("sweep: could not enqueue token %s (%s)", token_id, type(exc).__name__)
+            break
+        sent.append(token_id)
+    if sent:
+        with uow() as session:
+            for token_id in sent:
+                mark_enqueued(session, token_id, now=now)
+    counts.requeued = len(sent)
+
+
+# -- 2. bulk: what the bank says was paid in the window ----------------------------------------------
+
+
+def _window_start(uow: UnitOfWork, settings: Settings, now: datetime) -> datetime:
+    with uow() as session:
+        last_end = session.scalar(select(func.max(SweepRun.window_end)))
+    if last_end is None:
+        return now - FIRST_LOOKBACK
+    return min(last_end - timedelta(seconds=settings.sweep_window_overlap), now)
+
+
+def _minute(dt: datetime) -> datetime:
+    return dt.replace(second=0, microsecond=0)
+
+
+def _split(start: datetime, end: datetime) -> list[tuple[datetime, datetime]] | None:
+    """Two halves in whole minutes (the bank's bounds are inclusive minutes), or None for one minute."""
+    lo, hi = _minute(start), _minute(end)
+    if hi <= lo:
+        return None
+    minutes = int((hi - lo) / MIN_WINDOW)
+    mid = lo + MIN_WINDOW * (minutes // 2)
+    return [(lo, mid), (mid + MIN_WINDOW, end)]
+
+
+def _bulk(
+    uow: UnitOfWork, client: BankClient, settings: Settings, now: datetime, counts: SweepCounts
+) -> None:
+    start = _window_start(uow, settings, now)
+    counts.window_start = start
+    pending = [(start, now)]
+    seen: set[str] = set()
+    complete = True
+    while pending:
+        lo, hi = pending.pop()
+        try:
+            result = client.query_orders(pay_from=lo, pay_to=hi, pay_flag="Y")
+        except (QPayError, ValueError) as exc:
+            # An outage or a refusal: this window is not read, so the next pass starts from the last
+            # complete one. Nothing else in the bulk step would fare better now.
+            _bank_error(counts, exc, "bulk OrderQuery")
+            complete = False
+            break
+        rows = result.orders
+        if len(rows) >= BANK_MAX_ROWS:
+            halves = _split(lo, hi)
+            if halves is not None:
+                pending.extend(halves)
+                continue
+            counts.notes.append(f"bulk: the bank's maximum in the one-minute window {lo:%Y-%m-%d %H:%M}Z; "
+                                "the rest is left to the targeted step")
+            log.warning("sweep: bank returned its maximum for a one-minute window at %s", lo.isoformat())
+        fresh = [row for row in rows if row.order_no not in seen]
+        seen.update(row.order_no for row in fresh)
+        counts.found += len(fresh)
+        for row in fresh:
+            _settle(uow, settings, row, now, counts)
+    if complete:
+        counts.window_end = now
+
+
+def _settle(
+    uow: UnitOfWork, settings: Settings, row: OrderQueryRow, now: datetime, counts: SweepCounts
+) -> None:
+    try:
+        with uow() as session:
+            outcome = settle_from_query_row(session, settings, row, source=Source.SWEEP, now=now)
+    except SQLAlchemyError as exc:
+        counts.errors += 1
+        log.error("sweep: could not settle order %s (%s)", row.order_no, type(exc).__name__)
+        return
+    if outcome.kind != "unknown_order":
+        counts.count(outcome)
+
+
+# -- 3. targeted: pending orders due for a check ------------------------------------------------------
+
+
+def _targeted(
+    uow: UnitOfWork, client: BankClient, settings: Settings, now: datetime, counts: SweepCounts
+) -> None:
+    failures_in_a_row = 0
+    for _ in range(MAX_TARGETED_BATCHES):
+        with uow() as session:
+            # The claim commits here: the rows carry a lease, no lock is held during the bank calls.
+            claimed = [o.order_no for o in claim_due_orders(session, now=now, limit=settings.sweep_batch)]
+        if not claimed:
+            return
+        for order_no in claimed:
+            if failures_in_a_row >= OUTAGE_AFTER:
+                # The bank is down: the rest of the claim keeps its lease and is due again after it.
+                counts.notes.append("targeted: stopped after repeated transport errors")
+                return
+            try:
+                result = client.query_orders(order_no=order_no)
+            except BankTransportError as exc:
+                failures_in_a_row += 1
+                _bank_error(counts, exc, f"OrderQuery {order_no}")
+                continue
+            except (QPayError, ValueError) as exc:
+                # Not an outage, and asking again at once will not help: back off this order.
+                failures_in_a_row = 0
+                _bank_error(counts, exc, f"OrderQuery {order_no}")
+                _back_off(uow, settings, order_no, now, counts)
+                continue
+            failures_in_a_row = 0
+            row = next((r for r in result.orders if r.order_no == order_no), None)
+            if row is None:
+                log.warning("sweep: the bank does not list order %s", order_no, extra={"order_no": order_no})
+                _back_off(uow, settings, order_no, now, counts)
+                counts.still_pending += 1
+                continue
+            counts.found += 1
+            _settle(uow, settings, row, now, counts)
+        if len(claimed) < settings.sweep_batch:
+            return
+
+
+def _back_off(uow: UnitOfWork, settings: Settings, order_no: str, now: datetime, counts: SweepCounts) -> None:
+    try:
+        with uow() as session:
+            schedule_next_check(session, settings, order_no, now=now)
+    except SQLAlchemyError as exc:
+        counts.errors += 1
+        log.error("sweep: could not reschedule order %s (%s)", order_no, type(exc).__name__)
+
+
+def _bank_error(counts: SweepCounts, exc: Exception, what: str) -> None:
+    counts.errors += 1
+    kind = type(exc).__name__
+    if isinstance(exc, BankProtocolError):
+        log.error("ALERT sweep: %s: untrustworthy reply (%s: %s)", what, kind, exc)
+    else:
+        log.warning("sweep: %s failed (%s: %s)", what, kind, exc)
+    if len(counts.notes) < 20:
+        counts.notes.append(f"{what}: {kind}")

@@ -1,0 +1,14 @@
+"""The Celery app: `celery -A workers worker|beat|flower` (docs/readme/workers.md).
+
+Importing this module only builds the app from settings; tasks and signal handlers are imported by
+the Celery processes through `include`, and nothing connects to the broker or the database here.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+app = Celery("qpay", include=["workers.signals", "workers.tasks"])
+app.config_from_object("workers.celeryconfig")
+
+__all__ = ["app"]

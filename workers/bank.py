@@ -1,0 +1,66 @@
+"""One QPayClient per worker process, whose observer records every bank call (DESIGN.md §2.5).
+
+Where a record is written depends on the caller: the resolve task records into its own transaction
+(on SQLite a second, nested transaction would wait for the first one's write lock), while the sweep
+calls the bank outside any transaction, so there each record gets a short transaction of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from core.db import transaction
+from core.services.bank_calls import recorder
+from core.settings import get_settings
+from core.sinopac.client import QPayClient
+from core.sinopac.types import BankCallRecord
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[BankCallRecord], None]
+_sink: ContextVar[Sink | None] = ContextVar("qpay_bank_call_sink", default=None)
+_client: QPayClient | None = None
+_client_pid: int | None = None
+
+
+def _record_alone(record: BankCallRecord) -> None:
+    """Record one call in its own transaction; a failure to record never fails the work itself."""
+    try:
+        with transaction() as session:
+            recorder(session)(record)
+    except Exception:
+        log.exception("could not record a bank call (%s %s)", record.api_service, record.outcome)
+
+
+def _observe(record: BankCallRecord) -> None:
+    (_sink.get() or _record_alone)(record)
+
+
+@contextmanager
+def recording_into(sink: Sink) -> Iterator[None]:
+    """Within this block, bank calls of this thread are recorded by `sink` (e.g. the task's session)."""
+    token = _sink.set(sink)
+    try:
+        yield
+    finally:
+        _sink.reset(token)
+
+
+def bank_client() -> QPayClient:
+    """This process's client, built on first use (never inherited across a fork: sockets are not)."""
+    global _client, _client_pid
+    if _client is None or _client_pid != os.getpid():
+        _client = QPayClient(get_settings(), observer=_observe)
+        _client_pid = os.getpid()
+    return _client
+
+
+def reset_client() -> None:
+    """Forget the client after a fork; the parent's copy is left for the parent to close."""
+    global _client, _client_pid
+    _client = None
+    _client_pid = None

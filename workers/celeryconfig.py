@@ -1,0 +1,133 @@
+"""Celery settings (DESIGN.md §4), read once from the environment when the app is built.
+
+Every reliability setting says why it is there. Read by `workers/__init__.py` through
+`app.config_from_object("workers.celeryconfig")`; nothing here talks to the broker or the database.
+
+Environment (besides the core settings): CELERY_VISIBILITY_TIMEOUT (seconds, default 3600),
+CELERY_SENTINEL_MASTER (the master name when REDIS_URL is a `sentinel://` URL), BEAT_LOCK_URL and
+BEAT_LOCK_TTL (the beat owner lock, see workers/beatlock.py).
+"""
+
+from __future__ import annotations
+
+import os
+
+from core.queues import CALLBACK_QUEUE, RESOLVE_TASK, SWEEP_QUEUE, SWEEP_TASK
+from core.settings import SettingsError, get_settings
+
+_settings = get_settings()
+
+
+def _seconds(name: str, default: float, minimum: float) -> float:
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}")
+    return value
+
+
+# -- broker -----------------------------------------------------------------------------------------
+# REDIS_URL may be redis://, rediss://, sentinel://host:26379;sentinel://host2:26379 or amqp://: Celery
+# picks the transport from the scheme (docs/readme/workers.md).
+broker_url = _settings.redis_url
+
+# A message a worker took but did not acknowledge (acks_late, below) goes back to the queue only after
+# this many seconds on Redis. Long, because a task ETA (a retry countdown) is also held unacknowledged:
+# a countdown longer than this would be delivered twice. Tests shorten it to see redelivery quickly.
+VISIBILITY_TIMEOUT = _seconds("CELERY_VISIBILITY_TIMEOUT", 3600.0, 1.0)
+if _settings.retry_cap * 2 > VISIBILITY_TIMEOUT:
+    raise SettingsError(
+        "RESOLVE_RETRY_CAP must stay well below CELERY_VISIBILITY_TIMEOUT (at most half of it), "
+        "or a retry countdown would outlive the broker's visibility window and run twice"
+    )
+
+broker_transport_options: dict[str, object] = {
+    "visibility_timeout": VISIBILITY_TIMEOUT,
+    # How often a worker looks for messages whose visibility window ran out (a crashed worker's
+    # task). Kombu's default scan period is ~100 s; follow the timeout so recovery is prompt.
+    "unacked_restore_interval": max(1, min(10, int(VISIBILITY_TIMEOUT // 4))),
+    "unacked_restore_throttle": 1,
+    # A broker that vanishes without closing the TCP connection must not hang a publish forever.
+    "socket_connect_timeout": 5,
+    "socket_timeout": 30,
+    "socket_keepalive": True,
+}
+if os.environ.get("CELERY_SENTINEL_MASTER"):
+    # sentinel:// URLs name the sentinels; the transport needs the master's name too.
+    broker_transport_options["master_name"] = os.environ["CELERY_SENTINEL_MASTER"]
+
+# Keep retrying the broker at start-up instead of exiting (Celery 6 changes the default).
+broker_connection_retry_on_startup = True
+# Sending a task (the sweep's re-enqueue) retries briefly, then fails loudly; the sweep counts it.
+task_publish_retry = True
+task_publish_retry_policy = {"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 2}
+
+# -- delivery guarantees ----------------------------------------------------------------------------
+# Acknowledge after the task ran, not before: a worker that dies mid-task leaves the message to be
+# delivered again. Safe because every task is idempotent (DESIGN.md §2.2).
+task_acks_late = True
+# ...and when the pool child is killed (SIGKILL, OOM) the parent requeues the message at once instead
+# of acknowledging it as failed.
+task_reject_on_worker_lost = True
+# A worker reserves one message at a time, so a slow task never sits on a queue of others, and a
+# crash puts back at most one message per process.
+worker_prefetch_multiplier = 1
+# On a lost broker connection the unacknowledged tasks will be redelivered; cancel the running
+# copies rather than finish them twice (Celery warns when this is left unset).
+worker_cancel_long_running_tasks_on_connection_loss = True
+
+# -- payloads and results ---------------------------------------------------------------------------
+# JSON only: pickle would let whoever can write to the broker run code in the worker.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+event_serializer = "json"
+# No result backend: the state lives in the database (orders, pay_tokens, sweep_runs).
+result_backend = None
+task_ignore_result = True
+
+# -- time limits ------------------------------------------------------------------------------------
+# A bank call is a Nonce plus an Order request, each bounded by the client's (connect, read) timeouts;
+# the soft limit leaves room for both and the database, the hard limit kills a truly stuck process.
+RESOLVE_SOFT_LIMIT = 2 * (_settings.connect_timeout + _settings.read_timeout) + 30
+RESOLVE_HARD_LIMIT = RESOLVE_SOFT_LIMIT + 30
+# A sweep is many bank calls; it stops at the soft limit and the next pass continues.
+SWEEP_SOFT_LIMIT = max(600.0, _settings.sweep_interval)
+SWEEP_HARD_LIMIT = SWEEP_SOFT_LIMIT + 60
+task_soft_time_limit = RESOLVE_SOFT_LIMIT
+task_time_limit = RESOLVE_HARD_LIMIT
+
+# -- monitoring (Flower) ----------------------------------------------------------------------------
+# Flower builds its view from these events; they carry only task names and ids (no secrets).
+worker_send_task_events = True
+task_send_sent_event = True
+
+# -- routing ----------------------------------------------------------------------------------------
+# Fresh payments and sweeps never share a queue, so a big sweep cannot delay a callback.
+task_routes = {
+    RESOLVE_TASK: {"queue": CALLBACK_QUEUE},
+    SWEEP_TASK: {"queue": SWEEP_QUEUE},
+}
+task_default_queue = CALLBACK_QUEUE
+
+# -- beat -------------------------------------------------------------------------------------------
+timezone = "UTC"
+enable_utc = True
+beat_schedule = {
+    "qpay-sweep": {
+        "task": SWEEP_TASK,
+        "schedule": _settings.sweep_interval,
+        # A sweep message nobody took before the next one is due is dropped, not piled up.
+        "options": {"queue": SWEEP_QUEUE, "expires": _settings.sweep_interval},
+    },
+}
+# Only the holder of the Redis owner lock sends scheduled tasks (workers/beatlock.py).
+beat_scheduler = "workers.beatlock:LockedScheduler"
+BEAT_LOCK_TTL = _seconds("BEAT_LOCK_TTL", 30.0, 3.0)
+# Beat wakes at least this often, so the owner renews its lock well before it expires.
+beat_max_loop_interval = BEAT_LOCK_TTL / 3

@@ -1,0 +1,85 @@
+"""The two tasks. Each is as thin as a view: take ids, open a transaction, call one service.
+
+Arguments are only ids (a pay_tokens row id), never a PayToken, an amount or a key, so the broker,
+Flower and the logs hold nothing sensitive.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+from sqlalchemy.exc import OperationalError
+
+from core.db import transaction
+from core.queues import CALLBACK_QUEUE, RESOLVE_TASK, SWEEP_QUEUE, SWEEP_TASK
+from core.services.bank_calls import recorder
+from core.services.resolution import resolve_token
+from core.services.sweep import run_sweep
+from core.settings import get_settings
+from workers import app
+from workers.backoff import retry_countdown
+from workers.bank import bank_client, recording_into
+from workers.celeryconfig import RESOLVE_HARD_LIMIT, RESOLVE_SOFT_LIMIT, SWEEP_HARD_LIMIT, SWEEP_SOFT_LIMIT
+
+log = logging.getLogger(__name__)
+
+
+@app.task(
+    name=RESOLVE_TASK,
+    bind=True,
+    queue=CALLBACK_QUEUE,
+    soft_time_limit=RESOLVE_SOFT_LIMIT,
+    time_limit=RESOLVE_HARD_LIMIT,
+    max_retries=None,  # bounded by settings.retry_max below, read at run time
+)
+def resolve_pay_token(self: Task, token_id: Any) -> str:
+    """Ask the bank what a stored PayToken paid and settle its order; retry only transient failures."""
+    if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id <= 0:
+        log.error("resolve_pay_token: rejected argument %r (expected a pay_tokens id)", str(token_id)[:40])
+        return "bad_argument"
+    settings = get_settings()
+    retries = int(self.request.retries or 0)
+    try:
+        with transaction() as session, recording_into(recorder(session)):
+            outcome = resolve_token(session, bank_client(), settings, token_id)
+    except OperationalError as exc:
+        # The database is unreachable: nothing was changed. Same backoff as a bank outage; after the
+        # last retry the stored token is the sweep's (it re-enqueues unresolved tokens).
+        kind, error = "transient", f"database unavailable: {type(exc.orig).__name__}"
+    else:
+        kind, error = outcome.kind, outcome.error
+    extra = {"token_id": token_id, "outcome": kind, "task_id": self.request.id, "retries": retries}
+    if kind == "transient":
+        if retries >= settings.retry_max:
+            log.warning(
+                "token %s still unresolved after %d retries (%s); left for the sweep",
+                token_id, retries, error, extra=extra,
+            )
+            return kind
+        countdown = retry_countdown(retries, base=settings.retry_base, cap=settings.retry_cap)
+        log.info("token %s: transient failure (%s); retry in %.2fs", token_id, error, countdown, extra=extra)
+        raise self.retry(countdown=countdown, max_retries=settings.retry_max)
+    if kind == "protocol_error":
+        # The bank's reply could not be trusted (bad Sign, undecryptable, malformed): never retried
+        # blindly, someone must look.
+        log.error("ALERT token %s: protocol error from the bank: %s", token_id, error, extra=extra)
+    elif kind == "review":
+        log.error("ALERT token %s: order needs review: %s", token_id, error, extra=extra)
+    elif kind == "rejected":
+        log.warning("token %s rejected by the bank: %s", token_id, error, extra=extra)
+    else:
+        log.info("token %s resolved: %s", token_id, kind, extra=extra)
+    return kind
+
+
+def _enqueue_resolve(token_id: int) -> None:
+    resolve_pay_token.apply_async(args=[token_id], queue=CALLBACK_QUEUE)
+
+
+@app.task(name=SWEEP_TASK, queue=SWEEP_QUEUE, soft_time_limit=SWEEP_SOFT_LIMIT, time_limit=SWEEP_HARD_LIMIT)
+def sweep() -> dict[str, int]:
+    """One reconciliation pass (core/services/sweep.py); safe to run while another one runs."""
+    counts = run_sweep(transaction, bank_client(), get_settings(), _enqueue_resolve)
+    return counts.as_dict()
