@@ -137,6 +137,9 @@ class QPayClient:
         self._shop_no = settings.shop_no
         self._hash_id: Secret = settings.shop.hash_id
         self._key_id: Secret = settings.shop.key_id
+        key_id = self._key_id.reveal()
+        if not (key_id.isascii() and key_id.isprintable() and key_id == key_id.strip()):
+            raise ValueError("QPAY_KEY_ID must be printable ASCII (it is sent as the X-KeyID header)")
         # Every string whose appearance in an error would be a leak.
         self._secrets = tuple(
             s
