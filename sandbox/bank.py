@@ -1,0 +1,292 @@
+"""The bank's state: nonces, orders, payments (PayTokens) and call counts, behind one lock.
+
+Every public method takes the lock and returns copies, so request threads and callback threads
+never see (or hand out) a half-updated order.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import secrets
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from core.sinopac.timefmt import BANK_TZ, to_bank_minute
+from sandbox.config import Shop
+
+__all__ = ["Attempt", "Bank", "Order", "PayError", "Payment", "pay_status"]
+
+Clock = Callable[[], datetime]
+
+# PayStatus codes (PROTOCOL §9.4 gives 1A200, 1A400, 1C400; the others are this sandbox's choice).
+ATM_UNPAID, ATM_PAID, ATM_OVERDUE = "1A200", "1A400", "1A600"
+CARD_UNPAID, CARD_CAPTURED, CARD_DECLINED, CARD_EXPIRED = "1C200", "1C400", "1C500", "1C600"
+PAID_CODES = frozenset({ATM_PAID, CARD_CAPTURED})
+OVERDUE_CODES = frozenset({ATM_OVERDUE, CARD_EXPIRED})
+
+
+class PayError(Exception):
+    """A customer action the bank refuses; `status` is the HTTP status for the sandbox endpoint."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Attempt:
+    """One POST of {ShopNo, PayToken} to the BackendURL and what came back."""
+
+    number: int
+    at: str
+    http_status: int | None
+    body: str
+    acknowledged: bool
+    error: str | None = None
+    duplicate: bool = False
+
+
+@dataclass
+class Payment:
+    pay_token: str
+    order_no: str
+    shop_no: str
+    succeeded: bool
+    at: datetime
+    auth_code: str = ""
+    callback: str = "none"  # none (no BackendURL), pending, delivered, failed, dropped
+    attempts: list[Attempt] = field(default_factory=list)
+
+
+@dataclass
+class Order:
+    shop_no: str
+    order_no: str
+    amount: int
+    pay_type: str
+    prdt_name: str
+    return_url: str
+    backend_url: str
+    created_at: datetime
+    memo: str = ""
+    params: tuple[str, str, str] = ("", "", "")
+    expire_date: str = ""  # ATM: yyyyMMdd (last day to pay, Taipei)
+    exp_minutes: int = 10  # card: link validity
+    ts_no: str = ""
+    atm_pay_no: str = ""
+    page_key: str = ""  # the TK of the payment page links
+    state: str = "unpaid"  # unpaid, paid, declined, expired (forced by the operator)
+    paid_at: datetime | None = None
+    payments: list[str] = field(default_factory=list)
+
+    def expires_at(self) -> datetime:
+        if self.pay_type == "A":
+            day = datetime.strptime(self.expire_date, "%Y%m%d").replace(tzinfo=BANK_TZ)
+            return (day + timedelta(days=1)).astimezone(UTC)  # the whole last day, Taipei time
+        return self.created_at + timedelta(minutes=self.exp_minutes)
+
+    def expire_minute(self) -> str:
+        return to_bank_minute(self.expires_at() - timedelta(minutes=1))
+
+
+def pay_status(order: Order, now: datetime) -> str:
+    """The PayStatus code of an order at `now` (overdue is computed, never stored)."""
+    atm = order.pay_type == "A"
+    if order.state == "paid":
+        return ATM_PAID if atm else CARD_CAPTURED
+    if order.state == "declined":
+        return CARD_DECLINED
+    if order.state == "expired" or now >= order.expires_at():
+        return ATM_OVERDUE if atm else CARD_EXPIRED
+    return ATM_UNPAID if atm else CARD_UNPAID
+
+
+def _new_nonce() -> str:
+    # Shaped like the real ones (§2): Base64 of "<ticks>.<digit>:<64 hex>", 108 characters.
+    ticks = f"{int(time.time() * 100) % 10**14:014d}.{secrets.randbelow(10)}"
+    return base64.b64encode(f"{ticks}:{secrets.token_hex(32).upper()}".encode("ascii")).decode("ascii")
+
+
+def reply_nonce() -> str:
+    return _new_nonce()
+
+
+class Bank:
+    def __init__(self, shops: Mapping[str, Shop], *, nonce_ttl: float, clock: Clock | None = None) -> None:
+        self.shops = dict(shops)
+        self._nonce_ttl = nonce_ttl
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._lock = threading.Lock()
+        self._nonces: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._orders: dict[str, Order] = {}
+        self._payments: dict[str, Payment] = {}
+        self._serial: Counter[str] = Counter()
+        self._calls: Counter[str] = Counter()
+        self._outcomes: Counter[str] = Counter()
+        self._started = time.monotonic()
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    # -- nonces (§2: single use, short-lived) --------------------------------------------------
+
+    def issue_nonce(self, shop_no: str) -> str:
+        nonce = _new_nonce()
+        now = time.monotonic()
+        with self._lock:
+            while self._nonces:  # oldest first: drop the expired ones
+                first, (_, expires) = next(iter(self._nonces.items()))
+                if expires > now:
+                    break
+                del self._nonces[first]
+            self._nonces[nonce] = (shop_no, now + self._nonce_ttl)
+        return nonce
+
+    def take_nonce(self, nonce: str, shop_no: str) -> str | None:
+        """Consume a nonce; returns why it is unusable, or None when it is good."""
+        with self._lock:
+            entry = self._nonces.pop(nonce, None)
+        if entry is None:
+            return "unknown or already used"
+        owner, expires = entry
+        if time.monotonic() >= expires:
+            return "expired"
+        if owner != shop_no:
+            return "issued to another shop"
+        return None
+
+    # -- orders --------------------------------------------------------------------------------
+
+    def add_order(self, order: Order) -> Order | None:
+        """Store a new order, giving it a TSNo (and an AtmPayNo); None if the OrderNo exists."""
+        with self._lock:
+            if order.order_no in self._orders:
+                return None
+            prefix = order.shop_no.split("_")[0][:6].upper()
+            self._serial[prefix] += 1
+            order.ts_no = f"{prefix}{self._serial[prefix]:08d}"
+            if order.pay_type == "A":
+                self._serial["ATM"] += 1
+                order.atm_pay_no = f"99922{self._serial['ATM']:09d}"
+            order.page_key = secrets.token_hex(16)
+            self._orders[order.order_no] = order
+            return copy.deepcopy(order)
+
+    def order(self, order_no: str) -> Order | None:
+        with self._lock:
+            found = self._orders.get(order_no)
+            return copy.deepcopy(found) if found else None
+
+    def orders(self, shop_no: str, keep: Callable[[Order], bool], limit: int) -> list[Order]:
+        with self._lock:
+            chosen = [o for o in self._orders.values() if o.shop_no == shop_no and keep(o)]
+            return [copy.deepcopy(o) for o in chosen[:limit]]
+
+    def expire(self, order_no: str) -> Order:
+        """Operator action: an unpaid order becomes overdue now (to test expiry without waiting)."""
+        with self._lock:
+            order = self._orders.get(order_no)
+            if order is None:
+                raise PayError(404, f"no order {order_no}")
+            if order.state != "unpaid":
+                raise PayError(409, f"order {order_no} is {order.state}, not unpaid")
+            order.state = "expired"
+            return copy.deepcopy(order)
+
+    # -- payments ------------------------------------------------------------------------------
+
+    def pay(self, order_no: str, succeeded: bool, *, page_key: str | None = None) -> tuple[Order, Payment]:
+        """The customer pays (or the card is declined): one new PayToken, the order updated."""
+        now = self._clock()
+        with self._lock:
+            order = self._orders.get(order_no)
+            if order is None:
+                raise PayError(404, f"no order {order_no}")
+            if page_key is not None and not secrets.compare_digest(page_key, order.page_key):
+                raise PayError(403, "this payment link is not valid")
+            status = pay_status(order, now)
+            if status in PAID_CODES:
+                raise PayError(409, f"order {order_no} is already paid")
+            if status == CARD_DECLINED:
+                raise PayError(409, f"order {order_no} was declined; the shop must create a new order")
+            if status in OVERDUE_CODES:
+                raise PayError(409, f"order {order_no} is overdue (payment period ended)")
+            if not succeeded and order.pay_type == "A":
+                raise PayError(409, "an ATM transfer cannot be declined; an unpaid ATM order becomes overdue")
+            payment = Payment(
+                pay_token=secrets.token_hex(32),
+                order_no=order_no,
+                shop_no=order.shop_no,
+                succeeded=succeeded,
+                at=now,
+                auth_code=f"{secrets.randbelow(10**6):06d}" if order.pay_type == "C" and succeeded else "",
+                callback="pending" if order.backend_url else "none",
+            )
+            order.state = "paid" if succeeded else "declined"
+            order.paid_at = now if succeeded else None
+            order.payments.append(payment.pay_token)
+            self._payments[payment.pay_token] = payment
+            return copy.deepcopy(order), copy.deepcopy(payment)
+
+    def payment(self, pay_token: str) -> tuple[Order, Payment] | None:
+        with self._lock:
+            payment = self._payments.get(pay_token)
+            if payment is None:
+                return None
+            return copy.deepcopy(self._orders[payment.order_no]), copy.deepcopy(payment)
+
+    def record_attempt(self, pay_token: str, attempt: Attempt, state: str) -> bool:
+        """Append a delivery attempt; False when the payment is gone (the sandbox was reset)."""
+        with self._lock:
+            payment = self._payments.get(pay_token)
+            if payment is None:
+                return False
+            payment.attempts.append(attempt)
+            payment.callback = state
+            self._outcomes["callback_ack" if attempt.acknowledged else "callback_unacked"] += 1
+            return True
+
+    def set_callback_state(self, pay_token: str, state: str) -> None:
+        with self._lock:
+            payment = self._payments.get(pay_token)
+            if payment is not None:
+                payment.callback = state
+
+    # -- observability -------------------------------------------------------------------------
+
+    def count(self, service: str, outcome: str | None = None) -> None:
+        with self._lock:
+            self._calls[service] += 1
+            if outcome:
+                self._outcomes[outcome] += 1
+
+    def count_outcome(self, outcome: str) -> None:
+        with self._lock:
+            self._outcomes[outcome] += 1
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            callbacks = Counter(p.callback for p in self._payments.values())
+            return {
+                "calls": dict(self._calls),
+                "outcomes": dict(self._outcomes),
+                "orders": len(self._orders),
+                "payments": len(self._payments),
+                "callbacks": dict(callbacks),
+                "live_nonces": len(self._nonces),
+                "uptime_seconds": round(time.monotonic() - self._started, 3),
+            }
+
+    def reset(self) -> None:
+        with self._lock:
+            self._nonces.clear()
+            self._orders.clear()
+            self._payments.clear()
+            self._calls.clear()
+            self._outcomes.clear()
