@@ -1,0 +1,341 @@
+"""The whole system as real processes: sandbox bank, gunicorn web, Celery workers and beat (and Flower).
+
+One `Stack` is one consistent deployment: every process gets the same environment (database, broker,
+bank URL, shop keys, short retry and sweep timings). Tests drive it the way the world does: the shop
+creates orders through the orders API, customers pay at the sandbox bank, the bank pushes callbacks,
+and the tests read the outcome from the database. Everything is stopped on exit, even on failure.
+
+    with Stack(database_url, redis_url, workers=1, beat=True) as stack:
+        order_no = stack.create_order(500)
+        stack.pay(order_no)
+        stack.wait_final([order_no])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.pool import NullPool
+
+from core.sinopac.crypto import hash_id
+from tests.support.poll import wait_for
+from tests.support.procs import BIN, Proc, base_env, http_ok, start_beat, start_web, start_worker
+from tests.support.services import free_port
+
+FINAL_STATES = frozenset({"paid", "failed", "expired", "needs_review"})
+API_PATH = "/QPay.WebAPI/api/"
+TOKEN_SQL = ("SELECT pay_token, shop_no, source, receipts, state, attempts, last_error, order_no "
+             "FROM pay_tokens")
+
+
+@dataclass(frozen=True)
+class ShopKeys:
+    """Non-default shop credentials, so that a secrets scan of the logs means something."""
+
+    shop_no: str
+    hash_keys: tuple[str, str, str, str]
+    key_id: str
+
+    @classmethod
+    def random(cls) -> ShopKeys:
+        keys = tuple(secrets.token_hex(8).upper() for _ in range(4))
+        return cls(f"FT{secrets.randbelow(10**6):06d}_001", keys, secrets.token_hex(16))  # type: ignore[arg-type]
+
+    @property
+    def hash_id(self) -> str:
+        return hash_id(*self.hash_keys)
+
+    def env(self) -> dict[str, str]:
+        names = ("QPAY_HASH_A1", "QPAY_HASH_A2", "QPAY_HASH_B1", "QPAY_HASH_B2")
+        keys = dict(zip(names, self.hash_keys, strict=True))
+        return {"QPAY_SHOP_NO": self.shop_no, "QPAY_KEY_ID": self.key_id, **keys}
+
+    def needles(self) -> dict[str, str]:
+        """Every secret value a log must never contain, by name."""
+        found = {f"hash key {i + 1}": k for i, k in enumerate(self.hash_keys)}
+        found.update({"HashID": self.hash_id, "X-KeyID": self.key_id})
+        return found
+
+
+# Every process log of every Stack in this test session: the secrets scan reads them all.
+ALL_LOGS: list[Path] = []
+
+
+@dataclass
+class Stack:
+    """Sandbox + web + N workers (+ beat, + Flower) sharing one environment; a context manager."""
+
+    database_url: str
+    redis_url: str
+    workers: int = 1
+    beat: bool = False
+    flower: bool = False
+    keys: ShopKeys = field(default_factory=ShopKeys.random)
+    resend_interval: float = 0.5
+    worker_concurrency: int = 2
+    web_workers: int = 2
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.api_token = secrets.token_hex(16)
+        self.flower_auth = f"ops:{secrets.token_hex(8)}"
+        self.sandbox_port = free_port()
+        self.web_port = free_port()
+        self.flower_port = free_port()
+        self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
+        self.web_url = f"http://127.0.0.1:{self.web_port}"
+        self.flower_url = f"http://127.0.0.1:{self.flower_port}"
+        self.env = base_env(
+            DATABASE_URL=self.database_url,
+            REDIS_URL=self.redis_url,
+            QPAY_API_BASE_URL=self.sandbox_url + API_PATH,
+            API_TOKEN=self.api_token,
+            PUBLIC_BASE_URL=self.web_url,
+            QPAY_CONNECT_TIMEOUT="1",
+            QPAY_READ_TIMEOUT="2",
+            RESOLVE_RETRY_BASE="0.3",
+            RESOLVE_RETRY_CAP="2",
+            RESOLVE_MAX_RETRIES="5",
+            SWEEP_INTERVAL="1",
+            SWEEP_GRACE="3",
+            SWEEP_WINDOW_OVERLAP="600",
+            CHECK_SCHEDULE="1,1,2,2,3",
+            CELERY_VISIBILITY_TIMEOUT="6",
+            FLOWER_BASIC_AUTH=self.flower_auth,
+            LOG_LEVEL="INFO",
+            **self.keys.env(),
+        )
+        self.env.update(self.extra_env)
+        self.procs: dict[str, Proc] = {}
+        self._worker_seq = 0
+        self._engine: Engine | None = None
+        self.http = requests.Session()
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def __enter__(self) -> Stack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> Stack:
+        self._start_sandbox()
+        self._add(start_web(self.env, self.web_port, workers=self.web_workers)[0])
+        for _ in range(self.workers):
+            self.start_worker()
+        if self.beat:
+            self._add(start_beat(self.env))
+        if self.flower:
+            self._start_flower()
+        return self
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            with contextlib.suppress(Exception):
+                proc.stop(timeout=10)
+        if self._engine is not None:
+            self._engine.dispose()
+        self.http.close()
+
+    def _add(self, proc: Proc) -> Proc:
+        self.procs[proc.name] = proc
+        ALL_LOGS.append(proc.log_path)
+        return proc
+
+    def _start_sandbox(self) -> None:
+        argv = [sys.executable, "-m", "sandbox", "--host", "127.0.0.1", "--port", str(self.sandbox_port),
+                "--resend-interval", str(self.resend_interval)]
+        proc = self._add(Proc("sandbox", argv, self.env).start())
+        proc.wait_ready(lambda: http_ok(f"{self.sandbox_url}/sandbox/faults"))
+
+    def _start_flower(self) -> None:
+        argv = [str(BIN / "celery"), "-A", "workers", "flower", "--conf=workers/flowerconfig.py",
+                "--address=127.0.0.1", f"--port={self.flower_port}"]
+        env = {**self.env, "FLOWER_PORT": str(self.flower_port)}  # the password comes from FLOWER_BASIC_AUTH
+        proc = self._add(Proc("flower", argv, env).start())
+        user, password = self.flower_auth.split(":", 1)
+        proc.wait_ready(lambda: requests.get(f"{self.flower_url}/api/workers", auth=(user, password),
+                                             timeout=2).status_code == 200, timeout=45)
+
+    def start_worker(self) -> Proc:
+        self._worker_seq += 1
+        name = f"w{self._worker_seq}"
+        return self._add(start_worker(self.env, name=name, concurrency=self.worker_concurrency))
+
+    def worker_names(self) -> list[str]:
+        return [n for n, p in self.procs.items() if n.startswith("worker-") and p.alive()]
+
+    def kill_worker(self, name: str | None = None) -> None:
+        """SIGKILL a worker's whole process group: a crash, not a shutdown."""
+        self.procs[name or self.worker_names()[0]].kill()
+
+    def restart_worker(self, name: str | None = None) -> Proc:
+        proc = self.procs[name or self.worker_names()[0]]
+        proc.stop(timeout=10)
+        return self.start_worker()
+
+    def logs(self) -> dict[str, str]:
+        return {name: proc.log() for name, proc in self.procs.items()}
+
+    # --- the shop --------------------------------------------------------------------------------
+
+    def _api_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_token}"}
+
+    def create_order(self, amount_twd: int = 500, pay_type: str = "A") -> str:
+        """A new order through the orders API; returns its OrderNo."""
+        resp = self.http.post(f"{self.web_url}/api/orders", headers=self._api_headers(), timeout=15,
+                              json={"amount": amount_twd, "pay_type": pay_type, "product_name": "fault test"})
+        assert resp.status_code in (200, 201), f"create order: {resp.status_code} {resp.text[:500]}"
+        return str(resp.json()["order_no"])
+
+    def create_orders(self, count: int, amount_twd: int = 500, pay_type: str = "A") -> list[str]:
+        return [self.create_order(amount_twd + i, pay_type) for i in range(count)]
+
+    def api_order(self, order_no: str) -> dict[str, Any]:
+        resp = self.http.get(f"{self.web_url}/api/orders/{order_no}", headers=self._api_headers(), timeout=10)
+        resp.raise_for_status()
+        return dict(resp.json())
+
+    def callback(self, pay_token: str, shop_no: str | None = None, *,
+                 timeout: float = 10) -> requests.Response:
+        """POST the BackendURL push exactly as the bank does."""
+        body = {"ShopNo": shop_no or self.keys.shop_no, "PayToken": pay_token}
+        return requests.post(f"{self.web_url}/qpay/backend", json=body, timeout=timeout)
+
+    def browser_return(self, pay_token: str, *, timeout: float = 10) -> requests.Response:
+        """POST the ReturnURL form exactly as the customer's browser does."""
+        form = {"ShopNo": self.keys.shop_no, "PayToken": pay_token}
+        return requests.post(f"{self.web_url}/qpay/return", data=form, timeout=timeout, allow_redirects=False)
+
+    def healthy(self) -> bool:
+        return http_ok(f"{self.web_url}/healthz")
+
+    # --- the bank (sandbox admin) ----------------------------------------------------------------
+
+    def pay(self, order_no: str, outcome: str = "paid") -> str:
+        """The customer pays (or is declined) at the bank, which then pushes the callback; the PayToken."""
+        resp = self.http.post(f"{self.sandbox_url}/sandbox/orders/{order_no}/pay", timeout=10,
+                              json={"outcome": outcome})
+        assert resp.status_code == 200, f"sandbox pay {order_no}: {resp.status_code} {resp.text[:300]}"
+        return str(resp.json()["PayToken"])
+
+    def set_faults(self, **faults: Any) -> dict[str, Any]:
+        """Merge fault settings into the sandbox's (docs/readme/sandbox.md lists them)."""
+        resp = self.http.post(f"{self.sandbox_url}/sandbox/faults", json=faults, timeout=10)
+        assert resp.status_code == 200, f"sandbox faults: {resp.status_code} {resp.text[:300]}"
+        return dict(resp.json())
+
+    def clear_faults(self) -> None:
+        self.set_faults(clear=True)
+
+    def bank_view(self, order_no: str) -> dict[str, Any]:
+        """The bank's view of an order: its payments and every callback attempt."""
+        resp = self.http.get(f"{self.sandbox_url}/sandbox/orders/{order_no}", timeout=10)
+        resp.raise_for_status()
+        return dict(resp.json())
+
+    def pay_token_of(self, order_no: str) -> str:
+        return str(self.bank_view(order_no)["payments"][-1]["PayToken"])
+
+    def callback_attempts(self, order_no: str) -> list[dict[str, Any]]:
+        """The bank's sends of the last payment's callback: http_status, acknowledged, error."""
+        payments = self.bank_view(order_no)["payments"]
+        return list(payments[-1]["attempts"]) if payments else []
+
+    def bank_calls_received(self, service: str) -> int:
+        """Calls the sandbox received for a service (counted on arrival, before any injected delay)."""
+        resp = self.http.get(f"{self.sandbox_url}/sandbox/stats", timeout=10)
+        resp.raise_for_status()
+        return int(resp.json()["calls"].get(service, 0))
+
+    # --- the database ----------------------------------------------------------------------------
+
+    @property
+    def db(self) -> Engine:
+        # NullPool: no connection outlives a query, so stopping PostgreSQL leaves nothing stale here.
+        if self._engine is None:
+            self._engine = create_engine(self.database_url, poolclass=NullPool)
+        return self._engine
+
+    def _rows(self, sql: str, **params: Any) -> list[Any]:
+        with self.db.connect() as conn:
+            return list(conn.execute(text(sql), params))
+
+    def statuses(self, order_nos: Iterable[str]) -> dict[str, str]:
+        nos = list(order_nos)
+        rows = self._rows("SELECT order_no, status FROM orders WHERE order_no = ANY(:nos)", nos=nos)
+        return {r.order_no: r.status for r in rows}
+
+    def status(self, order_no: str) -> str | None:
+        return self.statuses([order_no]).get(order_no)
+
+    def transitions(self, order_nos: Iterable[str]) -> dict[str, int]:
+        """Order changes per order (events with a from-status; creation is not a change)."""
+        nos = list(order_nos)
+        rows = self._rows("SELECT order_no, count(*) AS n FROM order_events WHERE order_no = ANY(:nos) "
+                          "AND from_status IS NOT NULL GROUP BY order_no", nos=nos)
+        counts = {no: 0 for no in nos}
+        counts.update({r.order_no: int(r.n) for r in rows})
+        return counts
+
+    def events(self, order_no: str) -> list[Any]:
+        return self._rows("SELECT from_status, to_status, source, ts_no, amount, detail FROM order_events "
+                          "WHERE order_no = :no ORDER BY id", no=order_no)
+
+    def pay_tokens(self, order_no: str | None = None) -> list[Any]:
+        if order_no is None:
+            return self._rows(TOKEN_SQL + " ORDER BY id")
+        return self._rows(TOKEN_SQL + " WHERE order_no = :no ORDER BY id", no=order_no)
+
+    def token_row(self, pay_token: str) -> Any | None:
+        rows = self._rows(TOKEN_SQL + " WHERE pay_token = :t", t=pay_token)
+        return rows[0] if rows else None
+
+    def count(self, table: str) -> int:
+        assert table in {"orders", "pay_tokens", "order_events", "bank_calls"}
+        return int(self._rows(f"SELECT count(*) AS n FROM {table}")[0].n)  # noqa: S608 - fixed names
+
+    def bank_call_outcomes(self) -> dict[str, int]:
+        rows = self._rows("SELECT outcome, count(*) AS n FROM bank_calls GROUP BY outcome")
+        return {r.outcome: int(r.n) for r in rows}
+
+    def set_amount(self, order_no: str, amount: int) -> None:
+        """Rewrite the stored amount (×100): the way to make the bank's word disagree with ours."""
+        with self.db.begin() as conn:
+            conn.execute(text("UPDATE orders SET amount = :a WHERE order_no = :no"),
+                         {"a": amount, "no": order_no})
+
+    def wait_final(self, order_nos: Iterable[str], timeout: float = 60) -> dict[str, str]:
+        """Poll until every order is in a final state (or needs_review); returns their statuses."""
+        nos = list(order_nos)
+
+        def settled() -> dict[str, str] | None:
+            current = self.statuses(nos)
+            return current if all(current.get(n) in FINAL_STATES for n in nos) else None
+
+        try:
+            return wait_for(settled, timeout=timeout, interval=0.25, message=f"{len(nos)} orders to settle")
+        except TimeoutError as exc:
+            with contextlib.suppress(Exception):
+                stuck = {n: s for n, s in self.statuses(nos).items() if s not in FINAL_STATES}
+                raise TimeoutError(f"{exc}; still open: {stuck}\n{self.tail_logs()}") from exc
+            raise
+
+    def tail_logs(self, chars: int = 2500) -> str:
+        return "\n".join(f"--- {name} ---\n{text_[-chars:]}" for name, text_ in self.logs().items())
+
