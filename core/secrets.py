@@ -25,5 +25,5 @@ class Secret:
     def __hash__(self) -> int:
         return hash(self._value)
 
-    def __reduce__(self) -> object:  # pickling would copy the value into queues or caches
+    def __reduce__(self) -> str | tuple[object, ...]:  # pickling would copy the value into queues or caches
         raise TypeError("Secret values cannot be pickled")
