@@ -53,6 +53,8 @@ def record_callback(
         raise CallbackError("PayToken must be 1-128 letters or digits")
     if not isinstance(shop_no, str) or not _SHOP.match(shop_no):
         raise CallbackError("ShopNo must be 1-20 letters, digits or _")
+    if source not in Source._value2member_map_:
+        raise CallbackError(f"source must be one of {', '.join(Source)}")
     src = Source(source).value
     at = now if now is not None else datetime.now(UTC)
     insert = _insert(session)

@@ -1,0 +1,157 @@
+"""settle_from_query_row: what an OrderQuery row means for a pending order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session
+
+from core.models import Order
+from core.services.orders import order_history
+from core.services.settlement import settle_from_query_row, transition
+from core.settings import Settings
+from core.sinopac.types import OrderQueryRow
+from tests.support.fakes import query_row
+
+from .conftest import NOW
+
+# The fixture's ATM orders are payable through 27 Nov (Taipei): ExpireDate 202611272359.
+AFTER_EXPIRY = datetime(2026, 11, 27, 16, 0, tzinfo=UTC)
+
+
+def _row(order: Order, **overrides: Any) -> OrderQueryRow:
+    fields: dict[str, Any] = dict(order_no=order.order_no, amount=order.amount, ts_no=order.ts_no,
+                                  pay_type=order.pay_type, expire_date="202611272359")
+    fields.update(overrides)
+    return query_row(**fields)
+
+
+@pytest.mark.parametrize(("pay_type", "code"), [("A", "1A400"), ("C", "1C400")])
+def test_a_paid_code_with_matching_amount_pays_the_order(
+    session: Session, settings: Settings, new_order: Callable[..., Order], pay_type: str, code: str
+) -> None:
+    order = new_order(pay_type=pay_type, order_no="X001")
+
+    out = settle_from_query_row(session, settings, _row(order, pay_status=code), source="sweep", now=NOW)
+
+    assert (out.kind, order.status) == ("paid", "paid")
+    assert order_history(session, "X001")[-1].source == "sweep"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"amount": 5000}, "amount 5000 differs"),
+        ({"ts_no": "NA000155555555"}, "TSNo NA000155555555 differs"),
+        ({"pay_status": "1C400"}, "PayStatus 1C400 does not match PayType A"),
+        ({"extra": {"ShopNo": "NA9999_001"}}, "row ShopNo NA9999_001 is not ours"),
+    ],
+)
+def test_a_paid_code_with_a_mismatch_goes_to_review(
+    session: Session, settings: Settings, new_order: Callable[..., Order], overrides: dict[str, Any],
+    reason: str,
+) -> None:
+    order = new_order(expire_days=2)
+
+    out = settle_from_query_row(session, settings, _row(order, **overrides), source="sweep", now=NOW)
+
+    assert (out.kind, order.status) == ("review", "needs_review")
+    assert reason in (order.status_reason or "")
+
+
+def test_an_unpaid_atm_order_before_expiry_stays_pending_with_backoff(
+    session: Session, settings: Settings, new_order: Callable[..., Order]
+) -> None:
+    order = new_order(expire_days=2)
+    row = _row(order, pay_status="1A200", pay_date="")
+
+    first = settle_from_query_row(session, settings, row, source="sweep", now=NOW)
+    assert (first.kind, order.status, order.check_attempts) == ("pending", "pending", 1)
+    assert order.next_check_at == NOW + timedelta(seconds=300)
+
+    settle_from_query_row(session, settings, row, source="sweep", now=NOW)
+    settle_from_query_row(session, settings, row, source="sweep", now=NOW)
+    assert order.check_attempts == 3
+    assert order.next_check_at == NOW + timedelta(seconds=900)  # the schedule's last step repeats
+    assert len(order_history(session, order.order_no)) == 1
+
+
+def test_an_unpaid_atm_order_is_still_payable_in_its_last_minute(
+    session: Session, settings: Settings, new_order: Callable[..., Order]
+) -> None:
+    order = new_order(expire_days=2)
+
+    out = settle_from_query_row(session, settings, _row(order, pay_status="1A200", pay_date=""),
+                                source="sweep", now=AFTER_EXPIRY - timedelta(seconds=30))
+
+    assert (out.kind, order.status) == ("pending", "pending")
+
+
+def test_an_unpaid_atm_order_past_its_expire_date_expires(
+    session: Session, settings: Settings, new_order: Callable[..., Order]
+) -> None:
+    order = new_order(expire_days=2)
+
+    out = settle_from_query_row(session, settings, _row(order, pay_status="1A200", pay_date=""),
+                                source="sweep", now=AFTER_EXPIRY)
+
+    assert (out.kind, order.status) == ("expired", "expired")
+    assert order.next_check_at is None
+
+
+def test_an_overdue_code_expires_an_atm_order(
+    session: Session, settings: Settings, new_order: Callable[..., Order]
+) -> None:
+    order = new_order(expire_days=2)
+
+    out = settle_from_query_row(session, settings, _row(order, pay_status="1A500", pay_date=""),
+                                source="sweep", now=NOW)
+
+    assert (out.kind, order.status) == ("expired", "expired")
+
+
+def test_a_declined_card_fails_the_order(
+    session: Session, settings: Settings, new_order: Callable[..., Order]
+) -> None:
+    order = new_order(pay_type="C", order_no="C001")
+
+    out = settle_from_query_row(session, settings, _row(order, pay_status="1C500", pay_date=""),
+                                source="sweep", now=NOW)
+
+    assert (out.kind, order.status) == ("failed", "failed")
+
+
+@pytest.mark.parametrize("code", ["1C200", "1C300", "", "ZZZZZ"])
+def test_an_unknown_or_waiting_card_code_leaves_the_order_pending(
+    session: Session, settings: Settings, new_order: Callable[..., Order], code: str
+) -> None:
+    order = new_order(pay_type="C", order_no="C001")
+
+    out = settle_from_query_row(session, settings, _row(order, pay_status=code, pay_date=""),
+                                source="sweep", now=AFTER_EXPIRY)
+
+    assert (out.kind, order.status, order.check_attempts) == ("pending", "pending", 1)
+
+
+def test_a_row_for_an_unknown_order_changes_nothing(session: Session, settings: Settings) -> None:
+    out = settle_from_query_row(session, settings, query_row(order_no="GHOST", amount=100, ts_no="T1"),
+                                source="sweep", now=NOW)
+
+    assert (out.kind, out.changed) == ("unknown_order", False)
+
+
+def test_a_settled_order_is_left_alone(
+    session: Session, settings: Settings, new_order: Callable[..., Order]
+) -> None:
+    order = new_order(expire_days=2)
+    transition(session, order.order_no, "paid", source="backend", now=NOW)
+
+    again = settle_from_query_row(session, settings, _row(order), source="sweep", now=NOW)
+    unpaid = settle_from_query_row(session, settings, _row(order, pay_status="1A200"), source="sweep",
+                                   now=AFTER_EXPIRY)
+
+    assert (again.kind, unpaid.kind, order.status) == ("noop", "noop", "paid")
+    assert len(order_history(session, order.order_no)) == 2
