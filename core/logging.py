@@ -1,0 +1,159 @@
+"""JSON line logging for every process (web, worker, beat, CLI), with redaction.
+
+One JSON object per line. Context fields (request_id, task_id, order_no, pay_token) come from
+`log_context()` or from a record's `extra`; a PayToken is always shortened to 8 characters + "…".
+Secrets never reach the output: keys that name a secret are masked, URL passwords and bearer
+tokens are cut out of text, and values registered with `register_secrets()` are replaced wherever
+they appear (message, arguments, tracebacks).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from datetime import UTC, datetime
+from typing import IO, Any
+
+__all__ = [
+    "CONTEXT_FIELDS",
+    "JsonFormatter",
+    "bind_context",
+    "configure_logging",
+    "current_context",
+    "log_context",
+    "redact_text",
+    "register_secrets",
+    "reset_context",
+    "short_token",
+]
+
+CONTEXT_FIELDS = ("request_id", "task_id", "order_no", "pay_token")
+MASK = "***"
+
+_context: ContextVar[Mapping[str, str]] = ContextVar("qpay_log_context", default={})  # noqa: B039
+_secret_values: set[str] = set()
+_secret_lock = threading.Lock()
+_secret_pattern: re.Pattern[str] | None = None
+
+# Keys whose values are never printed, whatever they hold.
+_SECRET_KEY = re.compile(
+    r"(pass(word|wd)?|secret|hash_?(key|id)|key_?id|api_?token|authorization|cookie|credential|"
+    r"^a[12]$|^b[12]$|^token$)",
+    re.IGNORECASE,
+)
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@", re.I)
+_BEARER = re.compile(r"(bearer\s+)[^\s,;\"']+", re.IGNORECASE)
+# The record attributes the stdlib sets; everything else on a record came from `extra`.
+_STANDARD_ATTRS = frozenset(
+    vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)).keys() | {"message", "asctime"}
+)
+
+
+def short_token(pay_token: str) -> str:
+    """A PayToken as logs may show it: the first 8 characters + "…" (enough to grep, not to replay)."""
+    return pay_token[:8] + "…"
+
+
+def register_secrets(*values: str | None) -> None:
+    """Values that must never appear in a log line (hash keys, HashID, X-KeyID, API token)."""
+    global _secret_pattern
+    with _secret_lock:
+        _secret_values.update(v for v in values if v and len(v) >= 4)
+        ordered = sorted(_secret_values, key=len, reverse=True)
+        joined = "|".join(re.escape(v) for v in ordered)
+        _secret_pattern = re.compile(joined, re.IGNORECASE) if ordered else None
+
+
+def redact_text(text: str) -> str:
+    """Remove URL passwords, bearer tokens and registered secret values from free text."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    text = _BEARER.sub(lambda m: m.group(1) + MASK, text)
+    pattern = _secret_pattern
+    if pattern is not None:
+        text = pattern.sub(MASK, text)
+    return text
+
+
+def _clean(key: str, value: Any) -> Any:
+    if key == "pay_token" and isinstance(value, str):
+        return short_token(value)
+    if _SECRET_KEY.search(key):
+        return MASK
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return {str(k): _clean(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_clean("", v) for v in value]
+    return redact_text(repr(value))
+
+
+def current_context() -> dict[str, str]:
+    return dict(_context.get())
+
+
+def bind_context(**fields: str | None) -> Token[Mapping[str, str]]:
+    """Add fields to the logging context of this thread/task; undo with `reset_context(token)`."""
+    merged = {**_context.get(), **{k: v for k, v in fields.items() if v is not None}}
+    return _context.set(merged)
+
+
+def reset_context(token: Token[Mapping[str, str]]) -> None:
+    _context.reset(token)
+
+
+@contextmanager
+def log_context(**fields: str | None) -> Iterator[None]:
+    """`with log_context(order_no=...):` every line logged inside carries the fields."""
+    token = bind_context(**fields)
+    try:
+        yield
+    finally:
+        reset_context(token)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, context fields, extras, exc."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string must not lose the line
+            message = f"{record.msg!r} {record.args!r}"
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": redact_text(message),
+        }
+        for key, value in _context.get().items():
+            out[key] = _clean(key, value)
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                out[key] = _clean(key, value)
+        if record.exc_info:
+            out["exc"] = redact_text(self.formatException(record.exc_info))
+        if record.stack_info:
+            out["stack"] = redact_text(self.formatStack(record.stack_info))
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> None:
+    """Route the root logger to one JSON handler (idempotent: replaces handlers it installed before)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_qpay_json", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    handler._qpay_json = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)

@@ -1,0 +1,57 @@
+"""Gunicorn settings for `gunicorn -c gunicorn.conf.py 'webhook:create_app()'` (Procfile `web`).
+
+Environment: PORT (Heroku) or WEB_BIND (host:port) for the address, WEB_CONCURRENCY processes,
+WEB_THREADS threads each, WEB_TIMEOUT seconds per request. Logs are JSON lines on stdout; gunicorn's
+own access log is off because it would print raw paths (a PayToken can be in one): the app writes a
+redacted access line per request instead.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    return int(raw) if raw.strip().isdigit() and int(raw) > 0 else default
+
+
+bind = os.environ.get("WEB_BIND") or f"0.0.0.0:{_int('PORT', 8000)}"
+workers = _int("WEB_CONCURRENCY", 2)
+worker_class = "gthread"
+threads = _int("WEB_THREADS", 4)
+timeout = _int("WEB_TIMEOUT", 30)  # a stuck request is killed; the bank resends what we did not ack
+graceful_timeout = 20
+keepalive = 5
+max_requests = 5000  # recycle workers slowly, with jitter so they do not restart together
+max_requests_jitter = 500
+limit_request_line = 4094
+limit_request_fields = 64
+limit_request_field_size = 8190
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+preload_app = False
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+logconfig_dict: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "core.logging.JsonFormatter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"},
+        "error_console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"},
+    },
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["error_console"], "propagate": False},
+        "gunicorn.access": {"level": "WARNING", "handlers": ["console"], "propagate": False},
+    },
+}
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """A forked worker must not share the master's database sockets."""
+    from core.db import dispose_engines
+
+    dispose_engines()

@@ -1,0 +1,93 @@
+"""The web entrypoint: `gunicorn 'webhook:create_app()'` and `flask --app webhook ...`.
+
+Nothing happens at import time; create_app builds everything (settings, logging, the broker
+sender, the bank client factory) so tests can pass their own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+from flask import Flask
+from requests.adapters import HTTPAdapter
+
+from core.db import transaction
+from core.logging import configure_logging, register_secrets
+from core.settings import Settings, get_settings
+from core.sinopac.client import BankClient, Observer, QPayClient
+from webhook.deps import ClientFactory, Deps, UnitOfWork
+from webhook.enqueue import CeleryEnqueuer, Enqueuer
+
+__all__ = ["create_app"]
+
+MAX_CONTENT_LENGTH = 64 * 1024  # any body; the callback endpoints cap theirs at 4 KiB
+
+
+def _bank_client_factory(settings: Settings) -> ClientFactory:
+    """One pooled HTTP session per app; a client per request so its observer records into that request's
+    transaction. No urllib3 retries: retrying is the caller's decision."""
+    http = requests.Session()
+    adapter = HTTPAdapter(pool_connections=2, pool_maxsize=16, max_retries=0)
+    http.mount("https://", adapter)
+    http.mount("http://", adapter)
+
+    def factory(observer: Observer) -> BankClient:
+        return QPayClient(settings, http=http, observer=observer)
+
+    return factory
+
+
+def _register_secrets(settings: Settings) -> None:
+    # Revealed once, only so the log formatter can mask these values wherever they appear.
+    shop = settings.shop
+    register_secrets(
+        *(k.reveal() for k in shop.hash_keys),
+        shop.hash_id.reveal(),
+        shop.key_id.reveal(),
+        settings.api_token.reveal() if settings.api_token else None,
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    enqueuer: Enqueuer | None = None,
+    client_factory: ClientFactory | None = None,
+    unit_of_work: UnitOfWork | None = None,
+    configure_logs: bool = True,
+) -> Flask:
+    settings = settings or get_settings()
+    if configure_logs:
+        configure_logging(settings.log_level)
+    if not settings.sandbox_defaults:
+        _register_secrets(settings)
+
+    app = Flask(__name__, static_folder=None)
+    app.config.update(MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH, JSON_SORT_KEYS=False)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    database_url = settings.database_url
+    app.extensions["qpay"] = Deps(
+        settings=settings,
+        shops=frozenset({settings.shop_no}),
+        unit_of_work=unit_of_work or (lambda: transaction(database_url)),
+        enqueuer=enqueuer or CeleryEnqueuer(settings.redis_url),
+        client_factory=client_factory or _bank_client_factory(settings),
+        probes=ThreadPoolExecutor(max_workers=4, thread_name_prefix="readyz"),
+    )
+
+    from webhook import callbacks, health, orders_api
+    from webhook.errors import register_error_handlers
+    from webhook.requestlog import register_request_logging
+
+    register_request_logging(app)
+    register_error_handlers(app)
+    app.register_blueprint(callbacks.bp)
+    app.register_blueprint(orders_api.bp)
+    app.register_blueprint(health.bp)
+
+    if importlib.util.find_spec("webhook.cli") is not None:
+        importlib.import_module("webhook.cli").register_cli(app)
+    return app

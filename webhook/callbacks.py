@@ -1,0 +1,107 @@
+"""BackendURL and ReturnURL: cheap checks, record, commit, enqueue, answer.
+
+`{"Status":"S"}` is sent only after the PayToken row is committed (database down: 503, so the bank
+resends). A broker outage still answers S: the row is durable and the sweep re-enqueues it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, jsonify, request, url_for
+
+from core.logging import bind_context
+from core.services.callbacks import CallbackError, mark_enqueued, record_callback
+from core.states import Source
+from webhook.bodies import multipart_fields, read_capped
+from webhook.deps import deps
+from webhook.errors import DB_UNAVAILABLE
+from webhook.pages import follow_page, problem_page
+from webhook.status import token_status
+from webhook.validation import (
+    MAX_CALLBACK_BODY,
+    CallbackInput,
+    InvalidInput,
+    is_valid_pay_token,
+    parse_backend_body,
+    parse_return_body,
+    validate_callback,
+)
+
+log = logging.getLogger(__name__)
+bp = Blueprint("callbacks", __name__)
+
+ACK = b'{"Status":"S"}'
+
+
+def accept(callback: CallbackInput, source: Source) -> None:
+    """Record and commit the token; enqueue it while unresolved. Raises only if the commit failed."""
+    d = deps()
+    bind_context(pay_token=callback.pay_token)
+    try:
+        with d.unit_of_work() as session:
+            record = record_callback(
+                session, shop_no=callback.shop_no, pay_token=callback.pay_token, source=source
+            )
+    except CallbackError as exc:  # the service's own rules are stricter than ours
+        raise InvalidInput(str(exc), field="PayToken") from None
+    log.info(
+        "pay token recorded",
+        extra={"source": source.value, "token_id": record.token_id, "receipts": record.receipts,
+               "state": record.state},
+    )
+    if not record.needs_enqueue:
+        return
+    if not d.enqueuer.send_resolve(record.token_id):
+        return  # logged by the enqueuer; the sweep re-enqueues unresolved tokens after a grace period
+    try:
+        with d.unit_of_work() as session:
+            mark_enqueued(session, record.token_id)
+    except DB_UNAVAILABLE as exc:  # the token is stored and queued: only the bookkeeping is late
+        log.warning("could not mark token enqueued", extra={"token_id": record.token_id,
+                                                            "error": type(exc).__name__})
+
+
+@bp.post("/qpay/backend")
+def backend() -> Response:
+    raw = read_capped(MAX_CALLBACK_BODY)
+    callback = parse_backend_body(raw, request.mimetype, deps().shops)
+    accept(callback, Source.BACKEND)
+    return Response(ACK, status=200, mimetype="application/json")
+
+
+@bp.post("/qpay/return")
+def return_url() -> Response:
+    try:
+        raw = read_capped(MAX_CALLBACK_BODY)
+        if request.mimetype == "multipart/form-data":
+            callback = validate_callback(multipart_fields(raw), deps().shops)
+        else:
+            callback = parse_return_body(raw, request.mimetype, deps().shops)
+        accept(callback, Source.RETURN)
+    except InvalidInput as exc:
+        log.info("return rejected", extra={"error": exc.error})
+        status = exc.status if exc.status in (400, 413) else 400
+        return problem_page(status, "We could not read this payment notice", exc.error)
+    except DB_UNAVAILABLE:
+        log.error("database unavailable on return")
+        return problem_page(503, "Please try again in a minute",
+                            "We could not record your payment notice right now. Reload this page shortly.")
+    return follow_page(url_for("callbacks.status", pay_token=callback.pay_token))
+
+
+@bp.get("/qpay/tokens/<pay_token>/status")
+def status(pay_token: str) -> Response:
+    """Public: reveals only a status word, for the return page's polling."""
+    if not is_valid_pay_token(pay_token):
+        raise InvalidInput("PayToken must be 1-128 characters of 0-9 A-Z a-z _ -", field="PayToken")
+    bind_context(pay_token=pay_token)
+    with deps().unit_of_work() as session:
+        word = token_status(session, pay_token)
+    response = jsonify({"status": word or "unknown"})
+    response.status_code = 200 if word else 404
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+__all__ = ["accept", "bp"]

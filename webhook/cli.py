@@ -1,0 +1,369 @@
+"""The on-call engineer's commands, under `flask --app webhook` (DESIGN.md §6).
+
+    orders show <order_no>             status, bank calls, events and tokens as one timeline
+    orders stuck [--older-than 30m]    pending work older than that, tokens not yet resolved, reviews
+    orders requery <order_no>          OrderQuery by OrderNo now and settle from the bank's answer
+    tokens replay <pay_token> [--now]  record the token as the operator's, then enqueue or resolve inline
+    sweep run                          one reconciliation pass in the foreground
+    db upgrade                         alembic upgrade head (SQLite and PostgreSQL)
+
+Every command is idempotent (running it twice changes nothing more) and exits 0 when it did its job,
+1 when the order or token is unknown or the work failed, 2 on a usage error. Commands are thin like
+views: parse, open the transaction, call one service function, print the result.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core import db
+from core.models import BankCall, Order, OrderEvent, PayToken
+from core.settings import Settings
+from core.sinopac.client import BankClient, short_token
+from core.sinopac.errors import QPayError
+from core.sinopac.types import BankCallRecord
+from core.states import Source
+from webhook.deps import deps
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 60}
+_ORDER_NO = re.compile(r"^[A-Za-z0-9_\-]{1,50}$")
+
+
+# -- plumbing: everything comes from the app's Deps, so tests swap in a fake bank or broker ---------
+
+
+def _settings() -> Settings:
+    return deps().settings
+
+
+def _tx() -> AbstractContextManager[Session]:
+    return deps().unit_of_work()
+
+
+def _bank(observer: Callable[[BankCallRecord], None]) -> BankClient:
+    return deps().client_factory(observer)
+
+
+def _close(client: BankClient) -> None:
+    close = getattr(client, "close", None)
+    if callable(close):
+        close()
+
+
+def _enqueuer() -> Callable[[int], bool]:
+    return deps().enqueuer.send_resolve
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.secho(message, fg="red", err=True)
+    raise click.exceptions.Exit(code)
+
+
+def _store_calls(session: Session, records: list[BankCallRecord]) -> None:
+    from core.services.bank_calls import recorder
+
+    record = recorder(session)
+    for call in records:
+        record(call)
+    records.clear()
+
+
+def parse_duration(value: str) -> timedelta:
+    """'90s', '30m', '2h', '1d' (a bare number is minutes)."""
+    match = _DURATION.match(value)
+    if not match:
+        raise click.BadParameter(f"{value!r} is not a duration like 90s, 30m, 2h or 1d")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def _check_order_no(order_no: str) -> str:
+    if not _ORDER_NO.match(order_no):
+        raise click.BadParameter("an OrderNo is 1-50 letters, digits, '-' or '_'", param_hint="ORDER_NO")
+    return order_no
+
+
+def _when(at: datetime | None) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if at else "-"
+
+
+def _money(amount: int | None) -> str:
+    return "-" if amount is None else f"{amount / 100:,.2f}"
+
+
+# -- orders ---------------------------------------------------------------------------------------
+
+orders_cli = AppGroup("orders", help="Inspect and re-check orders.")
+
+
+@dataclass(frozen=True)
+class Line:
+    at: datetime
+    kind: str
+    text: str
+
+
+def timeline(session: Session, order: Order) -> Iterator[Line]:
+    """Events, bank calls and tokens of one order, oldest first."""
+    tokens = list(session.scalars(select(PayToken).where(PayToken.order_no == order.order_no)))
+    if order.pay_token and order.pay_token not in {t.pay_token for t in tokens}:
+        tokens += list(session.scalars(select(PayToken).where(PayToken.pay_token == order.pay_token)))
+    keys = [order.order_no, *(short_token(t.pay_token) for t in tokens)]
+    lines: list[Line] = []
+    for ev in session.scalars(select(OrderEvent).where(OrderEvent.order_no == order.order_no)):
+        move = f"{ev.from_status or '(new)'} -> {ev.to_status}"
+        extra = "".join(f"  {k}={v}" for k, v in (("ts_no", ev.ts_no), ("amount", _money(ev.amount)),
+                                                   ("detail", ev.detail)) if v not in (None, "-"))
+        lines.append(Line(ev.at, "event", f"{move:<24} source={ev.source}{extra}"))
+    for call in session.scalars(select(BankCall).where(BankCall.key.in_(keys))):
+        http = f" http={call.http_status}" if call.http_status else ""
+        err = f"  {call.error}" if call.error else ""
+        lines.append(Line(call.started_at, "bank",
+                          f"{call.api_service:<14} {call.outcome:<15} {call.duration_ms} ms{http}{err}"))
+    for tok in tokens:
+        lines.append(Line(tok.first_received_at, "token",
+                          f"{short_token(tok.pay_token)} received via {tok.source} (receipts={tok.receipts}, "
+                          f"attempts={tok.attempts}, state={tok.state})"
+                          + (f"  last_error={tok.last_error}" if tok.last_error else "")))
+        if tok.resolved_at:
+            lines.append(Line(tok.resolved_at, "token", f"{short_token(tok.pay_token)} {tok.state}"))
+    return iter(sorted(lines, key=lambda line: line.at))
+
+
+@orders_cli.command("show")
+@click.argument("order_no")
+def orders_show(order_no: str) -> None:
+    """Status, bank calls, events and tokens of ORDER_NO, as one timeline (UTC)."""
+    _check_order_no(order_no)
+    with _tx() as session:
+        order = session.scalar(select(Order).where(Order.order_no == order_no))
+        if order is None:
+            _fail(f"order {order_no} not found")
+        pay = "ATM" if order.pay_type == "A" else "card" if order.pay_type == "C" else order.pay_type
+        click.echo(f"order {order.order_no}: {order.status.upper()}"
+                   + (f" ({order.status_reason})" if order.status_reason else ""))
+        click.echo(f"  {pay}, {order.currency} {_money(order.amount)}, shop {order.shop_no}, "
+                   f"TSNo {order.ts_no or '-'}")
+        click.echo(f"  created {_when(order.created_at)}  expires {_when(order.expires_at)}  "
+                   f"paid {_when(order.paid_at)}  checks {order.check_attempts}"
+                   + (f", next {_when(order.next_check_at)}" if order.status == "pending" else ""))
+        click.echo("timeline (UTC):")
+        for line in timeline(session, order):
+            click.echo(f"  {_when(line.at)}  {line.kind:<5}  {line.text}")
+
+
+@orders_cli.command("stuck")
+@click.option("--older-than", "older_than", default="30m", show_default=True,
+              help="age: 90s, 30m, 2h, 1d")
+def orders_stuck(older_than: str) -> None:
+    """Pending orders and unresolved tokens older than --older-than, and orders needing review."""
+    age = parse_duration(older_than)
+    cutoff = datetime.now(UTC) - age
+    with _tx() as session:
+        pending = list(session.scalars(
+            select(Order).where(Order.status == "pending", Order.created_at <= cutoff)
+            .order_by(Order.created_at)))
+        review = list(session.scalars(select(Order).where(Order.status == "needs_review").order_by(Order.id)))
+        tokens = list(session.scalars(
+            select(PayToken).where(PayToken.state == "received", PayToken.first_received_at <= cutoff)
+            .order_by(PayToken.first_received_at)))
+        click.echo(f"pending orders older than {older_than}: {len(pending)}")
+        for o in pending:
+            click.echo(f"  {o.order_no:<24} {o.pay_type} {_money(o.amount):>12}  "
+                       f"created {_when(o.created_at)}  checks {o.check_attempts}  "
+                       f"next {_when(o.next_check_at)}")
+        click.echo(f"unresolved pay tokens older than {older_than}: {len(tokens)}")
+        for t in tokens:
+            error = f"  {t.last_error}" if t.last_error else ""
+            click.echo(f"  {short_token(t.pay_token):<12} order {t.order_no or '?':<24} "
+                       f"attempts {t.attempts}  since {_when(t.first_received_at)}{error}")
+        click.echo(f"orders needing review: {len(review)}")
+        for o in review:
+            click.echo(f"  {o.order_no:<24} {o.status_reason or ''}")
+
+
+@orders_cli.command("requery")
+@click.argument("order_no")
+def orders_requery(order_no: str) -> None:
+    """Ask the bank about ORDER_NO now (OrderQuery) and settle from its signed answer."""
+    from core.services.settlement import settle_from_query_row
+
+    _check_order_no(order_no)
+    with _tx() as session:
+        order = session.scalar(select(Order).where(Order.order_no == order_no))
+        if order is None:
+            _fail(f"order {order_no} not found")
+        before = order.status
+    records: list[BankCallRecord] = []
+    client = _bank(records.append)
+    try:
+        result = client.query_orders(order_no=order_no)
+    except QPayError as exc:
+        with _tx() as session:
+            _store_calls(session, records)
+        _fail(f"OrderQuery for {order_no} failed: {exc}")
+    finally:
+        _close(client)
+    rows = [row for row in result.orders if row.order_no == order_no]
+    with _tx() as session:
+        _store_calls(session, records)
+        if not rows:
+            _fail(f"the bank has no order {order_no}")
+        outcome = settle_from_query_row(session, _settings(), rows[0], source=Source.OPERATOR)
+        after = session.scalar(select(Order.status).where(Order.order_no == order_no))
+    click.echo(f"bank: PayStatus {rows[0].pay_status or '-'}  TSNo {rows[0].ts_no or '-'}  "
+               f"paid {rows[0].pay_date or '-'}")
+    verb = "moved" if after != before else "unchanged"
+    click.echo(f"order {order_no}: {before} -> {after} ({verb}; {_describe(outcome)})")
+
+
+def _describe(outcome: Any) -> str:
+    for attr in ("kind", "result", "status"):
+        value = getattr(outcome, attr, None)
+        if value is not None:
+            detail = getattr(outcome, "detail", None) or getattr(outcome, "reason", None)
+            return f"{value}" + (f": {detail}" if detail else "")
+    return str(outcome)
+
+
+# -- tokens ---------------------------------------------------------------------------------------
+
+tokens_cli = AppGroup("tokens", help="Replay PayTokens.")
+
+
+@tokens_cli.command("replay")
+@click.argument("pay_token")
+@click.option("--now", "inline", is_flag=True, help="resolve here and now instead of enqueueing")
+def tokens_replay(pay_token: str, inline: bool) -> None:
+    """Record PAY_TOKEN (source operator) and enqueue its resolution, or resolve it inline with --now."""
+    from core.services.callbacks import CallbackError, mark_enqueued, record_callback
+
+    settings = _settings()
+    try:
+        with _tx() as session:
+            rec = record_callback(session, shop_no=settings.shop_no, pay_token=pay_token,
+                                  source=Source.OPERATOR)
+    except CallbackError as exc:
+        raise click.BadParameter(str(exc), param_hint="PAY_TOKEN") from None
+    label = short_token(pay_token)
+    if not rec.needs_enqueue:
+        with _tx() as session:
+            tok = session.get(PayToken, rec.token_id)
+            state, order_no = (tok.state, tok.order_no) if tok else ("?", None)
+        click.echo(f"token {label} is already {state} (order {order_no or '-'}); nothing to do")
+        return
+    if inline:
+        _resolve_inline(rec.token_id, label)
+        return
+    if not _enqueuer()(rec.token_id):
+        _fail(f"token {label} recorded, but the broker is unreachable; the sweep will enqueue it again "
+              "(or run again with --now)")
+    with _tx() as session:
+        mark_enqueued(session, rec.token_id)
+    click.echo(f"token {label} {'recorded and ' if rec.created else ''}enqueued (id {rec.token_id})")
+
+
+def _resolve_inline(token_id: int, label: str) -> None:
+    from core.services.resolution import resolve_token
+
+    settings = _settings()
+    records: list[BankCallRecord] = []
+    client = _bank(records.append)
+    try:
+        with _tx() as session:
+            outcome = resolve_token(session, client, settings, token_id)
+            _store_calls(session, records)
+    finally:
+        _close(client)
+    kind = str(getattr(outcome, "kind", outcome))
+    error = getattr(outcome, "error", None)
+    message = f"token {label}: {kind}" + (f" ({error})" if error else "")
+    if kind in {"rejected", "transient", "protocol_error"}:
+        _fail(message)
+    click.echo(message)
+
+
+# -- sweep ----------------------------------------------------------------------------------------
+
+sweep_cli = AppGroup("sweep", help="The reconciliation sweep.")
+
+
+@sweep_cli.command("run")
+def sweep_run() -> None:
+    """One sweep pass now, in the foreground; prints its counts (exit 1 if it met errors)."""
+    from core.services.bank_calls import recorder
+    from core.services.sweep import run_sweep
+
+    def record_alone(call: BankCallRecord) -> None:
+        # The sweep calls the bank outside its transactions, so each record gets its own.
+        with _tx() as session:
+            recorder(session)(call)
+
+    send = _enqueuer()
+
+    def enqueue(token_id: int) -> None:
+        if not send(token_id):
+            raise ConnectionError("the broker is unreachable")
+
+    client = _bank(record_alone)
+    try:
+        counts = run_sweep(deps().unit_of_work, client, _settings(), enqueue)
+    finally:
+        _close(client)
+    click.echo("sweep: " + ", ".join(f"{k}={v}" for k, v in counts.as_dict().items()))
+    for note in counts.notes:
+        click.echo(f"  note: {note}")
+    if counts.errors:
+        _fail(f"sweep finished with {counts.errors} error(s); the next pass retries them")
+
+
+# -- db -------------------------------------------------------------------------------------------
+
+db_cli = AppGroup("db", help="The database schema.")
+
+
+@db_cli.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply the Alembic migrations (what the Procfile's release step runs)."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+
+    settings = _settings()
+    cfg = Config(str(PROJECT_DIR / "alembic.ini"))
+    cfg.set_main_option("script_location", str(PROJECT_DIR / "migrations"))
+    engine = db.make_engine(settings.database_url)
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+            current = MigrationContext.configure(conn).get_current_revision()
+    except Exception as exc:
+        _fail(f"migration failed: {type(exc).__name__}: {exc}")
+    finally:
+        engine.dispose()
+    click.echo(f"database schema at revision {current} ({engine.dialect.name})")
+
+
+def register_cli(app: Flask) -> None:
+    """Attach the ops commands to `app` (create_app calls this)."""
+    for group in (orders_cli, tokens_cli, sweep_cli, db_cli):
+        app.cli.add_command(group)
+
+
+__all__ = ["parse_duration", "register_cli", "timeline"]

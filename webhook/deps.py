@@ -1,0 +1,32 @@
+"""What the views use, built once by create_app and kept on the app (tests swap in fakes)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+from flask import current_app
+from sqlalchemy.orm import Session
+
+from core.settings import Settings
+from core.sinopac.client import BankClient, Observer
+from webhook.enqueue import Enqueuer
+
+UnitOfWork = Callable[[], AbstractContextManager[Session]]
+ClientFactory = Callable[[Observer], BankClient]
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    shops: frozenset[str]
+    unit_of_work: UnitOfWork
+    enqueuer: Enqueuer
+    client_factory: ClientFactory
+    probes: ThreadPoolExecutor  # runs readiness checks under a deadline
+
+
+def deps() -> Deps:
+    return current_app.extensions["qpay"]  # type: ignore[no-any-return]

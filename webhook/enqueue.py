@@ -1,0 +1,104 @@
+"""Send resolve tasks by name to the broker, never waiting long for it.
+
+A broker outage must not delay the bank's acknowledgement: the PayToken row is already committed
+and the sweep re-enqueues what was never sent. So connects are bounded (~1 s), publishing is not
+retried, and any failure is logged and reported as False. This Celery app only sends; it knows no
+task code (workers/ does), which keeps the web process light.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, Protocol
+
+from celery import Celery
+
+from core.queues import CALLBACK_QUEUE, RESOLVE_TASK
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 1.0
+
+
+class Enqueuer(Protocol):
+    """What the views need from the broker; tests pass a fake."""
+
+    def send_resolve(self, token_id: int) -> bool: ...
+
+    def ping(self) -> None: ...
+
+
+def _transport_options(timeout: float) -> dict[str, Any]:
+    return {
+        "max_retries": 0,  # kombu's ensure_connection on publish: no reconnect loop
+        "socket_connect_timeout": timeout,
+        "socket_timeout": timeout,
+        "retry_on_timeout": False,
+        "health_check_interval": 0,
+    }
+
+
+class CeleryEnqueuer:
+    """Sends `qpay.resolve_pay_token` to the callbacks queue; one lazily built app per process."""
+
+    def __init__(self, broker_url: str, *, timeout: float = CONNECT_TIMEOUT) -> None:
+        self._broker_url = broker_url
+        self._timeout = timeout
+        self._app: Celery | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:  # the URL may hold a password
+        return "CeleryEnqueuer()"
+
+    def _celery(self) -> Celery:
+        # Built on first use and again after a fork: a connection pool must not cross processes.
+        with self._lock:
+            if self._app is None or self._pid != os.getpid():
+                app = Celery("qpay-webhook", broker=self._broker_url, set_as_current=False)
+                app.conf.update(
+                    broker_connection_timeout=self._timeout,
+                    broker_connection_retry=False,
+                    broker_connection_retry_on_startup=False,
+                    broker_connection_max_retries=0,
+                    broker_transport_options=_transport_options(self._timeout),
+                    broker_pool_limit=10,
+                    task_serializer="json",
+                    accept_content=["json"],
+                    task_publish_retry=False,
+                    task_default_queue=CALLBACK_QUEUE,
+                )
+                self._app = app
+                self._pid = os.getpid()
+            return self._app
+
+    def send_resolve(self, token_id: int) -> bool:
+        """True if the broker accepted the task; False (logged) if it is unreachable."""
+        try:
+            self._celery().send_task(RESOLVE_TASK, args=[token_id], queue=CALLBACK_QUEUE, retry=False)
+        except Exception as exc:  # any broker failure: the sweep owns the token now
+            log.warning(
+                "enqueue failed; the sweep will re-enqueue",
+                extra={"token_id": token_id, "error": type(exc).__name__},
+            )
+            return False
+        return True
+
+    def ping(self) -> None:
+        """Raise if the broker cannot be reached within the timeout (for /readyz)."""
+        with self._celery().connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=self._timeout)
+            if conn.transport.driver_type == "redis":
+                conn.default_channel.client.ping()
+
+
+class NullEnqueuer:
+    """For processes without a broker (tests of pure HTTP behaviour): always reports failure."""
+
+    def send_resolve(self, token_id: int) -> bool:
+        return False
+
+    def ping(self) -> None:
+        raise ConnectionError("no broker configured")

@@ -1,0 +1,154 @@
+"""The orders API for the shop's backend: create an order at the bank, read one back with its history.
+
+Protected by a bearer token (API_TOKEN, compared in constant time). Without API_TOKEN the API is
+closed (503), never open.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from sqlalchemy.exc import IntegrityError
+
+from core.logging import bind_context
+from core.models import Order, OrderEvent
+from core.services.bank_calls import recorder
+from core.services.orders import NewOrder, OrderValidationError, create_order, get_order, order_history
+from core.sinopac.errors import BankProtocolError, BankRejection, BankTransportError, QPayError
+from webhook.bodies import read_capped
+from webhook.deps import deps
+from webhook.errors import error_response
+from webhook.validation import (
+    MAX_API_BODY,
+    ORDER_NO_RE,
+    InvalidInput,
+    decode_json_object,
+    validate_order_request,
+)
+
+log = logging.getLogger(__name__)
+bp = Blueprint("orders_api", __name__, url_prefix="/api")
+
+# The service names the amount `amount_twd`; the API calls it `amount`.
+_FIELD_NAMES = {"amount_twd": "amount"}
+
+
+@bp.before_request
+def _authenticate() -> Response | None:
+    token = deps().settings.api_token
+    if token is None:
+        return error_response(503, "API_TOKEN is not configured")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode("utf-8", "replace"), token.reveal().encode("utf-8")
+    ):
+        response = error_response(401, "missing or wrong bearer token")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="qpay"'
+        return response
+    return None
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _twd(amount: int) -> int | float:
+    return amount // 100 if amount % 100 == 0 else amount / 100
+
+
+def order_body(order: Order) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "order_no": order.order_no,
+        "status": order.status,
+        "amount": _twd(order.amount),
+        "currency": order.currency,
+        "pay_type": order.pay_type,
+        "ts_no": order.ts_no,
+        "expires_at": _iso(order.expires_at),
+    }
+    if order.pay_type == "A":
+        body["atm_pay_no"] = order.atm_pay_no
+    else:
+        body["card_pay_url"] = order.card_pay_url
+    return body
+
+
+def event_body(event: OrderEvent) -> dict[str, Any]:
+    return {
+        "from_status": event.from_status,
+        "to_status": event.to_status,
+        "source": event.source,
+        "ts_no": event.ts_no,
+        "amount": _twd(event.amount) if event.amount is not None else None,
+        "detail": event.detail,
+        "at": _iso(event.at),
+    }
+
+
+def bank_error_response(exc: QPayError) -> Response:
+    if isinstance(exc, BankRejection):
+        return error_response(502, "the bank refused the order", code=exc.code or None,
+                              description=exc.description or None)
+    if isinstance(exc, BankTransportError):
+        return error_response(503, "the bank is unreachable; try again later")
+    if isinstance(exc, BankProtocolError):
+        return error_response(502, "the bank's reply could not be trusted (protocol error)")
+    return error_response(502, "bank error")
+
+
+@bp.post("/orders")
+def create() -> Response:
+    data = decode_json_object(read_capped(MAX_API_BODY))
+    req = validate_order_request(data)
+    new = NewOrder(req.amount_twd, req.pay_type, req.product_name, req.order_no, req.expire_days)
+    d = deps()
+    failure: QPayError | None = None
+    body: dict[str, Any] = {}
+    try:
+        with d.unit_of_work() as session:
+            client = d.client_factory(recorder(session))
+            try:
+                order = create_order(session, client, d.settings, new)
+            except QPayError as exc:
+                failure = exc  # commit anyway: the BankCall row says what the bank did
+            else:
+                bind_context(order_no=order.order_no)
+                body = order_body(order)
+    except OrderValidationError as exc:
+        field = _FIELD_NAMES.get(exc.field, exc.field)
+        raise InvalidInput(f"{field}: {exc.message}", field=field) from None
+    except IntegrityError:
+        return error_response(409, "order_no already exists", field="order_no")
+    except ValueError as exc:  # the client's own pre-send checks
+        raise InvalidInput(str(exc)) from None
+    if failure is not None:
+        log.warning("order creation failed at the bank", extra={"error": type(failure).__name__,
+                                                                "code": getattr(failure, "code", None)})
+        return bank_error_response(failure)
+    response = jsonify(body)
+    response.status_code = 201
+    return response
+
+
+@bp.get("/orders/<order_no>")
+def show(order_no: str) -> Response:
+    if not ORDER_NO_RE.fullmatch(order_no):
+        raise InvalidInput("order_no must be 1-50 characters of A-Z a-z 0-9 _ -", field="order_no")
+    bind_context(order_no=order_no)
+    with deps().unit_of_work() as session:
+        order = get_order(session, order_no)
+        if order is None:
+            return error_response(404, "order not found")
+        body = order_body(order)
+        body.update(
+            product_name=order.product_name,
+            status_reason=order.status_reason,
+            created_at=_iso(order.created_at),
+            updated_at=_iso(order.updated_at),
+            paid_at=_iso(order.paid_at),
+            events=[event_body(e) for e in order_history(session, order_no)],
+        )
+    return jsonify(body)

@@ -1,0 +1,54 @@
+"""Per-request logging context and one JSON access line per request.
+
+The request id comes from X-Request-ID when it is sane, else a new one; it is echoed back. The
+access line names the route template, not the raw path, so a PayToken in a URL is never logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+import uuid
+
+from flask import Flask, Response, g, request
+
+from core.logging import bind_context, reset_context
+
+log = logging.getLogger("webhook.access")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_QUIET = frozenset({"/healthz", "/readyz"})
+
+
+def register_request_logging(app: Flask) -> None:
+    @app.before_request
+    def _start() -> None:
+        given = request.headers.get("X-Request-ID", "")
+        g.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        g.started = time.monotonic()
+        g.log_token = bind_context(request_id=g.request_id)
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        request_id = g.get("request_id")
+        if request_id:
+            response.headers["X-Request-ID"] = request_id
+        route = request.url_rule.rule if request.url_rule is not None else "(unmatched)"
+        started = g.get("started")
+        level = logging.DEBUG if route in _QUIET else logging.INFO
+        log.log(level, "request", extra={
+            "method": request.method,
+            "route": route,
+            "status": response.status_code,
+            "duration_ms": round((time.monotonic() - started) * 1000, 1) if started else None,
+            "bytes_in": request.content_length,
+        })
+        return response
+
+    @app.teardown_request
+    def _reset(_exc: BaseException | None) -> None:
+        token = g.pop("log_token", None)
+        if token is not None:
+            with contextlib.suppress(ValueError):  # created in another context: leave it
+                reset_context(token)

@@ -1,0 +1,28 @@
+"""The one fact the public return page may learn about a PayToken: a status word."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.models import Order, PayToken
+
+FINAL_WORDS = frozenset({"paid", "failed", "expired", "rejected"})
+
+
+def token_status(session: Session, pay_token: str) -> str | None:
+    """None for an unknown token; else the order's status, "rejected", or "pending" until resolved."""
+    row = session.execute(
+        select(PayToken.state, Order.status)
+        .select_from(PayToken)
+        .outerjoin(Order, Order.order_no == PayToken.order_no)
+        .where(PayToken.pay_token == pay_token)
+    ).first()
+    if row is None:
+        return None
+    state, order_status = row
+    if order_status is not None:
+        return str(order_status)
+    if state == "rejected":
+        return "rejected"
+    return "pending"
