@@ -1,0 +1,188 @@
+"""resolve_token: ask the bank, settle, mark the token; idempotent and never retried blindly."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.models import BankCall, Order, PayToken
+from core.services.bank_calls import recorder
+from core.services.callbacks import record_callback
+from core.services.orders import order_history
+from core.services.resolution import resolve_token
+from core.settings import Settings
+from core.sinopac.errors import BankHTTPError, BankTimeout, SignatureMismatch
+from tests.support.fakes import FakeBankClient, pay_result, rejection
+
+from .conftest import NOW
+
+TOKEN = "8ab3058e" + "1" * 54 + "c9"
+
+
+def _token(session: Session) -> int:
+    return record_callback(session, shop_no="NA0001_001", pay_token=TOKEN, source="backend", now=NOW).token_id
+
+
+def _paid(order: Order, **kw: object) -> object:
+    fields: dict[str, object] = dict(order_no=order.order_no, amount=order.amount, ts_no=order.ts_no or "",
+                                     pay_token=TOKEN)
+    return pay_result(**{**fields, **kw})  # type: ignore[arg-type]
+
+
+def test_a_paid_token_settles_its_order_and_is_resolved(
+    session: Session, bank: FakeBankClient, settings: Settings, new_order: Callable[..., Order]
+) -> None:
+    order = new_order()
+    token_id = _token(session)
+    bank.script_pay(TOKEN, _paid(order))
+
+    out = resolve_token(session, bank, settings, token_id, now=NOW)
+
+    assert (out.kind, out.order_no) == ("settled", order.order_no)
+    assert order.status == "paid"
+    tok = session.get_one(PayToken, token_id)
+    session.refresh(tok)
+    assert (tok.state, tok.order_no, tok.attempts, tok.resolved_at) == ("resolved", order.order_no, 1, NOW)
+    assert order_history(session, order.order_no)[-1].source == "backend"
+
+
+def test_resolving_again_is_a_noop_without_a_bank_call(
+    session: Session, bank: FakeBankClient, settings: Settings, new_order: Callable[..., Order]
+) -> None:
+    order = new_order()
+    token_id = _token(session)
+    bank.script_pay(TOKEN, _paid(order))
+    resolve_token(session, bank, settings, token_id, now=NOW)
+
+    again = resolve_token(session, bank, settings, token_id, now=NOW)
+
+    assert again.kind == "noop"
+    assert bank.pay_queries == [TOKEN]
+    assert len(order_history(session, order.order_no)) == 2
+
+
+def test_a_second_token_for_the_same_payment_changes_nothing(
+    session: Session, bank: FakeBankClient, settings: Settings, new_order: Callable[..., Order]
+) -> None:
+    order = new_order()
+    first = _token(session)
+    other = "e" * 64
+    second = record_callback(session, shop_no="NA0001_001", pay_token=other, source="return").token_id
+    bank.script_pay(TOKEN, _paid(order)).script_pay(other, pay_result(
+        order_no=order.order_no, amount=order.amount, ts_no=order.ts_no or "", pay_token=other))
+
+    kinds = [resolve_token(session, bank, settings, t, now=NOW).kind for t in (first, second)]
+
+    assert kinds == ["settled", "noop"]
+    assert len(order_history(session, order.order_no)) == 2
+
+
+@pytest.mark.parametrize("error", [BankTimeout("read timeout"), BankHTTPError("HTTP 503", status=503)])
+def test_a_transient_bank_error_is_recorded_for_a_retry(
+    session: Session, bank: FakeBankClient, settings: Settings, new_order: Callable[..., Order],
+    error: Exception,
+) -> None:
+    order = new_order()
+    token_id = _token(session)
+    bank.script_pay(TOKEN, error)
+
+    out = resolve_token(session, bank, settings, token_id, now=NOW)
+
+    assert out.kind == "transient"
+    tok = session.get_one(PayToken, token_id)
+    session.refresh(tok)
+    assert (tok.state, tok.attempts) == ("received", 1)
+    assert str(error) in (tok.last_error or "")
+    assert order.status == "pending"
+
+
+def test_a_bank_rejection_rejects_the_token_with_its_code(
+    session: Session, bank: FakeBankClient, settings: Settings
+) -> None:
+    token_id = _token(session)
+    bank.script_pay(TOKEN, rejection("E0001", "查無資料"))
+
+    out = resolve_token(session, bank, settings, token_id, now=NOW)
+
+    assert out.kind == "rejected"
+    tok = session.get_one(PayToken, token_id)
+    session.refresh(tok)
+    assert tok.state == "rejected"
+    assert "E0001" in (tok.last_error or "")
+
+
+def test_an_untrusted_reply_keeps_the_token_and_raises_an_alert(
+    session: Session, bank: FakeBankClient, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    token_id = _token(session)
+    bank.script_pay(TOKEN, SignatureMismatch("OrderPayQuery: Sign does not verify"))
+
+    with caplog.at_level(logging.ERROR):
+        out = resolve_token(session, bank, settings, token_id, now=NOW)
+
+    assert out.kind == "protocol_error"
+    tok = session.get_one(PayToken, token_id)
+    session.refresh(tok)
+    assert tok.state == "received"
+    assert "SignatureMismatch" in (tok.last_error or "")
+    assert any("ALERT" in r.getMessage() for r in caplog.records)
+    assert all(TOKEN not in r.getMessage() for r in caplog.records)
+
+
+def test_a_token_for_an_unknown_order_is_rejected_with_the_reason(
+    session: Session, bank: FakeBankClient, settings: Settings
+) -> None:
+    token_id = _token(session)
+    bank.script_pay(TOKEN, pay_result(order_no="NOTOURS", amount=100, ts_no="NA0001000009", pay_token=TOKEN))
+
+    out = resolve_token(session, bank, settings, token_id, now=NOW)
+
+    assert out.kind == "rejected"
+    tok = session.get_one(PayToken, token_id)
+    session.refresh(tok)
+    assert tok.state == "rejected"
+    assert "NOTOURS" in (tok.last_error or "")
+
+
+def test_a_mismatching_payment_is_resolved_into_review(
+    session: Session, bank: FakeBankClient, settings: Settings, new_order: Callable[..., Order]
+) -> None:
+    order = new_order()
+    token_id = _token(session)
+    bank.script_pay(TOKEN, _paid(order, amount=1))
+
+    out = resolve_token(session, bank, settings, token_id, now=NOW)
+
+    assert (out.kind, order.status) == ("review", "needs_review")
+    assert "amount 1 differs" in (out.error or "")
+
+
+def test_every_bank_call_is_recorded_with_service_duration_and_outcome(
+    session: Session, settings: Settings, new_order: Callable[..., Order]
+) -> None:
+    order = new_order()
+    token_id = _token(session)
+    bank = FakeBankClient(observer=recorder(session))
+    bank.script_pay(TOKEN, BankTimeout("read timeout"), _paid(order))
+
+    resolve_token(session, bank, settings, token_id, now=NOW)
+    resolve_token(session, bank, settings, token_id, now=NOW)
+    session.flush()
+
+    calls = session.scalars(select(BankCall).order_by(BankCall.id)).all()
+    assert [(c.api_service, c.outcome, c.duration_ms) for c in calls] == [
+        ("OrderPayQuery", "transport_error", 3), ("OrderPayQuery", "ok", 3)
+    ]
+    assert calls[0].key == TOKEN[:8] + "…"
+    assert calls[0].error == "read timeout"
+
+
+def test_an_unknown_token_id_is_a_noop(session: Session, bank: FakeBankClient, settings: Settings) -> None:
+    out = resolve_token(session, bank, settings, 4242, now=NOW)
+
+    assert (out.kind, out.error) == ("noop", "no such token")
+    assert bank.pay_queries == []
