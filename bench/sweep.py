@@ -275,7 +275,9 @@ def from_args(args: argparse.Namespace) -> SweepReport:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.sweep", description=__doc__)
     parser.add_argument("--full", action="store_true", help="include 1M orders")
-    known, _ = parser.parse_known_args(argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--full", action="store_true")
+    known, _ = pre.parse_known_args(argv)
     add_arguments(parser, full=known.full)
     report = from_args(parser.parse_args(argv))
     print(report.markdown())
