@@ -21,7 +21,6 @@ __all__ = ["OK", "dispatch", "links"]
 OK = "S0000 – 處理成功"
 MAX_ROWS = 300
 MAX_AMOUNT = 999_999_999  # §9.1: at most 9 digits
-MAX_ATM_AMOUNT = 3_000_000  # NT$30,000, the ATM ceiling the PHP SDK enforces
 _FORBIDDEN = re.compile(r"['\"%\x00-\x1f\x7f]")
 _MINUTE = re.compile(r"^\d{12}$")
 DECLINED = "E0701 – 授權失敗 (card declined)"
@@ -113,8 +112,7 @@ def _new_order(msg: dict[str, Any], shop_no: str, now: datetime) -> Order:
 
 
 def _atm(order: Order, param: dict[str, Any], now: datetime) -> None:
-    if order.amount > MAX_ATM_AMOUNT:
-        raise _field("E0101", "Amount", f"an ATM order is at most {MAX_ATM_AMOUNT}")
+    # No ATM ceiling: the PHP SDK refuses > 3,000,000, but a real sandbox reply shows 9,440,300 (§9.5).
     expire = param.get("ExpireDate")
     if not expire:
         raise _field("E0102", "ATMParam.ExpireDate", "required")
