@@ -17,6 +17,7 @@ from tests.support.stack import ShopKeys, Stack
 
 LEDGER_KEY = pytest.StashKey[list["Tally"]]()
 LAST_MODULE = "test_secrets_scan.py"
+BANK_PAID = frozenset({"paid", "needs_review"})  # states that account for money the bank took
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,8 @@ class Tally:
 
     scenario: str
     payments: int  # orders the bank took money for
-    settled: int  # of those, orders that ended paid
-    lost: int  # paid at the bank, not paid here
+    settled: int  # of those, orders that ended in their expected state (paid, or needs_review)
+    lost: int  # paid at the bank, yet here neither paid nor flagged for review
     duplicated: int  # orders changed more than once
     wrong: int  # orders whose final state is not the expected one
 
@@ -43,12 +44,12 @@ def tally(stack: Stack, scenario: str, expected: dict[str, str]) -> Tally:
     """
     actual = stack.statuses(expected)
     changes = stack.transitions(expected)
-    paid = [n for n, s in expected.items() if s == "paid"]
+    taken = [n for n, s in expected.items() if s in BANK_PAID]
     return Tally(
         scenario=scenario,
-        payments=len(paid),
-        settled=sum(1 for n in paid if actual.get(n) == "paid"),
-        lost=sum(1 for n in paid if actual.get(n) != "paid"),
+        payments=len(taken),
+        settled=sum(1 for n in taken if actual.get(n) == expected[n]),
+        lost=sum(1 for n in taken if actual.get(n) not in BANK_PAID),
         duplicated=sum(1 for n in expected if changes[n] > 1),
         wrong=sum(1 for n, s in expected.items() if actual.get(n) != s),
     )

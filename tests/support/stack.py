@@ -214,7 +214,7 @@ class Stack:
     def callback(self, pay_token: str, shop_no: str | None = None, *,
                  timeout: float = 10) -> requests.Response:
         """POST the BackendURL push exactly as the bank does."""
-        body = {"ShopNo": shop_no or self.keys.shop_no, "PayToken": pay_token}
+        body = {"ShopNo": self.keys.shop_no if shop_no is None else shop_no, "PayToken": pay_token}
         return requests.post(f"{self.web_url}/qpay/backend", json=body, timeout=timeout)
 
     def browser_return(self, pay_token: str, *, timeout: float = 10) -> requests.Response:
