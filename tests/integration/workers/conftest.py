@@ -104,6 +104,11 @@ class Stack:
         self.procs.append(proc)
         return proc
 
+    def stop_workers(self) -> None:
+        for proc in self.procs:
+            if proc.name.startswith("worker-"):
+                proc.stop()
+
     def logs(self) -> str:
         return "\n".join(f"--- {p.name} ---\n{p.log()[-3000:]}" for p in self.procs)
 
