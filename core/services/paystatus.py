@@ -9,6 +9,6 @@ from __future__ import annotations
 
 PAID = frozenset({"1A400", "1C400"})  # observed: ATM paid, card authorised and captured
 ATM_AWAITING = frozenset({"1A200"})  # observed: virtual account issued, not paid yet
-ATM_OVERDUE = frozenset({"1A500"})  # UNVERIFIED: past ExpireDate, unpaid
+ATM_OVERDUE = frozenset({"1A500", "1A600"})  # UNVERIFIED: past ExpireDate, unpaid (sandbox: 1A600)
 CARD_AWAITING = frozenset({"1C200"})  # UNVERIFIED: payment link issued, not used yet
 CARD_DECLINED = frozenset({"1C500"})  # UNVERIFIED: authorisation declined / failed
