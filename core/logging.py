@@ -26,6 +26,7 @@ __all__ = [
     "bind_context",
     "configure_logging",
     "current_context",
+    "install_record_factory",
     "log_context",
     "redact_text",
     "register_secrets",
@@ -120,6 +121,27 @@ def log_context(**fields: str | None) -> Iterator[None]:
         reset_context(token)
 
 
+_CONTEXT_ATTR = "_qpay_context"
+_factory_lock = threading.Lock()
+
+
+def install_record_factory() -> None:
+    """Stamp the context onto each record when it is created, so a handler that formats later
+    (queue, capture) still sees the request or task it came from. Idempotent."""
+    with _factory_lock:
+        previous = logging.getLogRecordFactory()
+        if getattr(previous, "_qpay", False):
+            return
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            setattr(record, _CONTEXT_ATTR, _context.get())
+            return record
+
+        factory._qpay = True  # type: ignore[attr-defined]
+        logging.setLogRecordFactory(factory)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, msg, context fields, extras, exc."""
 
@@ -134,7 +156,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": redact_text(message),
         }
-        for key, value in _context.get().items():
+        context = getattr(record, _CONTEXT_ATTR, None)
+        for key, value in (context if context is not None else _context.get()).items():
             out[key] = _clean(key, value)
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
@@ -157,3 +180,4 @@ def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> Non
     handler._qpay_json = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
+    install_record_factory()

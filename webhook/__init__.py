@@ -15,7 +15,7 @@ from flask import Flask
 from requests.adapters import HTTPAdapter
 
 from core.db import transaction
-from core.logging import configure_logging, register_secrets
+from core.logging import configure_logging, install_record_factory, register_secrets
 from core.settings import Settings, get_settings
 from core.sinopac.client import BankClient, Observer, QPayClient
 from webhook.deps import ClientFactory, Deps, UnitOfWork
@@ -62,6 +62,7 @@ def create_app(
     settings = settings or get_settings()
     if configure_logs:
         configure_logging(settings.log_level)
+    install_record_factory()
     if not settings.sandbox_defaults:
         _register_secrets(settings)
 
