@@ -39,16 +39,17 @@ DEADLINE = 150.0  # seconds for the pipeline to settle everything (the whole dem
 
 # Short timings so the sweep and retries act within seconds instead of minutes.
 DEMO_ENV = {
-    "SWEEP_INTERVAL": "4",
-    "SWEEP_GRACE": "4",
+    "SWEEP_INTERVAL": "8",
+    "SWEEP_GRACE": "5",
     "SWEEP_WINDOW_OVERLAP": "600",
     "CHECK_SCHEDULE": "4,4,6,8,10",
-    "RESOLVE_RETRY_BASE": "1",
+    "RESOLVE_RETRY_BASE": "0.5",
     "RESOLVE_RETRY_CAP": "4",
     "RESOLVE_MAX_RETRIES": "5",
     "QPAY_CONNECT_TIMEOUT": "2",
     "QPAY_READ_TIMEOUT": "5",
     "LOG_LEVEL": "INFO",
+    "FLOWER_ALLOW_NO_AUTH": "1",  # Flower listens on 127.0.0.1 only, for this run only
 }
 
 
@@ -64,7 +65,7 @@ class Case:
     amount: int  # TWD
     story: str
     expected: str  # final status
-    outcome: str | None = None  # sandbox pay outcome: success | declined; None = never paid
+    outcome: str | None = None  # sandbox pay outcome: paid | failed (declined); None = never paid
     notify: bool = True  # False: the bank never calls BackendURL (a dropped callback)
     browser_return: bool = False  # the customer's browser comes back to ReturnURL
     fail_first: int = 0  # the first N OrderPayQuery calls fail (503) before the bank answers
@@ -76,18 +77,18 @@ class Case:
 
 def cases() -> list[Case]:
     return [
-        Case("atm-paid", "A", 1200, "ATM transfer, callback", "paid", "success"),
-        Case("card-paid", "C", 880, "card payment, callback", "paid", "success"),
-        Case("card-declined", "C", 450, "card declined, callback", "failed", "declined"),
-        Case("card-retry", "C", 2300, "card paid; the bank fails the first 2 queries", "paid", "success",
+        Case("atm-paid", "A", 1200, "ATM transfer, callback", "paid", "paid"),
+        Case("card-paid", "C", 880, "card payment, callback", "paid", "paid"),
+        Case("card-declined", "C", 450, "card declined, callback", "failed", "failed"),
+        Case("card-retry", "C", 2300, "card paid; the bank fails the first 2 queries", "paid", "paid",
              fail_first=2),
-        Case("atm-dropped", "A", 640, "ATM paid; the bank never sends the callback", "paid", "success",
+        Case("atm-dropped", "A", 640, "ATM paid; the bank never sends the callback", "paid", "paid",
              notify=False),
-        Case("card-dropped", "C", 975, "card paid; callback lost, browser gone too", "paid", "success",
+        Case("card-dropped", "C", 975, "card paid; callback lost, browser gone too", "paid", "paid",
              notify=False),
-        Case("card-return", "C", 310, "card paid; only the browser comes back", "paid", "success",
+        Case("card-return", "C", 310, "card paid; only the browser comes back", "paid", "paid",
              notify=False, browser_return=True),
-        Case("atm-duplicate", "A", 1500, "ATM paid; the bank sends the callback twice", "paid", "success",
+        Case("atm-duplicate", "A", 1500, "ATM paid; the bank sends the callback twice", "paid", "paid",
              duplicate=True),
         Case("atm-expired", "A", 720, "ATM never paid; past its payment period", "expired", expire=True),
         Case("atm-waiting", "A", 560, "ATM not paid yet, still within its period", "pending"),
@@ -112,15 +113,14 @@ class Shop:
             raise DemoError(f"creating order {case.key}: HTTP {resp.status_code} {resp.text[:300]}")
         return str(resp.json()["order_no"])
 
-    def browser_return(self, shop_no: str, pay_token: str) -> None:
-        resp = requests.post(f"{self.web_url}/qpay/return", data={"ShopNo": shop_no, "PayToken": pay_token},
-                             timeout=10, allow_redirects=False)
+    def browser_return(self, form: dict[str, str]) -> None:
+        resp = requests.post(f"{self.web_url}/qpay/return", data=form, timeout=10, allow_redirects=False)
         if resp.status_code >= 500:
             raise DemoError(f"ReturnURL answered HTTP {resp.status_code}")
 
 
 class Bank:
-    """The sandbox's customer and operator endpoints."""
+    """The sandbox's customer and operator endpoints (docs/readme/sandbox.md)."""
 
     def __init__(self, base_url: str) -> None:
         self.base = f"{base_url}/sandbox"
@@ -135,12 +135,15 @@ class Bank:
     def faults(self, **settings: Any) -> None:
         self._post("/faults", settings)
 
+    def fault_settings(self) -> dict[str, Any]:
+        return dict(self.http.get(f"{self.base}/faults", timeout=5).json())
+
     def clear_faults(self) -> None:
         self._post("/faults", {"clear": True})
 
-    def pay(self, order_no: str, outcome: str, notify: bool) -> str:
-        reply = self._post(f"/orders/{order_no}/pay", {"outcome": outcome, "notify": notify})
-        return str(reply.get("pay_token", ""))
+    def pay(self, order_no: str, outcome: str) -> dict[str, Any]:
+        """The customer pays (outcome paid) or the card is declined (failed); returns PayToken and form."""
+        return self._post(f"/orders/{order_no}/pay", {"outcome": outcome})
 
     def expire(self, order_no: str) -> None:
         self._post(f"/orders/{order_no}/expire", {})
@@ -149,6 +152,10 @@ class Bank:
         resp = self.http.get(f"{self.base}/orders/{order_no}", timeout=10)
         resp.raise_for_status()
         return dict(resp.json())
+
+    def callback_state(self, order_no: str) -> str:
+        payments = self.view(order_no).get("payments") or [{}]
+        return str(payments[-1].get("callback", ""))
 
 
 class DemoError(RuntimeError):
@@ -172,7 +179,8 @@ def how(engine: Engine, case: Case) -> tuple[str, str, int]:
     """(status, how it got there, moves out of pending) from order_events, pay_tokens and bank_calls."""
     with engine.connect() as conn:
         status = conn.execute(select(Order.status).where(Order.order_no == case.order_no)).scalar_one()
-        events = conn.execute(select(OrderEvent.from_status, OrderEvent.to_status, OrderEvent.source)
+        events = conn.execute(select(OrderEvent.from_status, OrderEvent.to_status, OrderEvent.source,
+                                     OrderEvent.detail)
                               .where(OrderEvent.order_no == case.order_no,
                                      OrderEvent.from_status.is_not(None))
                               .order_by(OrderEvent.id)).all()
@@ -193,6 +201,8 @@ def how(engine: Engine, case: Case) -> tuple[str, str, int]:
         parts.append(f"{receipts} receipts of the token, settled once")
     if source == "sweep" and not tokens:
         parts.append("OrderQuery, no callback")
+    if events[-1].detail and events[-1].to_status != "paid":
+        parts.append(events[-1].detail)
     return status, ", ".join(parts), len(events)
 
 
@@ -215,37 +225,48 @@ def fresh_database() -> str:
     return f"sqlite:///{DEMO_DB}"
 
 
-def drive(cases_: list[Case], shop: Shop, bank: Bank, shop_no: str) -> None:
-    """Create every order, then let customers and the bank act, one behaviour at a time."""
+def drive(cases_: list[Case], shop: Shop, bank: Bank) -> None:
+    """Create every order, then let customers and the bank act, one behaviour at a time.
+
+    The sandbox's faults are global, so each misbehaviour is switched on just for its own payment
+    and off again once it has happened; the retry case goes first, before other queries could
+    consume its failures.
+    """
     out(f"creating {len(cases_)} orders through POST /api/orders ...")
     for case in cases_:
         case.order_no = shop.create_order(case)
         out(f"  {case.order_no}  {case.key:<14} {'ATM ' if case.pay_type == 'A' else 'card'} "
             f"TWD {case.amount:>5}  {case.story}")
-    out("customers pay, the bank misbehaves ...")
-    for case in cases_:
+    out("\ncustomers pay, the bank misbehaves ...")
+    paid: list[Case] = []
+    for case in sorted(cases_, key=lambda c: not c.fail_first):
+        faults: dict[str, Any] = {}
         if case.fail_first:
-            # Faults are global in the sandbox: scope them to this payment's queries, then lift them.
-            bank.faults(fail_next=case.fail_first, fail_next_action="error", fail_next_status=503,
-                        services=["OrderPayQuery"])
+            faults.update(fail_next=case.fail_first, fail_next_action="error", fail_next_status=503,
+                          services=["OrderPayQuery"])
+        if not case.notify:
+            faults["drop_callback_rate"] = 1.0
         if case.duplicate:
-            bank.faults(duplicate_callback_rate=1.0)
+            faults["duplicate_callback_rate"] = 1.0
+        if faults:
+            # Callbacks still on their way would catch this case's fault too: let them land first.
+            wait_quietly(lambda: all(bank.callback_state(c.order_no) != "pending" for c in paid), 15)
+            bank.faults(**faults)
         if case.outcome:
-            case.pay_token = bank.pay(case.order_no, case.outcome, case.notify)
-        if case.browser_return and case.pay_token:
-            shop.browser_return(shop_no, case.pay_token)
+            paid.append(case)
+            reply = bank.pay(case.order_no, case.outcome)
+            case.pay_token = str(reply.get("PayToken", ""))
+            form = (reply.get("return") or {}).get("form")
+            if case.browser_return and form:
+                shop.browser_return(form)
         if case.expire:
             bank.expire(case.order_no)
-        if case.fail_first or case.duplicate:
-            wait_quietly(lambda c=case: bank.view(c.order_no).get("callback") not in ("pending", None), 10)
+        if faults:
+            if case.notify:
+                wait_quietly(lambda c=case: bank.callback_state(c.order_no) not in ("pending", ""), 15)
             if case.fail_first:
-                wait_quietly(lambda c=case: fail_next_used(bank), 15)
+                wait_quietly(lambda: bank.fault_settings().get("fail_next") == 0, 20)
             bank.clear_faults()
-
-
-def fail_next_used(bank: Bank) -> bool:
-    resp = bank.http.get(f"{bank.base}/faults", timeout=5)
-    return int(resp.json().get("fail_next", 0)) == 0
 
 
 def wait_quietly(check: Callable[[], object], timeout: float) -> bool:
@@ -356,12 +377,9 @@ def main() -> int:
         stack.wait_ready(lambda: STACK_LOG.read_text(errors="replace"), timeout=60)
         out(f"ready in {time.monotonic() - t0:.0f}s:  web {config.web_url}  sandbox {config.sandbox_url}  "
             f"Flower {config.flower_url}\n")
-        from core.settings import load_settings
-
-        shop_no = load_settings(config.env()).shop_no
         batch = cases()
         bank = Bank(config.sandbox_url)
-        drive(batch, Shop(config.web_url, api_token), bank, shop_no)
+        drive(batch, Shop(config.web_url, api_token), bank)
         out(f"\nthe pipeline resolves them (callbacks, retries, sweeps every {DEMO_ENV['SWEEP_INTERVAL']}s); "
             f"Flower: {config.flower_url}")
         watch(engine, batch, config.flower_url, t0)

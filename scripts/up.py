@@ -7,6 +7,7 @@ runs), the embedded Redis on 127.0.0.1:6479, the sandbox bank on 8100, web on 80
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import sys
 
@@ -17,6 +18,11 @@ DEFAULT_DB = f"sqlite:///{PROJECT_DIR / 'var' / 'qpay.db'}"
 
 def config_from_env() -> StackConfig:
     env = {**read_env_file(PROJECT_DIR / ".env"), **{k: v for k, v in os.environ.items() if v}}
+    # A local stack must be usable at once: an orders API token and an open Flower on 127.0.0.1,
+    # unless the operator chose their own.
+    env.setdefault("API_TOKEN", secrets.token_hex(16))
+    if not env.get("FLOWER_BASIC_AUTH"):
+        env["FLOWER_ALLOW_NO_AUTH"] = "1"
     return StackConfig(
         database_url=env.get("DATABASE_URL", DEFAULT_DB),
         redis_url=env.get("REDIS_URL", "redis://127.0.0.1:6479/0"),
@@ -40,7 +46,8 @@ def main() -> int:
         print("migrations: up to date", flush=True)
         stack.start_processes()
         stack.wait_ready()
-        print(f"\n  web      {config.web_url}  (orders API: POST {config.web_url}/api/orders)\n"
+        print(f"\n  web      {config.web_url}  (orders API: POST {config.web_url}/api/orders, "
+              f"Authorization: Bearer {config.extra_env['API_TOKEN']})\n"
               f"  sandbox  {config.sandbox_url}\n"
               f"  Flower   {config.flower_url}\n"
               "  Ctrl-C stops everything.\n", flush=True)
