@@ -12,7 +12,7 @@ import secrets
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -183,10 +183,23 @@ class Bank:
             found = self._orders.get(order_no)
             return copy.deepcopy(found) if found else None
 
-    def orders(self, shop_no: str, keep: Callable[[Order], bool], limit: int) -> list[Order]:
+    def orders(
+        self, shop_no: str, keep: Callable[[Order], bool], limit: int, *, order_no: str = ""
+    ) -> list[Order]:
+        """Up to `limit` orders of a shop that `keep` accepts, oldest first (one lookup by OrderNo)."""
         with self._lock:
-            chosen = [o for o in self._orders.values() if o.shop_no == shop_no and keep(o)]
-            return [copy.deepcopy(o) for o in chosen[:limit]]
+            if order_no:
+                found = self._orders.get(order_no)
+                candidates: Iterable[Order] = [found] if found else []
+            else:
+                candidates = self._orders.values()
+            chosen = []
+            for order in candidates:
+                if order.shop_no == shop_no and keep(order):
+                    chosen.append(copy.deepcopy(order))
+                    if len(chosen) >= limit:
+                        break
+            return chosen
 
     def expire(self, order_no: str) -> Order:
         """Operator action: an unpaid order becomes overdue now (to test expiry without waiting)."""

@@ -234,7 +234,7 @@ def order_query(bank: Bank, shop_no: str, msg: dict[str, Any], base_url: str) ->
             return False
         return not pay_flag or _pay_flag(status) == pay_flag
 
-    rows = [_row(o, base_url, now) for o in bank.orders(shop_no, keep, MAX_ROWS)]
+    rows = [_row(o, base_url, now) for o in bank.orders(shop_no, keep, MAX_ROWS, order_no=order_no)]
     return {**head, "Status": "S", "Description": OK, "OrderList": rows}
 
 
