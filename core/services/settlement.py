@@ -314,8 +314,8 @@ def settle_from_query_row(
     """Apply one OrderQuery row (PROTOCOL.md §9.4) to a pending order.
 
     Paid codes with a matching amount -> paid (a mismatch -> needs_review); an ATM order past expiry
-    and unpaid -> expired; a declined card -> failed; anything else stays pending with its next check
-    scheduled (per-order backoff).
+    and unpaid, or an overdue code -> expired; a declined card -> failed; anything else stays pending
+    with its next check scheduled (per-order backoff).
     """
     at = _now(now)
     order = _get_order(session, row.order_no)
@@ -347,6 +347,9 @@ def settle_from_query_row(
     ):
         return _apply(session, order, OrderStatus.EXPIRED, amount=None,
                       reason=f"unpaid past expiry (PayStatus {code})", **common)  # type: ignore[arg-type]
+    if order.pay_type == "C" and code in paystatus.CARD_OVERDUE:
+        return _apply(session, order, OrderStatus.EXPIRED, amount=None,
+                      reason=f"card link expired unused (PayStatus {code})", **common)  # type: ignore[arg-type]
     if order.pay_type == "C" and code in paystatus.CARD_DECLINED:
         return _apply(session, order, OrderStatus.FAILED, amount=None,
                       reason=f"card declined (PayStatus {code})", **common)  # type: ignore[arg-type]

@@ -102,12 +102,13 @@ def test_an_unpaid_atm_order_past_its_expire_date_expires(
     assert order.next_check_at is None
 
 
-def test_an_overdue_code_expires_an_atm_order(
-    session: Session, settings: Settings, new_order: Callable[..., Order]
+@pytest.mark.parametrize(("pay_type", "code"), [("A", "1A600"), ("C", "1C600")])
+def test_an_overdue_code_expires_the_order(
+    session: Session, settings: Settings, new_order: Callable[..., Order], pay_type: str, code: str
 ) -> None:
-    order = new_order(expire_days=2)
+    order = new_order(pay_type=pay_type, order_no="X001")
 
-    out = settle_from_query_row(session, settings, _row(order, pay_status="1A500", pay_date=""),
+    out = settle_from_query_row(session, settings, _row(order, pay_status=code, pay_date=""),
                                 source="sweep", now=NOW)
 
     assert (out.kind, order.status) == ("expired", "expired")
