@@ -1,19 +1,33 @@
 """Scenario 1: a worker killed with SIGKILL while its bank calls are in flight, then a new worker.
 
 The tasks were taken but never acknowledged (acks_late); after CELERY_VISIBILITY_TIMEOUT (6 s in the
-Stack) Redis hands them out again, and the sweep re-enqueues tokens still unresolved after
-SWEEP_GRACE. Either way every payment settles, and the repeated work changes nothing twice.
+Stack) Redis hands them out again. This stack runs no beat, so that redelivery is the only way back:
+the sweep (which would also find these payments) cannot hide a lost message.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from tests.faults.conftest import Record
+from tests.support import services
 from tests.support.poll import wait_for
-from tests.support.stack import Stack
+from tests.support.stack import ShopKeys, Stack
 
 pytestmark = pytest.mark.faults
+
+
+@pytest.fixture(scope="module")
+def bank(shop_keys: ShopKeys) -> Iterator[Stack]:
+    """Sandbox, web and one worker (two processes); no beat."""
+    url = services.create_database(services.ensure_default_postgres())
+    try:
+        with services.TempRedis() as broker, Stack(url, broker.url, workers=1, keys=shop_keys) as stack:
+            yield stack
+    finally:
+        services.drop_database(url)
 
 
 def test_a_worker_killed_mid_bank_call_loses_nothing(bank: Stack, ledger: Record) -> None:
@@ -34,4 +48,5 @@ def test_a_worker_killed_mid_bank_call_loses_nothing(bank: Stack, ledger: Record
     bank.clear_faults()
     bank.start_worker()
     assert set(bank.wait_final(orders, timeout=60).values()) == {"paid"}
+    assert {bank.token_row(bank.pay_token_of(n)).state for n in orders} == {"resolved"}  # type: ignore[union-attr]
     ledger(bank, "worker SIGKILL mid bank call", dict.fromkeys(orders, "paid"))

@@ -1,0 +1,95 @@
+"""Scenario 8: after everything else ran, no secret appears in any process log, in Flower's task view
+or in the errors stored in the database.
+
+Every Stack of the session used the same random, non-default ShopNo, hash keys and X-KeyID (and its
+own API token), so finding none of them means something. This module runs last (see conftest.py), so
+the logs hold every scenario's traffic, including the failures, retries and protocol errors.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support.poll import wait_for
+from tests.support.stack import ALL_LOGS, ShopKeys, Stack
+
+pytestmark = pytest.mark.faults
+
+
+def needles(stack: Stack, keys: ShopKeys) -> dict[str, str]:
+    found = keys.needles()
+    found["API token"] = stack.api_token
+    return found
+
+
+def leaks(text: str, secrets: dict[str, str]) -> list[str]:
+    return [name for name, value in secrets.items() if re.search(re.escape(value), text, re.IGNORECASE)]
+
+
+@pytest.fixture(scope="module")
+def traffic(stack: Stack) -> list[str]:
+    """A last round of payments through a bank that fails sometimes, so Flower sees retries too."""
+    orders = stack.create_orders(4, amount_twd=810)
+    stack.set_faults(fail_next=3, fail_next_action="error", fail_next_status=503, services=["OrderPayQuery"])
+    for order_no in orders:
+        stack.pay(order_no)
+    stack.wait_final(orders, timeout=45)
+    stack.clear_faults()
+    return orders
+
+
+def flower_tasks(stack: Stack) -> dict[str, dict[str, object]]:
+    user, password = stack.flower_auth.split(":", 1)
+    resp = requests.get(f"{stack.flower_url}/api/tasks", auth=(user, password), timeout=10)
+    resp.raise_for_status()
+    return dict(resp.json())
+
+
+def test_no_secret_in_any_process_log(stack: Stack, shop_keys: ShopKeys, traffic: list[str]) -> None:
+    # Given the logs of every process every scenario started (sandbox, web, workers, beat, Flower)
+    logs = {str(path): path.read_text(errors="replace") for path in ALL_LOGS if Path(path).exists()}
+    kinds = {Path(p).name.split(".")[0].split("-")[0] for p in logs}
+    assert {"sandbox", "web", "worker", "beat", "flower"} <= kinds, kinds
+    # (they hold real content: the orders of this round are in the web's and the workers' logs)
+    assert any(traffic[0] in text for path, text in logs.items() if "web" in Path(path).name)
+    assert any(traffic[0] in text for path, text in logs.items() if "worker" in Path(path).name)
+
+    # When they are searched for every secret value
+    found = {path: leaks(text, needles(stack, shop_keys)) for path, text in logs.items()}
+
+    # Then none is found
+    assert {p: names for p, names in found.items() if names} == {}
+
+
+def test_no_secret_in_flowers_task_view(stack: Stack, shop_keys: ShopKeys, traffic: list[str]) -> None:
+    # Given Flower, logged in, showing the tasks of this run (retries included)
+    def with_retries() -> dict[str, dict[str, object]] | None:
+        tasks = flower_tasks(stack)
+        return tasks if any(v.get("retries") for v in tasks.values()) else None
+
+    tasks = wait_for(with_retries, timeout=20, message="Flower to show the resolve tasks and a retry")
+    assert any(v.get("name") == "qpay.resolve_pay_token" for v in tasks.values())
+
+    # When the whole task view is searched, and without the password Flower refuses
+    text = json.dumps(tasks)
+    anonymous = requests.get(f"{stack.flower_url}/api/tasks", timeout=10)
+
+    # Then no secret is in it
+    assert leaks(text, needles(stack, shop_keys)) == []
+    assert anonymous.status_code == 401
+
+
+def test_no_secret_in_stored_errors(stack: Stack, shop_keys: ShopKeys, traffic: list[str]) -> None:
+    # Given every error and detail text the database keeps
+    rows = stack._rows("SELECT last_error AS txt FROM pay_tokens UNION ALL SELECT error FROM bank_calls "
+                       "UNION ALL SELECT detail FROM order_events UNION ALL SELECT status_reason FROM orders")
+    text = "\n".join(r.txt for r in rows if r.txt)
+    assert text  # the failing bank left errors behind
+
+    # Then no secret is in them
+    assert leaks(text, needles(stack, shop_keys)) == []
