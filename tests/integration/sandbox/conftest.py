@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -60,11 +60,22 @@ class Sandbox:
     def payment(self, order_no: str) -> dict[str, Any]:
         return self.order(order_no)["payments"][-1]
 
+    def wait_payment(
+        self, order_no: str, check: Callable[[dict[str, Any]], bool], message: str, timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """Poll the order's last payment until `check` accepts it; returns that payment."""
+
+        def ready() -> dict[str, Any] | None:
+            payment = self.payment(order_no)
+            return payment if check(payment) else None
+
+        found = wait_for(ready, timeout=timeout, message=message)
+        assert found is not None
+        return found
+
     def wait_callback(self, order_no: str, state: str, timeout: float = 10.0) -> dict[str, Any]:
-        return wait_for(
-            lambda: (p := self.payment(order_no))["callback"] == state and p,
-            timeout=timeout, message=f"callback of {order_no} to become {state}",
-        )
+        return self.wait_payment(order_no, lambda p: p["callback"] == state,
+                                 f"callback of {order_no} to become {state}", timeout)
 
 
 def start(*args: str, **env: str) -> Sandbox:

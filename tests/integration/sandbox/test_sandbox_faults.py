@@ -22,7 +22,6 @@ from core.sinopac.errors import (
     SignatureMismatch,
 )
 from tests.integration.sandbox.conftest import FAST, Receiver, Sandbox, create_atm, create_card, start
-from tests.support.poll import wait_for
 from tests.support.procs import Proc, base_env
 from tests.support.services import free_port
 
@@ -185,8 +184,7 @@ def test_duplicated_callbacks_are_sent_twice(
     create_atm(client, "DUPCB-1", backend_url=receiver.url)
 
     token = sandbox.pay("DUPCB-1")["PayToken"]
-    payment = wait_for(lambda: len((p := sandbox.payment("DUPCB-1"))["attempts"]) == 2 and p,
-                       timeout=10, message="the send and its duplicate")
+    payment = sandbox.wait_payment("DUPCB-1", lambda p: len(p["attempts"]) == 2, "the send and its duplicate")
 
     assert receiver.count() == 2
     assert receiver.received[0] == receiver.received[1] == {"ShopNo": "NA0001_001", "PayToken": token}
