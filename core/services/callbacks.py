@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 from core.models import PayToken
 from core.states import Source
 
-_TOKEN = re.compile(r"^[A-Za-z0-9]{1,128}$")
-_SHOP = re.compile(r"^[A-Za-z0-9_]{1,20}$")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")  # fullmatch: "$" would let a trailing newline in
+_SHOP = re.compile(r"[A-Za-z0-9_]{1,20}")
 
 
 class CallbackError(ValueError):
@@ -49,9 +49,9 @@ def record_callback(
     session: Session, *, shop_no: str, pay_token: str, source: Source | str, now: datetime | None = None
 ) -> CallbackRecord:
     """Store (or count again) a PayToken; the caller commits before answering the bank."""
-    if not isinstance(pay_token, str) or not _TOKEN.match(pay_token):
-        raise CallbackError("PayToken must be 1-128 letters or digits")
-    if not isinstance(shop_no, str) or not _SHOP.match(shop_no):
+    if not isinstance(pay_token, str) or not _TOKEN.fullmatch(pay_token):
+        raise CallbackError("PayToken must be 1-128 letters, digits, _ or -")
+    if not isinstance(shop_no, str) or not _SHOP.fullmatch(shop_no):
         raise CallbackError("ShopNo must be 1-20 letters, digits or _")
     if source not in Source._value2member_map_:
         raise CallbackError(f"source must be one of {', '.join(Source)}")
