@@ -31,6 +31,8 @@ limit_request_fields = 64
 limit_request_field_size = 8190
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 preload_app = False
+# Several gunicorns share a host in tests and in `make up`: no shared control socket in $HOME.
+control_socket_disable = True
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
@@ -43,6 +45,8 @@ logconfig_dict: dict[str, Any] = {
         "console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"},
         "error_console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"},
     },
+    # The app's JSON handler: create_app's configure_logging sees it and adds no second one.
+    "root": {"level": loglevel.upper(), "handlers": ["console"]},
     "loggers": {
         "gunicorn.error": {"level": loglevel.upper(), "handlers": ["error_console"], "propagate": False},
         "gunicorn.access": {"level": "WARNING", "handlers": ["console"], "propagate": False},

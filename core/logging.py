@@ -170,14 +170,17 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> None:
-    """Route the root logger to one JSON handler (idempotent: replaces handlers it installed before)."""
+    """Route the root logger to one JSON handler. Idempotent, and adds none if a host (gunicorn's
+    logconfig_dict) already gave the root a JSON handler, so no line is written twice."""
     root = logging.getLogger()
+    root.setLevel(level)
+    install_record_factory()
     for handler in list(root.handlers):
         if getattr(handler, "_qpay_json", False):
             root.removeHandler(handler)
+        elif isinstance(handler.formatter, JsonFormatter) and stream is None:
+            return
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter())
     handler._qpay_json = True  # type: ignore[attr-defined]
     root.addHandler(handler)
-    root.setLevel(level)
-    install_record_factory()

@@ -233,3 +233,10 @@ def test_unexpected_error_is_json_500_without_traceback(app, enqueuer: FakeEnque
     resp = post_json(app.test_client(), {"ShopNo": SHOP, "PayToken": TOKEN})
     assert resp.status_code == 500
     assert resp.get_json() == {"Status": "F", "error": "internal error"}
+
+
+@pytest.mark.parametrize("token", ["a", "A_b-9", "-_-", "Z" * 128])
+def test_tokens_of_the_documented_alphabet_are_accepted(client, db_url, token):
+    resp = post_json(client, {"ShopNo": SHOP, "PayToken": token})
+    assert resp.data == b'{"Status":"S"}'
+    assert token_row(db_url, token) is not None
