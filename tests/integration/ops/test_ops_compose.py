@@ -1,0 +1,96 @@
+"""docker-compose.yml and Dockerfile are checked by structure (no Docker engine runs here).
+
+Needs PyYAML in the dev requirements.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.services import PROJECT_DIR
+
+SERVICES = {"postgres", "redis", "migrate", "web", "worker", "beat", "flower", "sandbox"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return dict(yaml.safe_load((PROJECT_DIR / "docker-compose.yml").read_text()))
+
+
+def _command(service: dict[str, Any]) -> str:
+    cmd = service["command"]
+    return " ".join(cmd) if isinstance(cmd, list) else str(cmd)
+
+
+def test_compose_defines_exactly_the_pipeline_services(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == SERVICES
+
+
+@pytest.mark.parametrize("name", ["postgres", "redis", "sandbox", "web", "worker", "flower"])
+def test_long_running_services_have_a_healthcheck(compose: dict[str, Any], name: str) -> None:
+    check = compose["services"][name]["healthcheck"]
+    assert check["test"][0] in {"CMD", "CMD-SHELL"}
+    assert check["retries"] >= 1
+
+
+def test_every_dependency_names_a_service_and_a_valid_condition(compose: dict[str, Any]) -> None:
+    conditions = {"service_healthy", "service_completed_successfully", "service_started"}
+    for name, service in compose["services"].items():
+        for target, spec in (service.get("depends_on") or {}).items():
+            assert target in SERVICES, f"{name} depends on unknown {target}"
+            assert spec["condition"] in conditions, f"{name} -> {target}"
+            if spec["condition"] == "service_healthy":
+                assert "healthcheck" in compose["services"][target], f"{target} has no healthcheck"
+
+
+def test_migrate_waits_for_a_healthy_postgres_and_runs_once(compose: dict[str, Any]) -> None:
+    migrate = compose["services"]["migrate"]
+    assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert _command(migrate) == "flask --app webhook db upgrade"
+    assert migrate["restart"] == "no"
+
+
+@pytest.mark.parametrize("name", ["web", "worker", "beat"])
+def test_app_processes_wait_for_migrations_and_broker(compose: dict[str, Any], name: str) -> None:
+    deps = compose["services"][name]["depends_on"]
+    assert deps["migrate"]["condition"] == "service_completed_successfully"
+    assert deps["redis"]["condition"] == "service_healthy"
+
+
+def test_web_waits_for_the_sandbox_bank(compose: dict[str, Any]) -> None:
+    assert compose["services"]["web"]["depends_on"]["sandbox"]["condition"] == "service_healthy"
+
+
+@pytest.mark.parametrize(("name", "program"), [
+    ("web", "gunicorn -c gunicorn.conf.py"),
+    ("worker", "celery -A workers worker -Q callbacks,sweep"),
+    ("beat", "celery -A workers beat"),
+    ("flower", "celery -A workers flower --conf=workers/flowerconfig.py"),
+    ("sandbox", "python -m sandbox"),
+])
+def test_services_run_the_procfile_commands(compose: dict[str, Any], name: str, program: str) -> None:
+    assert _command(compose["services"][name]).startswith(program)
+
+
+def test_app_services_share_the_database_and_broker_of_compose(compose: dict[str, Any]) -> None:
+    for name in ("migrate", "web", "worker", "beat", "flower", "sandbox"):
+        env = compose["services"][name]["environment"]
+        assert env["DATABASE_URL"].startswith("postgresql+psycopg2://")
+        assert "@postgres:5432/" in env["DATABASE_URL"]
+        assert env["REDIS_URL"] == "redis://redis:6379/0"
+        assert compose["services"][name]["build"] == "."
+
+
+def test_beat_is_never_scaled(compose: dict[str, Any]) -> None:
+    deploy = compose["services"]["beat"].get("deploy") or {}
+    assert deploy.get("replicas", 1) == 1
+
+
+def test_dockerfile_builds_on_python_311_slim_and_installs_the_requirements() -> None:
+    lines = [ln.strip() for ln in (PROJECT_DIR / "Dockerfile").read_text().splitlines()]
+    assert "FROM python:3.11-slim" in lines
+    assert "RUN pip install -r requirements.txt" in lines
+    assert any(ln.startswith("USER ") and ln != "USER root" for ln in lines)
