@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from celery import Celery
 
-app = Celery("qpay", include=["workers.signals", "workers.tasks"])
+app = Celery("qpay", include=["workers.tasks"])
 app.config_from_object("workers.celeryconfig")
 
 __all__ = ["app"]
+
+# Signal handlers (logging, fork hygiene) must be connected before any process sets up logging,
+# beat and flower included, which never import the task modules.
+import workers.signals  # noqa: E402, F401

@@ -1,13 +1,30 @@
-"""Process hooks: a forked pool process must not reuse its parent's connections."""
+"""Process hooks: JSON logs for every Celery process, the task id on every line of a task, and fresh
+connections in each forked pool process."""
 
 from __future__ import annotations
 
+from contextvars import Token
 from typing import Any
 
-from celery.signals import worker_process_init
+from celery.signals import setup_logging, task_postrun, task_prerun, worker_process_init
 
 from core.db import dispose_engines
+from core.logging import bind_context, configure_logging, register_secrets, reset_context
+from core.settings import get_settings
 from workers.bank import reset_client
+
+_bound: dict[str, Token[Any]] = {}
+
+
+@setup_logging.connect
+def _json_logs(**_: Any) -> None:
+    """One JSON object per line, like the web process; Celery's own handlers are not installed."""
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    if not settings.sandbox_defaults:
+        # Revealed once, only so the formatter can mask these values wherever they appear.
+        shop = settings.shop
+        register_secrets(*(k.reveal() for k in shop.hash_keys), shop.hash_id.reveal(), shop.key_id.reveal())
 
 
 @worker_process_init.connect
@@ -15,3 +32,16 @@ def _fresh_connections(**_: Any) -> None:
     """Two processes talking over one inherited socket corrupt each other's conversation."""
     dispose_engines()
     reset_client()
+
+
+@task_prerun.connect
+def _bind_task_id(task_id: str | None = None, **_: Any) -> None:
+    if task_id:
+        _bound[task_id] = bind_context(task_id=task_id)
+
+
+@task_postrun.connect
+def _unbind_task_id(task_id: str | None = None, **_: Any) -> None:
+    token = _bound.pop(task_id or "", None)
+    if token is not None:
+        reset_context(token)
