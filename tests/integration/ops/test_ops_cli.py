@@ -322,3 +322,29 @@ def test_db_upgrade_creates_the_schema_on_an_empty_sqlite_file_and_is_idempotent
     assert "database schema at revision" in second.output
     with transaction(url) as session:
         assert session.scalar(select(Order.id)) is None  # the table exists and is empty
+
+
+@pytest.mark.integration
+def test_db_upgrade_creates_the_schema_on_an_empty_postgresql_database(
+    postgres_admin_url: str, broker: FakeEnqueuer
+) -> None:
+    from core.settings import load_settings
+    from tests.support import services
+    from webhook import create_app
+
+    url = services.create_database(postgres_admin_url, migrated=False)
+    try:
+        runner = create_app(load_settings({"DATABASE_URL": url}), enqueuer=broker,
+                            configure_logs=False).test_cli_runner()
+
+        result = runner.invoke(args=["db", "upgrade"])
+
+        assert result.exit_code == 0, result.output
+        assert "(postgresql)" in result.output
+        with transaction(url) as session:
+            assert session.scalar(select(Order.id)) is None
+    finally:
+        from core.db import dispose_engines
+
+        dispose_engines()
+        services.drop_database(url)
