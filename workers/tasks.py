@@ -41,6 +41,8 @@ def resolve_pay_token(self: Task, token_id: Any) -> str:
         return "bad_argument"
     settings = get_settings()
     retries = int(self.request.retries or 0)
+    kind: str
+    error: str | None
     try:
         with transaction() as session, recording_into(recorder(session)):
             outcome = resolve_token(session, bank_client(), settings, token_id)
