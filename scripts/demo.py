@@ -263,7 +263,10 @@ def drive(cases_: list[Case], shop: Shop, bank: Bank) -> None:
             bank.expire(case.order_no)
         if faults:
             if case.notify:
-                wait_quietly(lambda c=case: bank.callback_state(c.order_no) not in ("pending", ""), 15)
+                def delivered(order_no: str = case.order_no) -> bool:
+                    return bank.callback_state(order_no) not in ("pending", "")
+
+                wait_quietly(delivered, 15)
             if case.fail_first:
                 wait_quietly(lambda: bank.fault_settings().get("fail_next") == 0, 20)
             bank.clear_faults()

@@ -37,8 +37,15 @@ def config_from_env() -> StackConfig:
 def main() -> int:
     config = config_from_env()
     stack = Stack(config)  # honcho writes to this terminal
+    stopping: list[bool] = []
+
     # Ctrl-C reaches honcho and its children directly (same terminal group); SIGTERM is passed on.
-    signal.signal(signal.SIGTERM, lambda *_: stack.honcho and stack.honcho.send_signal(signal.SIGTERM))
+    def pass_on(*_: object) -> None:
+        stopping.append(True)
+        if stack.honcho is not None:
+            stack.honcho.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, pass_on)
     try:
         stack.check_ports()
         print(f"broker: {stack.start_redis()}", flush=True)
@@ -54,14 +61,17 @@ def main() -> int:
         assert stack.honcho is not None
         while True:
             try:
-                return stack.honcho.wait()
+                code = stack.honcho.wait()
+                break
             except KeyboardInterrupt:
-                continue  # honcho got the same Ctrl-C and is stopping the processes; wait for it
+                stopping.append(True)  # honcho got the same Ctrl-C and stops the processes: wait for it
+        print("make up: every process stopped", flush=True)
+        return 0 if stopping else code
     except StackError as exc:
         print(f"make up: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return 130
+        return 0
     finally:
         stack.stop()
 
