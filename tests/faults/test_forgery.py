@@ -27,9 +27,9 @@ def snapshot(stack: Stack) -> dict[str, tuple[str, int]]:
     return {r.order_no: (r.status, changes[r.order_no]) for r in rows}
 
 
-def test_random_pay_tokens_change_no_order(bank: Stack) -> None:
+def test_random_pay_tokens_change_no_order(bank: Stack, ledger: Record) -> None:
     # Given some open orders and the state of every order
-    bank.create_orders(3, amount_twd=610)
+    open_orders = bank.create_orders(3, amount_twd=610)
     before = snapshot(bank)
     forged = [secrets.token_hex(32) for _ in range(20)]
 
@@ -44,6 +44,7 @@ def test_random_pay_tokens_change_no_order(bank: Stack) -> None:
     after = snapshot(bank)
     assert {n: after[n] for n in before} == before
     assert bank.healthy()
+    ledger(bank, "forged: 20 random PayTokens", dict.fromkeys(open_orders, "pending"))
 
 
 def test_a_real_token_presented_for_another_shop_is_refused(bank: Stack, ledger: Record) -> None:

@@ -58,6 +58,10 @@ def test_redis_down_for_30s_while_callbacks_arrive(outage: Outage, ledger: Recor
     # And when Redis is back, the sweep re-enqueues the tokens and every payment settles once
     broker.start()
     assert set(stack.wait_final(orders, timeout=60).values()) == {"paid"}
+    tokens = [stack.pay_token_of(n) for n in orders]
+    wait_for(lambda: all(stack.token_row(t).state == "resolved" for t in tokens),  # type: ignore[union-attr]
+             timeout=30, message="every stored token resolved")
+    assert stack._rows("SELECT coalesce(sum(requeued), 0) AS n FROM sweep_runs")[0].n >= len(orders)
     ledger(stack, "Redis down 30 s", dict.fromkeys(orders, "paid"))
 
 
