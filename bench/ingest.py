@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -46,15 +47,15 @@ class IngestReport:
             "### ingest (POST /qpay/backend, unique PayTokens)",
             f"load: {gen}; gunicorn: `{self.argv}`; rounds: {len(self.results['real'])} (median shown)",
             "",
-            "| target | requests/s | p50 ms | p99 ms | errors | real as % of it |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| target | requests/s | p50 ms | p99 ms | errors | web CPU ms per request | real as % of it |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
         real = self.best("real")
         for name in ("bare", "durable", "real"):
             r = self.best(name)
             share = "—" if name == "real" else fmt_pct(ratio(real.rps, r.rps))
             lines.append(f"| {name} | {r.rps:.0f} | {fmt_ms(r.p50_ms)} | {fmt_ms(r.p99_ms)} | {r.errors} "
-                         f"| {share} |")
+                         f"| {r.web_cpu_ms:.2f} | {share} |")
         if len(self.results["real"]) > 1:
             spread = {n: ", ".join(f"{r.rps:.0f}" for r in runs) for n, runs in self.results.items()}
             lines += ["", "all rounds (requests/s): " + "; ".join(f"{n}: {v}" for n, v in spread.items())]
@@ -63,11 +64,12 @@ class IngestReport:
 
 
 @contextlib.contextmanager
-def _target(name: str, env: dict[str, str], workers: int | None, threads: int | None) -> Iterator[str]:
+def _target(name: str, env: dict[str, str], workers: int | None,
+            threads: int | None) -> Iterator[tuple[str, int]]:
     proc, base = harness.start_gunicorn(f"ingest-{name}", TARGETS[name], env, workers=workers,
                                         threads=threads)
     try:
-        yield f"{base}/qpay/backend"
+        yield f"{base}/qpay/backend", proc.pid
     finally:
         proc.stop()
         if name == "real":
@@ -100,17 +102,21 @@ def run(*, seconds: float, warmup: float, connections: int, wrk_threads: int, wo
         argv = " ".join(harness.gunicorn_argv("APP", 0, workers, threads)[1:]).replace("127.0.0.1:0", "PORT")
         for round_no in range(rounds):
             for name in targets:
-                with _target(name, envs[name], workers, threads) as url:
+                with _target(name, envs[name], workers, threads) as (url, pgid):
                     for phase, duration in (("warm-up", warmup), ("measure", seconds)):
+                        cpu0 = harness.group_cpu_seconds(pgid)
                         result = loadgen.run(url, connections=connections, seconds=duration,
                                              threads=wrk_threads, force_python=python_loadgen)
+                        cpu_ms = (harness.group_cpu_seconds(pgid) - cpu0) * 1000
+                        result = dataclasses.replace(result, web_cpu_ms=cpu_ms / max(result.requests, 1))
                         if name in acked:
                             acked[name] += result.requests
                         if phase == "measure":
                             results[name].append(result)
                             print(f"  round {round_no + 1} {name:8s} {result.rps:8.0f} req/s  "
                                   f"p50 {fmt_ms(result.p50_ms)} ms  p99 {fmt_ms(result.p99_ms)} ms  "
-                                  f"errors {result.errors}", flush=True)
+                                  f"errors {result.errors}  web CPU {result.web_cpu_ms:.2f} ms/req",
+                                  flush=True)
         if "real" not in targets:
             return IngestReport(results=results, argv=argv, checks=checks)
         rows = _count_rows(real_db)

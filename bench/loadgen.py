@@ -34,6 +34,7 @@ class LoadResult:
     seconds: float
     p50_ms: float
     p99_ms: float
+    web_cpu_ms: float = math.nan  # CPU of the server's processes per completed request, if measured
 
     @property
     def rps(self) -> float:
