@@ -73,6 +73,7 @@ def test_no_secret_in_flowers_task_view(stack: Stack, shop_keys: ShopKeys, traff
         return tasks if any(v.get("retries") for v in tasks.values()) else None
 
     tasks = wait_for(with_retries, timeout=20, message="Flower to show the resolve tasks and a retry")
+    assert tasks is not None
     assert any(v.get("name") == "qpay.resolve_pay_token" for v in tasks.values())
 
     # When the whole task view is searched, and without the password Flower refuses

@@ -329,12 +329,14 @@ class Stack:
             return current if all(current.get(n) in FINAL_STATES for n in nos) else None
 
         try:
-            return wait_for(settled, timeout=timeout, interval=0.25, message=f"{len(nos)} orders to settle")
+            result = wait_for(settled, timeout=timeout, interval=0.25, message=f"{len(nos)} orders to settle")
         except TimeoutError as exc:
-            with contextlib.suppress(Exception):
+            stuck: object = "?"
+            with contextlib.suppress(Exception):  # the database itself may be what is down
                 stuck = {n: s for n, s in self.statuses(nos).items() if s not in FINAL_STATES}
-                raise TimeoutError(f"{exc}; still open: {stuck}\n{self.tail_logs()}") from exc
-            raise
+            raise TimeoutError(f"{exc}; still open: {stuck}\n{self.tail_logs()}") from exc
+        assert result is not None
+        return result
 
     def tail_logs(self, chars: int = 2500) -> str:
         return "\n".join(f"--- {name} ---\n{text_[-chars:]}" for name, text_ in self.logs().items())
