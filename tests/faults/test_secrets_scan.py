@@ -1,5 +1,5 @@
 """Scenario 8: after everything else ran, no secret appears in any process log, in Flower's task view
-or in the errors stored in the database.
+or in the errors stored in the database (and no process logged an unhandled error).
 
 Every Stack of the session used the same random, non-default ShopNo, hash keys and X-KeyID (and its
 own API token), so finding none of them means something. This module runs last (see conftest.py), so
@@ -64,6 +64,19 @@ def test_no_secret_in_any_process_log(stack: Stack, shop_keys: ShopKeys, traffic
 
     # Then none is found
     assert {p: names for p, names in found.items() if names} == {}
+
+
+def test_no_unhandled_error_in_any_log(stack: Stack, traffic: list[str]) -> None:
+    # Given the logs of every process of every scenario (outages, crashes and garbage included)
+    logs = {str(path): path.read_text(errors="replace") for path in ALL_LOGS if Path(path).exists()}
+
+    # When they are searched for tracebacks and for requests that ended in a server error
+    tracebacks = [p for p, text in logs.items() if "Traceback (most recent call last)" in text]
+    crashed = [p for p, text in logs.items() if re.search(r'"status": 500\b', text)]
+
+    # Then there are none: every failure was expected, caught and logged as such
+    assert tracebacks == []
+    assert crashed == []
 
 
 def test_no_secret_in_flowers_task_view(stack: Stack, shop_keys: ShopKeys, traffic: list[str]) -> None:
