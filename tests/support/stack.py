@@ -44,6 +44,9 @@ class ShopKeys:
     hash_keys: tuple[str, str, str, str]
     key_id: str
 
+    def __repr__(self) -> str:  # test reports are logs too
+        return f"ShopKeys(shop_no={self.shop_no!r}, hash_keys=***, key_id=***)"
+
     @classmethod
     def random(cls) -> ShopKeys:
         keys = tuple(secrets.token_hex(8).upper() for _ in range(4))
@@ -78,7 +81,7 @@ class Stack:
     workers: int = 1
     beat: bool = False
     flower: bool = False
-    keys: ShopKeys = field(default_factory=ShopKeys.random)
+    keys: ShopKeys = field(default_factory=ShopKeys.random, repr=False)
     resend_interval: float = 0.5
     worker_concurrency: int = 2
     web_workers: int = 2
