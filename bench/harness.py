@@ -95,7 +95,8 @@ def out_dir() -> Path:
 
 
 def group_cpu_seconds(pgid: int) -> float:
-    """User + system CPU seconds of every live process in a process group (Linux /proc)."""
+    """User + system CPU seconds of a process group (Linux /proc): its live processes, plus the
+    leader's reaped children (gunicorn recycles workers after max_requests; their time is there)."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
     for entry in os.listdir("/proc"):
@@ -106,7 +107,9 @@ def group_cpu_seconds(pgid: int) -> float:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        # fields[0] is the state (field 3); pgrp is field 5, utime 14, stime 15.
+        # fields[0] is the state (field 3); pgrp is field 5, utime 14, stime 15, cutime 16, cstime 17.
         if int(fields[2]) == pgid:
             total += int(fields[11]) + int(fields[12])
+            if int(entry) == pgid:
+                total += int(fields[13]) + int(fields[14])
     return total / tick
