@@ -80,8 +80,22 @@ def _enqueue_resolve(token_id: int) -> None:
     resolve_pay_token.apply_async(args=[token_id], queue=CALLBACK_QUEUE)
 
 
-@app.task(name=SWEEP_TASK, queue=SWEEP_QUEUE, soft_time_limit=SWEEP_SOFT_LIMIT, time_limit=SWEEP_HARD_LIMIT)
+@app.task(
+    name=SWEEP_TASK,
+    queue=SWEEP_QUEUE,
+    soft_time_limit=SWEEP_SOFT_LIMIT,
+    time_limit=SWEEP_HARD_LIMIT,
+    # Acknowledged on receipt: a lost sweep is replaced by beat's next one, and an unacknowledged
+    # sweep would be cancelled mid-pass whenever the broker connection drops.
+    acks_late=False,
+)
 def sweep() -> dict[str, int]:
     """One reconciliation pass (core/services/sweep.py); safe to run while another one runs."""
-    counts = run_sweep(transaction, bank_client(), get_settings(), _enqueue_resolve)
+    try:
+        counts = run_sweep(transaction, bank_client(), get_settings(), _enqueue_resolve)
+    except OperationalError as exc:
+        # The database is unreachable: nothing can be read or settled now; beat sends the next pass.
+        log.warning("sweep skipped: database unavailable (%s)", type(exc.orig).__name__,
+                    extra={"outcome": "db_unavailable"})
+        return {"errors": 1}
     return counts.as_dict()

@@ -1,0 +1,42 @@
+"""The sweep task's own edges: a database outage is a logged skip, not a crash with a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from workers import tasks
+
+
+def test_a_sweep_with_the_database_down_is_skipped_with_a_warning(monkeypatch, caplog):
+    # Given a database that refuses connections
+    def down(*_args, **_kwargs):
+        raise OperationalError("connect", {}, ConnectionRefusedError("refused"))
+
+    monkeypatch.setattr(tasks, "run_sweep", down)
+
+    # When beat's sweep runs
+    with caplog.at_level(logging.WARNING, logger="workers.tasks"):
+        result = tasks.sweep.run()
+
+    # Then it reports one error and logs one warning without a traceback
+    assert result == {"errors": 1}
+    [record] = [r for r in caplog.records if r.name == "workers.tasks"]
+    assert record.levelno == logging.WARNING
+    assert record.exc_info is None
+    assert "database unavailable" in record.getMessage()
+
+
+def test_a_sweep_is_acknowledged_on_receipt():
+    # (beat sends another; an unacknowledged sweep would be cancelled when the broker connection drops)
+    assert tasks.sweep.acks_late is False
+    assert tasks.resolve_pay_token.acks_late is True
+
+
+@pytest.mark.parametrize("error", [ValueError("bug")])
+def test_other_sweep_errors_still_raise(monkeypatch, error):
+    monkeypatch.setattr(tasks, "run_sweep", lambda *a, **k: (_ for _ in ()).throw(error))
+    with pytest.raises(type(error)):
+        tasks.sweep.run()
