@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+from sqlalchemy.exc import OperationalError
+
 from core.db import transaction
 from core.services.bank_calls import recorder
 from core.settings import get_settings
@@ -32,7 +34,10 @@ def _record_alone(record: BankCallRecord) -> None:
     try:
         with transaction() as session:
             recorder(session)(record)
-    except Exception:
+    except OperationalError as exc:  # the database is down: expected in an outage, no traceback
+        log.warning("could not record a bank call (%s %s): database unavailable (%s)",
+                    record.api_service, record.outcome, type(exc.orig).__name__)
+    except Exception:  # anything else is a bug worth its traceback
         log.exception("could not record a bank call (%s %s)", record.api_service, record.outcome)
 
 

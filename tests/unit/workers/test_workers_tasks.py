@@ -40,3 +40,25 @@ def test_other_sweep_errors_still_raise(monkeypatch, error):
     monkeypatch.setattr(tasks, "run_sweep", lambda *a, **k: (_ for _ in ()).throw(error))
     with pytest.raises(type(error)):
         tasks.sweep.run()
+
+
+def test_a_bank_call_that_cannot_be_recorded_during_an_outage_logs_a_warning(monkeypatch, caplog):
+    # Given a database that goes down while the sweep talks to the bank
+    from core.sinopac.types import BankCallRecord
+    from workers import bank
+
+    def down(*_args, **_kwargs):
+        raise OperationalError("connect", {}, ConnectionRefusedError("refused"))
+
+    monkeypatch.setattr(bank, "transaction", down)
+    record = BankCallRecord(api_service="OrderQuery", key="Q1", started_at=None, duration_ms=1,
+                            http_status=200, outcome="ok")
+
+    # When the call's record is written
+    with caplog.at_level(logging.WARNING, logger="workers.bank"):
+        bank._record_alone(record)
+
+    # Then the work goes on and the log says why, without a traceback
+    [logged] = [r for r in caplog.records if r.name == "workers.bank"]
+    assert logged.levelno == logging.WARNING
+    assert logged.exc_info is None
