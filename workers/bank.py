@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 from core.db import transaction
 from core.services.bank_calls import recorder
 from core.settings import get_settings
-from core.sinopac.client import QPayClient
+from core.sinopac.client import DEFAULT_POOL_SIZE, QPayClient
 from core.sinopac.types import BankCallRecord
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,7 @@ Sink = Callable[[BankCallRecord], None]
 _sink: ContextVar[Sink | None] = ContextVar("qpay_bank_call_sink", default=None)
 _client: QPayClient | None = None
 _client_pid: int | None = None
+_pool_size = DEFAULT_POOL_SIZE
 
 
 def _record_alone(record: BankCallRecord) -> None:
@@ -55,11 +56,18 @@ def recording_into(sink: Sink) -> Iterator[None]:
         _sink.reset(token)
 
 
+def size_pool(concurrency: int) -> None:
+    """One pooled bank connection per task slot: a threads or gevent pool shares this process's
+    client among all its slots (prefork children use one each; unused connections are never opened)."""
+    global _pool_size
+    _pool_size = max(DEFAULT_POOL_SIZE, concurrency)
+
+
 def bank_client() -> QPayClient:
     """This process's client, built on first use (never inherited across a fork: sockets are not)."""
     global _client, _client_pid
     if _client is None or _client_pid != os.getpid():
-        _client = QPayClient(get_settings(), observer=_observe)
+        _client = QPayClient(get_settings(), observer=_observe, pool_size=_pool_size)
         _client_pid = os.getpid()
     return _client
 

@@ -6,12 +6,18 @@ from __future__ import annotations
 from contextvars import Token
 from typing import Any
 
-from celery.signals import setup_logging, task_postrun, task_prerun, worker_process_init
+from celery.signals import (
+    celeryd_after_setup,
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+)
 
 from core.db import dispose_engines
 from core.logging import bind_context, configure_logging, register_secrets, reset_context
 from core.settings import get_settings
-from workers.bank import reset_client
+from workers.bank import reset_client, size_pool
 
 _bound: dict[str, Token[Any]] = {}
 
@@ -25,6 +31,14 @@ def _json_logs(**_: Any) -> None:
         # Revealed once, only so the formatter can mask these values wherever they appear.
         shop = settings.shop
         register_secrets(*(k.reveal() for k in shop.hash_keys), shop.hash_id.reveal(), shop.key_id.reveal())
+
+
+@celeryd_after_setup.connect
+def _size_bank_pool(instance: Any = None, **_: Any) -> None:
+    """The bank client's connection pool follows the worker's concurrency (before the pool forks)."""
+    concurrency = getattr(instance, "concurrency", None)
+    if isinstance(concurrency, int):
+        size_pool(concurrency)
 
 
 @worker_process_init.connect

@@ -35,7 +35,7 @@ from core.sinopac.errors import (
 from core.sinopac.timefmt import to_bank_date, to_bank_minute
 from core.sinopac.types import BankCallRecord, OrderCreateResult, OrderQueryResult, PayQueryResult
 
-__all__ = ["BankClient", "Observer", "QPayClient", "short_token"]
+__all__ = ["DEFAULT_POOL_SIZE", "BankClient", "Observer", "QPayClient", "short_token"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ _FORBIDDEN_CHARS = re.compile(r"['\"%]")  # §9.1: no ' " % in OrderNo and PrdtN
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_AMOUNT = 999_999_999  # §9.1: at most 9 digits
 _SNIPPET = 120
+# Connections kept open to the bank; requests' own default. A process whose client is shared by more
+# threads or greenlets than this (a threads/gevent worker pool) must pass a larger `pool_size`.
+DEFAULT_POOL_SIZE = 10
 
 
 class BankClient(Protocol):
@@ -129,11 +132,24 @@ def _window(
 
 
 class QPayClient:
-    """QPay Web API client for one shop; safe to reuse for many calls, close() when done."""
+    """QPay Web API client for one shop; safe to reuse for many calls, close() when done.
+
+    `pool_size` caps the connections kept open: give it at least the number of threads or greenlets
+    sharing the client, or urllib3 throws the extra connections away ("Connection pool is full") and
+    every call beyond the cap opens a new one. Connections are opened on demand, so a large cap
+    costs nothing where concurrency is low.
+    """
 
     def __init__(
-        self, settings: Settings, *, http: requests.Session | None = None, observer: Observer | None = None
+        self,
+        settings: Settings,
+        *,
+        http: requests.Session | None = None,
+        observer: Observer | None = None,
+        pool_size: int = DEFAULT_POOL_SIZE,
     ) -> None:
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+            raise ValueError("pool_size must be a whole number of connections, at least 1")
         self._shop_no = settings.shop_no
         self._hash_id: Secret = settings.shop.hash_id
         self._key_id: Secret = settings.shop.key_id
@@ -156,13 +172,13 @@ class QPayClient:
         self._timeout = (settings.connect_timeout, settings.read_timeout)
         self._observer = observer
         self._owns_http = http is None
-        self._http = http if http is not None else self._new_session()
+        self._http = http if http is not None else self._new_session(pool_size)
 
     @staticmethod
-    def _new_session() -> requests.Session:
+    def _new_session(pool_size: int) -> requests.Session:
         session = requests.Session()
         # No hidden urllib3 retries: a retry decision belongs to the caller, who knows what is safe.
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=8, max_retries=0)
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         return session

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from typing import Any
 
+import pytest
 import requests
 
 from core.sinopac import crypto
 from core.sinopac.client import QPayClient
 from core.sinopac.types import BankCallRecord
 
-from .bankstub import StubBank
+from .bankstub import StubBank, json_reply, new_nonce
 from .conftest import HASH_ID, KEY_ID, SHOP_NO, make_settings
 
 TOKEN = "8630ccdda21ef69e17fd66558b6fa6bea03f988805d9c9949d2348755964469f"
@@ -239,3 +242,46 @@ def test_client_repr_shows_no_secret(client: QPayClient) -> None:
     assert HASH_ID not in text
     assert KEY_ID not in text
     assert SHOP_NO in text
+
+
+def _ports_after_two_bursts(bank: StubBank, qpay: QPayClient, threads: int) -> set[int]:
+    """`threads` callers at once, twice; each Nonce is held until all of them are in flight."""
+    barrier = threading.Barrier(threads, timeout=10)
+
+    def held_nonce() -> Any:
+        barrier.wait()
+        return json_reply({"Nonce": new_nonce()})
+
+    bank.on_nonce = held_nonce
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(2):
+            assert [r.pay_token for r in pool.map(lambda _: qpay.pay_query(TOKEN), range(threads))] == [
+                TOKEN
+            ] * threads
+    return {s.client_port for s in bank.seen}
+
+
+def test_a_pool_as_large_as_its_callers_reuses_every_connection(bank: StubBank) -> None:
+    # given a client shared by 16 threads (a threads worker pool), sized for them
+    qpay = QPayClient(make_settings(bank.base_url, QPAY_READ_TIMEOUT="15"), pool_size=16)
+    # when all 16 call at once, twice
+    ports = _ports_after_two_bursts(bank, qpay, 16)
+    qpay.close()
+    # then the second burst ran on the connections of the first: 16 in all
+    assert len(ports) == 16
+
+
+def test_a_pool_smaller_than_its_callers_reconnects(bank: StubBank) -> None:
+    # given the same 16 threads sharing a client with the default pool of 10 connections
+    qpay = QPayClient(make_settings(bank.base_url, QPAY_READ_TIMEOUT="15"))
+    # when all 16 call at once, twice
+    ports = _ports_after_two_bursts(bank, qpay, 16)
+    qpay.close()
+    # then the connections beyond the pool were thrown away and opened again
+    assert len(ports) > 16
+
+
+def test_pool_size_must_be_a_positive_count(bank: StubBank) -> None:
+    for bad in (0, -1, True, 2.5):
+        with pytest.raises(ValueError, match="pool_size"):
+            QPayClient(make_settings(bank.base_url), pool_size=bad)  # type: ignore[arg-type]
