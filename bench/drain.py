@@ -21,6 +21,7 @@ import contextlib
 import importlib.util
 import io
 import math
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -65,6 +66,8 @@ class DrainRun:
     paid: int
     other: dict[str, int]
     ceiling_rps: float
+    load: str = ""  # 1-minute load average at the start and the end of the run
+    pool_full: int = 0  # urllib3 "Connection pool is full" warnings in the worker logs
 
     @property
     def rps(self) -> float:
@@ -82,14 +85,16 @@ class DrainReport:
             f"### drain ({self.n:,} stored callbacks, resolved by Celery workers against the sandbox bank)",
             "",
             "| pool | workers × slots | bank latency per request | resolutions/s | callback→paid p50 ms "
-            "| p99 ms | bank call p50 ms | sandbox ceiling calls/s | % of ceiling | paid |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| p99 ms | bank call p50 ms | sandbox ceiling calls/s | % of ceiling | paid | pool full "
+            "| load 1 min |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for r in self.runs:
             lines.append(
                 f"| {r.pool} | {r.workers} × {r.concurrency} | {r.latency_ms} ms | {r.rps:.0f} | "
                 f"{fmt_ms(r.p50_ms)} | {fmt_ms(r.p99_ms)} | {fmt_ms(r.bank_p50_ms)} | {r.ceiling_rps:.0f} | "
-                f"{fmt_pct(ratio(r.rps, r.ceiling_rps))} | {r.paid:,}{_other(r.other)} |")
+                f"{fmt_pct(ratio(r.rps, r.ceiling_rps))} | {r.paid:,}{_other(r.other)} | {r.pool_full} "
+                f"| {r.load} |")
         lines += ["", *[f"- {n}" for n in self.notes]]
         return "\n".join(lines)
 
@@ -228,6 +233,7 @@ def _progress(url: str) -> tuple[int, dict[str, int]]:
 def one_run(*, url: str, redis_url: str, sandbox_url: str, env: dict[str, str], pool: str, workers: int,
             concurrency: int, latency_ms: int, tokens: list[str], ceiling_seconds: float,
             timeout: float) -> DrainRun:
+    load_start = _load1()
     ids = reset(url)
     redis.Redis.from_url(redis_url).flushdb()
     set_latency(sandbox_url, latency_ms)
@@ -245,6 +251,7 @@ def one_run(*, url: str, redis_url: str, sandbox_url: str, env: dict[str, str], 
     finally:
         for proc in procs:
             proc.stop()
+    pool_full = sum(proc.log().count("Connection pool is full") for proc in procs)
     with psycopg2.connect(harness.dsn(url)) as conn, conn.cursor() as cur:
         cur.execute("SELECT id, extract(epoch FROM resolved_at) FROM pay_tokens")
         resolved = {int(i): float(t) for i, t in cur.fetchall() if t is not None}
@@ -257,7 +264,12 @@ def one_run(*, url: str, redis_url: str, sandbox_url: str, env: dict[str, str], 
     paid = statuses.pop("paid", 0)
     return DrainRun(pool=pool, workers=workers, concurrency=concurrency, latency_ms=latency_ms, n=len(ids),
                     seconds=end - t0, p50_ms=percentile(latencies, 50), p99_ms=percentile(latencies, 99),
-                    bank_p50_ms=percentile(bank_ms, 50), paid=paid, other=statuses, ceiling_rps=cap)
+                    bank_p50_ms=percentile(bank_ms, 50), paid=paid, other=statuses, ceiling_rps=cap,
+                    load=f"{load_start} → {_load1()}", pool_full=pool_full)
+
+
+def _load1() -> str:
+    return f"{os.getloadavg()[0]:.1f}"
 
 
 @contextlib.contextmanager
@@ -294,7 +306,7 @@ def run(*, n: int, workers: int, pools: list[tuple[str, int]], latencies: list[i
                 print(f"  {pool:8s} {workers}x{concurrency:<3d} latency {latency:>4} ms: {r.rps:7.1f}/s  "
                       f"p50 {fmt_ms(r.p50_ms)} ms  p99 {fmt_ms(r.p99_ms)} ms  "
                       f"bank p50 {fmt_ms(r.bank_p50_ms)} ms  ceiling {r.ceiling_rps:.0f}/s  "
-                      f"paid {r.paid}{_other(r.other)}", flush=True)
+                      f"paid {r.paid}{_other(r.other)}  pool full {r.pool_full}  load {r.load}", flush=True)
     return report
 
 
