@@ -103,7 +103,8 @@ def bank_error_response(exc: QPayError) -> Response:
 def create() -> Response:
     data = decode_json_object(read_capped(MAX_API_BODY))
     req = validate_order_request(data)
-    new = NewOrder(req.amount_twd, req.pay_type, req.product_name, req.order_no, req.expire_days)
+    new = NewOrder(req.amount_twd, req.pay_type, req.product_name, req.order_no, req.expire_days,
+                   req.expire_minutes)
     d = deps()
     failure: QPayError | None = None
     body: dict[str, Any] = {}

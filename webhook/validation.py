@@ -21,8 +21,9 @@ _FORBIDDEN_NAME_CHARS = re.compile(r"['\"%\x00-\x1f\x7f]")
 ATM_MAX_TWD = 30_000  # PROTOCOL §9.1: the bank rejects ATM orders above NT$30,000
 CARD_MAX_TWD = 1_000_000  # our own ceiling; the wire limit is 9 digits of hundredths
 MAX_EXPIRE_DAYS = 60  # as core.services.orders; 0 = pay by the end of today (Taipei)
+MIN_EXPIRE_MINUTES, MAX_EXPIRE_MINUTES = 1, 30  # card link validity, CardParam.ExpMinutes (PROTOCOL §9.1)
 PAY_TYPES = ("A", "C")
-ORDER_FIELDS = frozenset({"amount", "pay_type", "product_name", "order_no", "expire_days"})
+ORDER_FIELDS = frozenset({"amount", "pay_type", "product_name", "order_no", "expire_days", "expire_minutes"})
 
 
 class InvalidInput(ValueError):
@@ -48,6 +49,7 @@ class OrderRequest:
     product_name: str
     order_no: str | None = None
     expire_days: int | None = None
+    expire_minutes: int | None = None
 
 
 def check_size(raw: bytes, limit: int) -> None:
@@ -168,7 +170,15 @@ def validate_order_request(data: Mapping[str, Any]) -> OrderRequest:
         expire_days = _int_field(data, "expire_days")
         if not 0 <= expire_days <= MAX_EXPIRE_DAYS:
             raise InvalidInput(f"expire_days must be 0..{MAX_EXPIRE_DAYS}", field="expire_days")
-    return OrderRequest(amount, pay_type, name, order_no, expire_days)
+    expire_minutes: int | None = None
+    if data.get("expire_minutes") is not None:
+        if pay_type != "C":
+            raise InvalidInput("expire_minutes applies only to pay_type C", field="expire_minutes")
+        expire_minutes = _int_field(data, "expire_minutes")
+        if not MIN_EXPIRE_MINUTES <= expire_minutes <= MAX_EXPIRE_MINUTES:
+            raise InvalidInput(f"expire_minutes must be {MIN_EXPIRE_MINUTES}..{MAX_EXPIRE_MINUTES}",
+                               field="expire_minutes")
+    return OrderRequest(amount, pay_type, name, order_no, expire_days, expire_minutes)
 
 
 def parse_return_body(raw: bytes, mimetype: str, shops: Collection[str]) -> CallbackInput:

@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CARD_EXP_MINUTES = 30  # the longest link validity the bank allows (PROTOCOL.md §9.1)
+CARD_EXP_MINUTES = 30  # default card link validity: the longest the bank allows (PROTOCOL.md §9.1)
+MIN_CARD_EXP_MINUTES = 1  # CardParam.ExpMinutes is 1-30 (PROTOCOL.md §9.1)
+MAX_CARD_EXP_MINUTES = 30
 DEFAULT_EXPIRE_DAYS = 3
 MAX_EXPIRE_DAYS = 60
 MAX_AMOUNT_TWD = 9_999_999  # ×100 must fit the bank's 9 digits
@@ -54,6 +56,7 @@ class NewOrder:
     product_name: str
     order_no: str | None = None  # generated when absent
     expire_days: int | None = None  # ATM only: days from today (Taipei) to the last payment day
+    expire_minutes: int | None = None  # card only: link validity (ExpMinutes), default CARD_EXP_MINUTES
 
 
 def _validate(new: NewOrder) -> None:
@@ -79,6 +82,13 @@ def _validate(new: NewOrder) -> None:
     bad_days = isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= MAX_EXPIRE_DAYS
     if days is not None and bad_days:
         raise OrderValidationError("expire_days", f"must be a whole number from 0 to {MAX_EXPIRE_DAYS}")
+    if new.pay_type == "A" and new.expire_minutes is not None:
+        raise OrderValidationError("expire_minutes", "applies only to card orders (pay_type C)")
+    minutes = new.expire_minutes
+    lo, hi = MIN_CARD_EXP_MINUTES, MAX_CARD_EXP_MINUTES
+    bad_minutes = isinstance(minutes, bool) or not isinstance(minutes, int) or not lo <= minutes <= hi
+    if minutes is not None and bad_minutes:
+        raise OrderValidationError("expire_minutes", f"must be a whole number from {lo} to {hi}")
 
 
 def generate_order_no(now: datetime) -> str:
@@ -108,12 +118,13 @@ def create_order(
         raise OrderValidationError("order_no", "already exists")
     amount = new.amount_twd * 100
     expire_date = None
+    card_minutes = CARD_EXP_MINUTES if new.expire_minutes is None else new.expire_minutes
     if new.pay_type == "A":
         days = DEFAULT_EXPIRE_DAYS if new.expire_days is None else new.expire_days
         last_day, expires_at = atm_expiry(at, days)
         expire_date = last_day.date()
     else:
-        expires_at = at + timedelta(minutes=CARD_EXP_MINUTES)
+        expires_at = at + timedelta(minutes=card_minutes)
     base = settings.public_base_url.rstrip("/")
     result = client.create_order(
         order_no=order_no,
@@ -123,7 +134,7 @@ def create_order(
         return_url=f"{base}/qpay/return",
         backend_url=f"{base}/qpay/backend",
         expire_date=expire_date,
-        card_exp_minutes=CARD_EXP_MINUTES,
+        card_exp_minutes=card_minutes,
     )
     if result.order_no != order_no or result.amount != amount or not result.ts_no:
         raise MalformedReply("OrderCreate: reply does not echo our OrderNo and Amount, or has no TSNo",

@@ -64,6 +64,16 @@ def test_card_order_expires_after_exp_minutes_and_keeps_the_pay_url(
     assert bank.created[0]["expire_date"] is None
 
 
+@pytest.mark.parametrize("minutes", [1, 10, 30])
+def test_a_card_order_asks_the_bank_for_its_expire_minutes_and_stores_that_expiry(
+    bank: FakeBankClient, new_order: Callable[..., Order], minutes: int
+) -> None:
+    order = new_order(amount_twd=1200, pay_type="C", order_no="C002", expire_minutes=minutes)
+
+    assert bank.created[0]["card_exp_minutes"] == minutes
+    assert order.expires_at == NOW + timedelta(minutes=minutes)
+
+
 def test_creation_appends_a_pending_event_from_the_api(
     session: Session, new_order: Callable[..., Order]
 ) -> None:
@@ -100,6 +110,11 @@ def test_an_order_number_is_generated_when_absent(
         (NewOrder(100, "C", "x", expire_days=3), "expire_days"),
         (NewOrder(100, "A", "x", expire_days=-1), "expire_days"),
         (NewOrder(100, "A", "x", expire_days=61), "expire_days"),
+        (NewOrder(100, "A", "x", expire_minutes=10), "expire_minutes"),
+        (NewOrder(100, "C", "x", expire_minutes=0), "expire_minutes"),
+        (NewOrder(100, "C", "x", expire_minutes=31), "expire_minutes"),
+        (NewOrder(100, "C", "x", expire_minutes=True), "expire_minutes"),  # type: ignore[arg-type]
+        (NewOrder(100, "C", "x", expire_minutes=10.5), "expire_minutes"),  # type: ignore[arg-type]
     ],
 )
 def test_bad_input_is_refused_before_calling_the_bank(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import func, select
 
@@ -45,6 +47,30 @@ def test_create_card_order_returns_the_card_url(client, db_url):
     body = resp.get_json()
     assert body["card_pay_url"] == "https://bank.example/PayCard?TD=1&TK=2"
     assert body["order_no"].startswith("Q")
+
+
+def test_a_card_order_with_expire_minutes_asks_the_bank_for_that_link_validity(client, db_url, bank):
+    # given a card order whose link should be valid for 5 minutes
+    body = {"amount": 1200, "pay_type": "C", "product_name": "Kettle", "order_no": "C-5", "expire_minutes": 5}
+
+    # when it is created
+    resp = client.post(ORDERS, json=body, headers=auth())
+
+    # then the bank is asked for ExpMinutes 5 and the stored expiry is 5 minutes after creation
+    assert resp.status_code == 201
+    assert bank.calls[0]["card_exp_minutes"] == 5
+    with transaction(db_url) as s:
+        order = s.scalars(select(Order).where(Order.order_no == "C-5")).one()
+        assert order.expires_at - order.created_at == timedelta(minutes=5)
+    assert resp.get_json()["expires_at"] == order.expires_at.isoformat()
+
+
+def test_a_card_order_without_expire_minutes_keeps_the_30_minute_link(client, db_url, bank):
+    resp = client.post(ORDERS, json={"amount": 1200, "pay_type": "C", "product_name": "Kettle"},
+                       headers=auth())
+
+    assert resp.status_code == 201
+    assert bank.calls[0]["card_exp_minutes"] == 30
 
 
 def test_get_order_returns_it_with_its_history(client, db_url):
@@ -113,6 +139,12 @@ def test_unset_api_token_closes_the_api_with_503_but_not_the_callbacks(db_url, e
         ({**ATM, "expire_days": False}, "expire_days"),
         ({**ATM, "expire_days": 61}, "expire_days"),
         ({**ATM, "pay_type": "C", "expire_days": 3}, "expire_days"),
+        ({**ATM, "expire_minutes": 10}, "expire_minutes"),
+        ({**ATM, "pay_type": "C", "expire_minutes": 0}, "expire_minutes"),
+        ({**ATM, "pay_type": "C", "expire_minutes": 31}, "expire_minutes"),
+        ({**ATM, "pay_type": "C", "expire_minutes": "10"}, "expire_minutes"),
+        ({**ATM, "pay_type": "C", "expire_minutes": 10.0}, "expire_minutes"),
+        ({**ATM, "pay_type": "C", "expire_minutes": False}, "expire_minutes"),
         ({**ATM, "amout": 5}, "amout"),
     ],
 )
