@@ -17,18 +17,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+# PayStatus codes come from core's one table (PROTOCOL §9.4 documents 1A200, 1A400, 1C400; the
+# others are ours, marked so there).
+from core.services.paystatus import (
+    ATM_OVERDUE,
+    ATM_PAID,
+    ATM_UNPAID,
+    CARD_CAPTURED,
+    CARD_DECLINED,
+    CARD_EXPIRED,
+    CARD_UNPAID,
+    OVERDUE_CODES,
+    PAID_CODES,
+)
 from core.sinopac.timefmt import BANK_TZ, to_bank_minute
 from sandbox.config import Shop
 
 __all__ = ["Attempt", "Bank", "Order", "PayError", "Payment", "pay_status"]
 
 Clock = Callable[[], datetime]
-
-# PayStatus codes (PROTOCOL §9.4 gives 1A200, 1A400, 1C400; the others are this sandbox's choice).
-ATM_UNPAID, ATM_PAID, ATM_OVERDUE = "1A200", "1A400", "1A600"
-CARD_UNPAID, CARD_CAPTURED, CARD_DECLINED, CARD_EXPIRED = "1C200", "1C400", "1C500", "1C600"
-PAID_CODES = frozenset({ATM_PAID, CARD_CAPTURED})
-OVERDUE_CODES = frozenset({ATM_OVERDUE, CARD_EXPIRED})
 
 
 class PayError(Exception):

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlparse
 
+from core.services import paystatus
 from core.sinopac.timefmt import BANK_TZ, to_bank_minute
 from sandbox import bank as B
 from sandbox.bank import Bank, Order, Payment
@@ -180,7 +181,7 @@ def _window(msg: dict[str, Any], prefix: str) -> tuple[str, str] | None:
 
 def _row(order: Order, base_url: str, now: datetime) -> dict[str, Any]:
     status = B.pay_status(order, now)
-    paid = status in B.PAID_CODES
+    paid = status in paystatus.PAID_CODES
     pay_date = to_bank_minute(order.paid_at) if paid and order.paid_at else ""
     row: dict[str, Any] = {
         "OrderNo": order.order_no, "TSNo": order.ts_no, "TSDate": to_bank_minute(order.created_at),
@@ -200,9 +201,9 @@ def _row(order: Order, base_url: str, now: datetime) -> dict[str, Any]:
 
 
 def _pay_flag(status: str) -> str:
-    if status in B.PAID_CODES:
+    if status in paystatus.PAID_CODES:
         return "Y"
-    return "O" if status in B.OVERDUE_CODES else "N"
+    return "O" if status in paystatus.OVERDUE_CODES else "N"
 
 
 def order_query(bank: Bank, shop_no: str, msg: dict[str, Any], base_url: str) -> dict[str, Any]:
@@ -228,7 +229,7 @@ def order_query(bank: Bank, shop_no: str, msg: dict[str, Any], base_url: str) ->
         if ordered and not ordered[0] <= to_bank_minute(o.created_at) <= ordered[1]:
             return False
         status = B.pay_status(o, now)
-        if paid and not (status in B.PAID_CODES and o.paid_at):
+        if paid and not (status in paystatus.PAID_CODES and o.paid_at):
             return False
         if paid and o.paid_at and not paid[0] <= to_bank_minute(o.paid_at) <= paid[1]:
             return False
