@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 
 SettleKind = Literal["paid", "failed", "expired", "review", "pending", "noop", "conflict", "unknown_order"]
 _MAX_TRIES = 3
+# An unpaid card order expires this long after its link does: a customer who opened the link in its
+# last minute may still be authorising (3-D Secure), and a capture the bank reports paid in the
+# meantime settles the order paid instead. Ours, not the bank's: the bank documents no such margin.
+CARD_CAPTURE_GRACE = timedelta(minutes=5)
 
 
 class OrderNotFound(LookupError):
@@ -275,19 +279,28 @@ def settle_from_pay_result(
                   reason="; ".join(reasons), **common)  # type: ignore[arg-type]
 
 
-def schedule_next_check(session: Session, settings: Settings, order_no: str, *, now: datetime) -> bool:
-    """Push a still-pending order's next check out along settings.check_schedule (attempts += 1)."""
+def schedule_next_check(
+    session: Session, settings: Settings, order_no: str, *, now: datetime, not_after: datetime | None = None
+) -> bool:
+    """Push a still-pending order's next check out along settings.check_schedule (attempts += 1).
+
+    `not_after` caps it: an unpaid order is looked at again when it may expire, not a backoff step
+    (up to hours) later.
+    """
     attempts = session.scalar(
         select(Order.check_attempts).where(Order.order_no == order_no, Order.status == "pending")
     )
     if attempts is None:
         return False
+    when = next_check_at(attempts + 1, now, settings.check_schedule)
+    if not_after is not None and now < not_after < when:
+        when = not_after
     result = session.execute(
         update(Order)
         .where(Order.order_no == order_no, Order.status == "pending")
         .values(
             check_attempts=Order.check_attempts + 1,
-            next_check_at=next_check_at(attempts + 1, now, settings.check_schedule),
+            next_check_at=when,
             updated_at=now,
         )
         .execution_options(synchronize_session=False)
@@ -296,11 +309,19 @@ def schedule_next_check(session: Session, settings: Settings, order_no: str, *, 
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def _expiry_passed(order: Order, row: OrderQueryRow, now: datetime) -> bool:
-    """Past the later of the bank's ExpireDate minute and our stored expiry: never expire early."""
+def _expiry(order: Order, row: OrderQueryRow, grace: timedelta = timedelta(0)) -> datetime | None:
+    """The later of the bank's ExpireDate minute and our stored expiry, plus `grace`; None if neither.
+
+    Expiring on the later one means never early, whichever clock or field is off.
+    """
     bank = _bank_time(row.expire_date)
     limits = [t for t in (bank + timedelta(minutes=1) if bank else None, order.expires_at) if t]
-    return bool(limits) and now >= max(limits)
+    return max(limits) + grace if limits else None
+
+
+def _expiry_passed(order: Order, row: OrderQueryRow, now: datetime, grace: timedelta = timedelta(0)) -> bool:
+    limit = _expiry(order, row, grace)
+    return limit is not None and now >= limit
 
 
 def settle_from_query_row(
@@ -313,9 +334,11 @@ def settle_from_query_row(
 ) -> SettleOutcome:
     """Apply one OrderQuery row (PROTOCOL.md §9.4) to a pending order.
 
-    Paid codes with a matching amount -> paid (a mismatch -> needs_review); an ATM order past expiry
-    and unpaid, or an overdue code -> expired; a declined card -> failed; anything else stays pending
-    with its next check scheduled (per-order backoff).
+    Paid codes with a matching amount -> paid (a mismatch -> needs_review), even past expiry: a late
+    payment is still a payment. An ATM order past expiry and unpaid, or the ATM overdue code ->
+    expired; a card order the bank reports unpaid or link-expired (1C200, 1C600) -> expired only once
+    our expiry plus CARD_CAPTURE_GRACE has passed; a declined card -> failed. Anything else stays
+    pending with its next check scheduled (per-order backoff, no later than a coming expiry).
     """
     at = _now(now)
     order = _get_order(session, row.order_no)
@@ -324,7 +347,7 @@ def settle_from_query_row(
         return SettleOutcome("unknown_order", row.order_no, False, "no such order")
     code = row.pay_status
     common = {"source": source, "ts_no": row.ts_no or None, "now": at}
-    if code in paystatus.PAID:
+    if code in paystatus.PAID_CODES:
         reasons = _common_mismatches(
             session, order, ts_no=row.ts_no, pay_type=row.pay_type, currency=row.raw.get("CurrencyID")
         )
@@ -343,15 +366,22 @@ def settle_from_query_row(
     if order.status != OrderStatus.PENDING:
         return SettleOutcome("noop", order.order_no, False, f"order is {order.status}")
     if order.pay_type == "A" and (
-        code in paystatus.ATM_OVERDUE or (code in paystatus.ATM_AWAITING and _expiry_passed(order, row, at))
+        code == paystatus.ATM_OVERDUE or (code == paystatus.ATM_UNPAID and _expiry_passed(order, row, at))
     ):
         return _apply(session, order, OrderStatus.EXPIRED, amount=None,
                       reason=f"unpaid past expiry (PayStatus {code})", **common)  # type: ignore[arg-type]
-    if order.pay_type == "C" and code in paystatus.CARD_OVERDUE:
-        return _apply(session, order, OrderStatus.EXPIRED, amount=None,
-                      reason=f"card link expired unused (PayStatus {code})", **common)  # type: ignore[arg-type]
-    if order.pay_type == "C" and code in paystatus.CARD_DECLINED:
+    if order.pay_type == "C" and code in paystatus.CARD_NOT_PAID:
+        if _expiry_passed(order, row, at, CARD_CAPTURE_GRACE):
+            return _apply(session, order, OrderStatus.EXPIRED, amount=None,
+                          reason=f"card link unused past expiry (PayStatus {code})", **common)  # type: ignore[arg-type]
+        # Unpaid and not yet past our expiry (even if the bank already calls the link expired): the
+        # customer may still be paying. Look again when the order may expire.
+        schedule_next_check(session, settings, order.order_no, now=at,
+                            not_after=_expiry(order, row, CARD_CAPTURE_GRACE))
+        return SettleOutcome("pending", order.order_no, False, f"PayStatus {code}")
+    if order.pay_type == "C" and code == paystatus.CARD_DECLINED:
         return _apply(session, order, OrderStatus.FAILED, amount=None,
                       reason=f"card declined (PayStatus {code})", **common)  # type: ignore[arg-type]
-    schedule_next_check(session, settings, order.order_no, now=at)
+    not_after = _expiry(order, row) if order.pay_type == "A" and code == paystatus.ATM_UNPAID else None
+    schedule_next_check(session, settings, order.order_no, now=at, not_after=not_after)
     return SettleOutcome("pending", order.order_no, False, f"PayStatus {code or '(empty)'}")
