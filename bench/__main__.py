@@ -9,9 +9,10 @@ import argparse
 import time
 from datetime import UTC, datetime
 
-from bench import drain, harness, ingest, loadgen, machine, sweep
+from bench import cli, drain, harness, ingest, loadgen, machine, sweep
 
-PARTS = ("ingest", "drain", "sweep")
+MODULES: dict[str, cli.Part] = {"ingest": ingest, "drain": drain, "sweep": sweep}
+PARTS = tuple(MODULES)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,11 +21,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the issue's sizes: 30 s x 3 rounds of ingest, 10,000 callbacks, 1M orders")
     parser.add_argument("--only", default=",".join(PARTS),
                         help="comma-separated subset of ingest,drain,sweep")
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--full", action="store_true")
-    known, _ = pre.parse_known_args(argv)
-    for module in (ingest, drain, sweep):
-        module.add_arguments(parser, full=known.full)
+    full = cli.wants_full(argv)
+    for module in MODULES.values():
+        module.add_arguments(parser, full=full)
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))
@@ -43,18 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     for part in parts:
         print(f"## {part}", flush=True)
         t0 = time.monotonic()
-        if part == "ingest":
-            report_i = ingest.from_args(args)
-            sections.append(report_i.markdown())
-            summaries.append(ingest.summary_line(report_i))
-        elif part == "drain":
-            report_d = drain.from_args(args)
-            sections.append(report_d.markdown())
-            summaries.append(drain.summary_line(report_d))
-        else:
-            report_s = sweep.from_args(args)
-            sections.append(report_s.markdown())
-            summaries.append(sweep.summary_line(report_s))
+        module = MODULES[part]
+        report = module.from_args(args)
+        sections.append(report.markdown())
+        summaries.append(module.summary_line(report))
         print(f"  ({part} took {time.monotonic() - t0:.0f} s)\n", flush=True)
     text = "\n".join([*header, *[s + "\n" for s in sections], "### headline", "",
                       *[f"- {s}" for s in summaries],

@@ -22,6 +22,7 @@ import importlib.util
 import io
 import math
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -34,7 +35,7 @@ import psycopg2
 import redis
 import requests
 
-from bench import harness
+from bench import cli, harness
 from bench.stats import fmt_ms, fmt_pct, percentile, ratio
 from core.queues import CALLBACK_QUEUE, RESOLVE_TASK
 from tests.support.poll import wait_for
@@ -342,15 +343,8 @@ def from_args(args: argparse.Namespace) -> DrainReport:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.drain", description=__doc__)
-    parser.add_argument("--full", action="store_true", help="10,000 callbacks")
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--full", action="store_true")
-    known, _ = pre.parse_known_args(argv)
-    add_arguments(parser, full=known.full)
-    report = from_args(parser.parse_args(argv))
-    print(report.markdown())
-    print(summary_line(report))
+    cli.run_part(sys.modules[__name__], prog="python -m bench.drain", description=__doc__,
+                 full_help="10,000 callbacks", argv=argv)
 
 
 if __name__ == "__main__":

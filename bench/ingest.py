@@ -13,13 +13,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import psycopg2
 import redis
 
-from bench import harness, loadgen
+from bench import cli, harness, loadgen
 from bench.loadgen import LoadResult
 from bench.stats import fmt_ms, fmt_pct, ratio
 
@@ -158,15 +159,8 @@ def from_args(args: argparse.Namespace) -> IngestReport:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__)
-    parser.add_argument("--full", action="store_true", help="longer runs, 3 rounds")
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--full", action="store_true")
-    known, _ = pre.parse_known_args(argv)
-    add_arguments(parser, full=known.full)
-    report = from_args(parser.parse_args(argv))
-    print(report.markdown())
-    print(summary_line(report))
+    cli.run_part(sys.modules[__name__], prog="python -m bench.ingest", description=__doc__,
+                 full_help="longer runs, 3 rounds", argv=argv)
 
 
 if __name__ == "__main__":

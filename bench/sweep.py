@@ -21,6 +21,7 @@ import argparse
 import io
 import math
 import re
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ from typing import Any
 import psycopg2
 from sqlalchemy import event
 
-from bench import harness
+from bench import cli, harness
 from core.sinopac.timefmt import to_bank_minute
 from core.sinopac.types import OrderQueryResult, OrderQueryRow, PayQueryResult
 
@@ -275,15 +276,8 @@ def from_args(args: argparse.Namespace) -> SweepReport:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.sweep", description=__doc__)
-    parser.add_argument("--full", action="store_true", help="include 1M orders")
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--full", action="store_true")
-    known, _ = pre.parse_known_args(argv)
-    add_arguments(parser, full=known.full)
-    report = from_args(parser.parse_args(argv))
-    print(report.markdown())
-    print(summary_line(report))
+    cli.run_part(sys.modules[__name__], prog="python -m bench.sweep", description=__doc__,
+                 full_help="include 1M orders", argv=argv)
 
 
 if __name__ == "__main__":
