@@ -89,7 +89,27 @@ def _is_loopback(url: str) -> bool:
     return host in {"localhost", "::1"} or host.startswith("127.")
 
 
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+def normalize_database_url(url: str) -> str:
+    """Heroku (and other hosts) hand out `postgres://...`; SQLAlchemy 2 knows only `postgresql://`.
+
+    Only the scheme changes (`postgres+psycopg2://` keeps its driver); the rest, password included, is
+    passed through untouched and never logged.
+    """
+    scheme, sep, rest = url.partition("://")
+    dialect, plus, driver = scheme.partition("+")
+    if sep and dialect.lower() == "postgres":
+        return f"postgresql{plus}{driver}{sep}{rest}"
+    return url
+
+
+def database_url_from(env: Mapping[str, str], fallback: str | None = None) -> str:
+    """DATABASE_URL as every process must use it (services, migrations, scripts): normalised, with
+    `fallback` (or the SQLite file under var/) when it is unset."""
+    return normalize_database_url(env.get("DATABASE_URL") or fallback or DEFAULT_DATABASE_URL)
+
+
+def env_float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    """A number from the environment (unset or empty: `default`); errors name the variable, not the value."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -102,7 +122,8 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
     return value
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    """A whole number from the environment, like `env_float`."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -165,26 +186,26 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     level = env.get("LOG_LEVEL", "INFO").upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise SettingsError("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
-    retry_base = _float(env, "RESOLVE_RETRY_BASE", 2.0, 0.01)
-    retry_cap = _float(env, "RESOLVE_RETRY_CAP", 300.0, retry_base)
+    retry_base = env_float(env, "RESOLVE_RETRY_BASE", 2.0, 0.01)
+    retry_cap = env_float(env, "RESOLVE_RETRY_CAP", 300.0, retry_base)
     if retry_cap > 3000:
         raise SettingsError("RESOLVE_RETRY_CAP must stay well below the broker's visibility timeout (3600 s)")
     return Settings(
         shop=shop,
         api_base_url=api_base_url,
-        connect_timeout=_float(env, "QPAY_CONNECT_TIMEOUT", 5.0, 0.01),
-        read_timeout=_float(env, "QPAY_READ_TIMEOUT", 30.0, 0.01),
-        database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+        connect_timeout=env_float(env, "QPAY_CONNECT_TIMEOUT", 5.0, 0.01),
+        read_timeout=env_float(env, "QPAY_READ_TIMEOUT", 30.0, 0.01),
+        database_url=database_url_from(env),
         redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
         api_token=Secret(token) if token else None,
         public_base_url=(env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:8000").rstrip("/"),
         retry_base=retry_base,
         retry_cap=retry_cap,
-        retry_max=_int(env, "RESOLVE_MAX_RETRIES", 8, 0),
-        sweep_interval=_float(env, "SWEEP_INTERVAL", 300.0, 0.1),
-        sweep_grace=_float(env, "SWEEP_GRACE", 120.0, 0.0),
-        sweep_window_overlap=_float(env, "SWEEP_WINDOW_OVERLAP", 600.0, 0.0),
-        sweep_batch=_int(env, "SWEEP_BATCH", 500, 1),
+        retry_max=env_int(env, "RESOLVE_MAX_RETRIES", 8, 0),
+        sweep_interval=env_float(env, "SWEEP_INTERVAL", 300.0, 0.1),
+        sweep_grace=env_float(env, "SWEEP_GRACE", 120.0, 0.0),
+        sweep_window_overlap=env_float(env, "SWEEP_WINDOW_OVERLAP", 600.0, 0.0),
+        sweep_batch=env_int(env, "SWEEP_BATCH", 500, 1),
         check_schedule=_schedule(env, "CHECK_SCHEDULE", (60.0, 300.0, 900.0, 3600.0, 21600.0)),
         flower_basic_auth=Secret(flower_auth) if flower_auth else None,
         log_level=level,

@@ -1,8 +1,9 @@
 """Alembic environment: one linear history for PostgreSQL (psycopg2) and SQLite.
 
-The URL comes from DATABASE_URL (default: the SQLite file under var/, as core.settings says), or from
-a connection a caller hands in through `config.attributes["connection"]` (tests). Engines come from
-core.db.make_engine, so SQLite runs in WAL mode with a busy timeout here exactly as in the services.
+The URL comes from DATABASE_URL read as core.settings reads it (postgres:// normalised; default: the
+SQLite file under var/), or from a connection a caller hands in through `config.attributes["connection"]`
+(tests). Engines come from core.db.make_engine, so SQLite runs in WAL mode with a busy timeout here
+exactly as in the services.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from core.db import make_engine
 from core.models import Base
-from core.settings import DEFAULT_DATABASE_URL
+from core.settings import database_url_from
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("connection") is None:
@@ -24,7 +25,8 @@ target_metadata = Base.metadata
 
 
 def _url() -> str:
-    return os.environ.get("DATABASE_URL") or config.get_main_option("sqlalchemy.url") or DEFAULT_DATABASE_URL
+    # The services' own reading of DATABASE_URL: same default, and Heroku's postgres:// normalised.
+    return database_url_from(os.environ, config.get_main_option("sqlalchemy.url"))
 
 
 def _configure(connection: Connection) -> None:

@@ -29,6 +29,7 @@ from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.pool import NullPool
 
 from core.models import BankCall, Order, OrderEvent, PayToken
+from core.settings import normalize_database_url
 from core.sinopac.client import short_token
 from scripts.stack import PROJECT_DIR, Stack, StackConfig, StackError
 
@@ -353,7 +354,7 @@ def main() -> int:
     t0 = time.monotonic()
     api_token = secrets.token_hex(16)
     env = {**DEMO_ENV, "API_TOKEN": api_token}
-    database_url = os.environ.get("DATABASE_URL") or fresh_database()
+    database_url = normalize_database_url(os.environ.get("DATABASE_URL") or fresh_database())
     config = StackConfig(
         database_url=database_url,
         redis_url=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6479/0",

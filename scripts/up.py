@@ -11,6 +11,7 @@ import secrets
 import signal
 import sys
 
+from core.settings import database_url_from
 from scripts.stack import PROJECT_DIR, Stack, StackConfig, StackError, read_env_file
 
 DEFAULT_DB = f"sqlite:///{PROJECT_DIR / 'var' / 'qpay.db'}"
@@ -24,7 +25,7 @@ def config_from_env() -> StackConfig:
     if not env.get("FLOWER_BASIC_AUTH"):
         env["FLOWER_ALLOW_NO_AUTH"] = "1"
     return StackConfig(
-        database_url=env.get("DATABASE_URL", DEFAULT_DB),
+        database_url=database_url_from(env, DEFAULT_DB),
         redis_url=env.get("REDIS_URL", "redis://127.0.0.1:6479/0"),
         web_port=int(env.get("WEB_PORT", "8000")),
         sandbox_port=int(env.get("SANDBOX_PORT", "8100")),

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import NoSuchModuleError
 
 from core.settings import (
+    DEFAULT_DATABASE_URL,
     HASH_KEY_NAMES,
     SANDBOX_HASH_KEYS,
     SANDBOX_KEY_ID,
     SANDBOX_SHOP_NO,
     SettingsError,
+    database_url_from,
+    env_float,
+    env_int,
     load_settings,
+    normalize_database_url,
 )
 
 from .conftest import HASH_ID, HASH_KEYS, KEY_ID, SHOP_NO
@@ -115,3 +122,68 @@ def test_partial_keys_with_a_loopback_bank_are_an_error_not_silently_replaced() 
                 "QPAY_KEY_ID": KEY_ID,
             }
         )
+
+
+# -- DATABASE_URL: Heroku's postgres:// scheme ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgres://u:pw-31337@db.example:5432/qpay", "postgresql://u:pw-31337@db.example:5432/qpay"),
+        ("postgres+psycopg2://u:pw@db/qpay?sslmode=require", "postgresql+psycopg2://u:pw@db/qpay?sslmode=require"),
+        ("postgresql://u:pw@db/qpay", "postgresql://u:pw@db/qpay"),
+        ("postgresql+psycopg2://u:pw@db/qpay", "postgresql+psycopg2://u:pw@db/qpay"),
+        ("sqlite:////tmp/x/postgres://.db", "sqlite:////tmp/x/postgres://.db"),
+    ],
+)
+def test_only_the_postgres_scheme_is_rewritten(given: str, expected: str) -> None:
+    assert normalize_database_url(given) == expected
+
+
+def test_a_heroku_database_url_is_one_sqlalchemy_accepts() -> None:
+    # given the URL Heroku sets
+    heroku = "postgres://u:pw-31337@ec2-1-2-3-4.example.com:5432/d8f7"
+    # when the settings read it
+    settings = load_settings(_env(DATABASE_URL=heroku))
+    # then SQLAlchemy 2 finds its PostgreSQL dialect (it has none named "postgres"), password intact
+    url = make_url(settings.database_url)
+    assert url.get_dialect().name == "postgresql"
+    assert (url.password, url.host, url.database) == ("pw-31337", "ec2-1-2-3-4.example.com", "d8f7")
+    with pytest.raises(NoSuchModuleError):
+        make_url(heroku).get_dialect()
+    # and the password stays out of the settings' repr
+    assert "pw-31337" not in repr(settings)
+
+
+def test_database_url_from_falls_back_in_order() -> None:
+    assert database_url_from({}) == DEFAULT_DATABASE_URL
+    assert database_url_from({}, "sqlite:///other.db") == "sqlite:///other.db"
+    assert database_url_from({"DATABASE_URL": ""}, "postgres://h/db") == "postgresql://h/db"
+    assert database_url_from({"DATABASE_URL": "postgres://h/db"}, "sqlite:///other.db") == "postgresql://h/db"
+
+
+# -- numbers from the environment: one parser for settings and the Celery config ----------------------
+
+
+@pytest.mark.parametrize(
+    ("read", "raw", "message"),
+    [
+        (env_float, "soon", "SOME_SECONDS must be a number"),
+        (env_float, "0.5", "SOME_SECONDS must be at least 1"),
+        (env_int, "2.5", "SOME_SECONDS must be a whole number"),
+        (env_int, "0", "SOME_SECONDS must be at least 1"),
+    ],
+)
+def test_a_bad_number_names_the_variable_but_not_the_value(read, raw: str, message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        read({"SOME_SECONDS": raw}, "SOME_SECONDS", 3, 1)
+    assert str(info.value).startswith(message)
+    assert raw not in str(info.value)
+
+
+@pytest.mark.parametrize("read", [env_float, env_int])
+def test_an_unset_or_empty_number_takes_the_default(read) -> None:
+    assert read({}, "SOME_SECONDS", 3, 1) == 3
+    assert read({"SOME_SECONDS": ""}, "SOME_SECONDS", 3, 1) == 3
+    assert read({"SOME_SECONDS": "7"}, "SOME_SECONDS", 3, 1) == 7
