@@ -13,22 +13,9 @@ from __future__ import annotations
 import os
 
 from core.queues import CALLBACK_QUEUE, RESOLVE_TASK, SWEEP_QUEUE, SWEEP_TASK
-from core.settings import SettingsError, get_settings
+from core.settings import SettingsError, env_float, get_settings
 
 _settings = get_settings()
-
-
-def _seconds(name: str, default: float, minimum: float) -> float:
-    raw = os.environ.get(name, "")
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number of seconds") from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}")
-    return value
 
 
 # -- broker -----------------------------------------------------------------------------------------
@@ -39,7 +26,7 @@ broker_url = _settings.redis_url
 # A message a worker took but did not acknowledge (acks_late, below) goes back to the queue only after
 # this many seconds on Redis. Long, because a task ETA (a retry countdown) is also held unacknowledged:
 # a countdown longer than this would be delivered twice. Tests shorten it to see redelivery quickly.
-VISIBILITY_TIMEOUT = _seconds("CELERY_VISIBILITY_TIMEOUT", 3600.0, 1.0)
+VISIBILITY_TIMEOUT = env_float(os.environ, "CELERY_VISIBILITY_TIMEOUT", 3600.0, 1.0)
 if _settings.retry_cap * 2 > VISIBILITY_TIMEOUT:
     raise SettingsError(
         "RESOLVE_RETRY_CAP must stay well below CELERY_VISIBILITY_TIMEOUT (at most half of it), "
@@ -128,6 +115,6 @@ beat_schedule = {
 }
 # Only the holder of the Redis owner lock sends scheduled tasks (workers/beatlock.py).
 beat_scheduler = "workers.beatlock:LockedScheduler"
-BEAT_LOCK_TTL = _seconds("BEAT_LOCK_TTL", 30.0, 3.0)
+BEAT_LOCK_TTL = env_float(os.environ, "BEAT_LOCK_TTL", 30.0, 3.0)
 # Beat wakes at least this often, so the owner renews its lock well before it expires.
 beat_max_loop_interval = BEAT_LOCK_TTL / 3

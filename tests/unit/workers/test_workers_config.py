@@ -74,6 +74,19 @@ def test_a_retry_cap_close_to_the_visibility_timeout_is_refused():
     assert "RESOLVE_RETRY_CAP must stay well below CELERY_VISIBILITY_TIMEOUT" in result.stderr
 
 
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("CELERY_VISIBILITY_TIMEOUT", "an hour", "CELERY_VISIBILITY_TIMEOUT must be a number"),
+    ("CELERY_VISIBILITY_TIMEOUT", "0.5", "CELERY_VISIBILITY_TIMEOUT must be at least 1.0"),
+    ("BEAT_LOCK_TTL", "1", "BEAT_LOCK_TTL must be at least 3.0"),
+])
+def test_a_bad_celery_number_is_refused_naming_the_variable(name, value, message):
+    # the same parser (and messages) as core.settings
+    result = _config_in_subprocess(**{name: value})
+    assert result.returncode != 0
+    assert f"SettingsError: {message}" in result.stderr
+    assert repr(value) not in result.stderr
+
 @pytest.mark.parametrize("retries", [0, 1, 2, 3, 4])
 def test_the_retry_delay_lies_between_half_and_all_of_the_exponential_step(retries):
     step = 0.5 * 2**retries
