@@ -1,4 +1,4 @@
-"""BackendURL and ReturnURL: cheap checks, record, commit, enqueue, answer.
+"""BackendURL and ReturnURL: cheap checks, record and commit (one transaction), enqueue, answer.
 
 `{"Status":"S"}` is sent only after the PayToken row is committed (database down: 503, so the bank
 resends). A broker outage still answers S: the row is durable and the sweep re-enqueues it.
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, jsonify, request, url_for
+from flask import Blueprint, Response, g, jsonify, request, url_for
 
 from core.logging import bind_context
-from core.services.callbacks import CallbackError, mark_enqueued, record_callback
+from core.services.callbacks import CallbackError, record_callback
 from core.states import Source
 from webhook.bodies import multipart_fields, read_capped
 from webhook.deps import deps
@@ -35,7 +35,13 @@ ACK = b'{"Status":"S"}'
 
 
 def accept(callback: CallbackInput, source: Source) -> None:
-    """Record and commit the token; enqueue it while unresolved. Raises only if the commit failed."""
+    """Record and commit the token; enqueue it while unresolved. Raises only if the commit failed.
+
+    One transaction per callback. The sweep re-sends a token still unresolved SWEEP_GRACE after its
+    last receipt (and after its last re-send, `last_enqueued_at`); the publish here follows the
+    commit that set `last_received_at` by milliseconds, so stamping `last_enqueued_at` too (a second
+    transaction) would not move that moment. `last_enqueued_at` is the sweep's and operators' mark.
+    """
     d = deps()
     bind_context(pay_token=callback.pay_token)
     try:
@@ -45,21 +51,12 @@ def accept(callback: CallbackInput, source: Source) -> None:
             )
     except CallbackError as exc:  # the service's own rules are stricter than ours
         raise InvalidInput(str(exc), field="PayToken") from None
-    log.info(
-        "pay token recorded",
-        extra={"source": source.value, "token_id": record.token_id, "receipts": record.receipts,
-               "state": record.state},
-    )
-    if not record.needs_enqueue:
-        return
-    if not d.enqueuer.send_resolve(record.token_id):
-        return  # logged by the enqueuer; the sweep re-enqueues unresolved tokens after a grace period
-    try:
-        with d.unit_of_work() as session:
-            mark_enqueued(session, record.token_id)
-    except DB_UNAVAILABLE as exc:  # the token is stored and queued: only the bookkeeping is late
-        log.warning("could not mark token enqueued", extra={"token_id": record.token_id,
-                                                            "error": type(exc).__name__})
+    # Carried by the request's access line (webhook/requestlog.py): one log line per callback.
+    g.access_fields = {"token_id": record.token_id, "receipts": record.receipts, "state": record.state,
+                       "source": source.value}
+    if record.needs_enqueue:
+        # False is logged by the enqueuer; the sweep re-enqueues unresolved tokens after the grace.
+        g.access_fields["enqueued"] = d.enqueuer.send_resolve(record.token_id)
 
 
 @bp.post("/qpay/backend")

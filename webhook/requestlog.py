@@ -43,6 +43,7 @@ def register_request_logging(app: Flask) -> None:
             "status": response.status_code,
             "duration_ms": round((time.monotonic() - started) * 1000, 1) if started else None,
             "bytes_in": request.content_length,
+            **g.get("access_fields", {}),  # what the view recorded (callbacks: token id, receipts...)
         })
         return response
 

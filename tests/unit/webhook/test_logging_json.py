@@ -109,5 +109,9 @@ def test_web_request_logs_carry_request_id_and_no_full_token(app, caplog):
     assert access[0]["request_id"] == "req-42"
     assert access[0]["route"] == "/qpay/backend"
     assert access[1]["route"] == "/qpay/tokens/<pay_token>/status"
-    recorded = [json.loads(line) for line in formatted if "pay token recorded" in line]
-    assert recorded[0]["pay_token"] == "cccccccc…"
+    # one line per callback: the access line carries what was recorded
+    assert not [line for line in formatted if "pay token recorded" in line]
+    assert access[0]["pay_token"] == "cccccccc…"
+    assert (access[0]["receipts"], access[0]["state"], access[0]["source"]) == (1, "received", "backend")
+    assert isinstance(access[0]["token_id"], int)
+    assert access[0]["enqueued"] is True

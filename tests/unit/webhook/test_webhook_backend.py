@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from io import BytesIO
 
 import pytest
@@ -11,6 +12,7 @@ from sqlalchemy import update
 
 from core.db import transaction
 from core.models import PayToken
+from core.services.due import due_tokens
 from tests.unit.webhook.helpers import (
     SHOP,
     TOKEN,
@@ -40,7 +42,22 @@ def test_valid_callback_is_acknowledged_stored_and_enqueued(client, db_url, enqu
     assert row is not None
     assert (row.shop_no, row.source, row.receipts) == (SHOP, "backend", 1)
     assert enqueuer.sent == [row.id]
-    assert row.last_enqueued_at is not None
+
+
+def test_freshly_enqueued_token_waits_the_sweep_grace(client, db_url, enqueuer):
+    # given a callback acknowledged and enqueued (one transaction: last_enqueued_at is the sweep's mark)
+    post_json(client, {"ShopNo": SHOP, "PayToken": TOKEN})
+    row = token_row(db_url, TOKEN)
+    assert row is not None
+    assert enqueuer.sent == [row.id]
+    assert row.last_enqueued_at is None
+    # when the sweep looks for stragglers, then it leaves the token alone until the grace has passed
+    grace = timedelta(seconds=120)
+    with transaction(db_url) as s:
+        early = due_tokens(s, now=row.last_received_at + grace - timedelta(seconds=1), grace=grace, limit=10)
+        late = due_tokens(s, now=row.last_received_at + grace, grace=grace, limit=10)
+    assert early == []
+    assert late == [row.id]
 
 
 def test_duplicate_of_unresolved_token_is_acknowledged_and_enqueued_again(client, db_url, enqueuer):
