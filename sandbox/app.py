@@ -28,7 +28,7 @@ __all__ = ["SandboxServer", "make_server"]
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20
-DOCS = "docs/readme/sandbox.md"
+DOCS = "docs/sandbox.md"
 _API = re.compile(r"^(?:/[^/]+)*/QPay\.WebAPI/api/(Nonce|Order)/?$", re.IGNORECASE)
 _ORDER = re.compile(r"^/sandbox/orders/([^/]+)(?:/(pay|expire))?/?$")
 _PAGE = re.compile(r"^/sandbox/(card|atm)/([^/]+)/?$")

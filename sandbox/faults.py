@@ -1,6 +1,6 @@
 """Fault injection: what can go wrong between a shop and the bank, on demand and deterministically.
 
-The settings are one JSON object (documented in docs/readme/sandbox.md), set at start
+The settings are one JSON object (documented in docs/sandbox.md), set at start
 (`--faults` / SANDBOX_FAULTS) and changed at run time with `POST /sandbox/faults`.
 """
 

@@ -121,7 +121,7 @@ class Shop:
 
 
 class Bank:
-    """The sandbox's customer and operator endpoints (docs/readme/sandbox.md)."""
+    """The sandbox's customer and operator endpoints (docs/sandbox.md)."""
 
     def __init__(self, base_url: str) -> None:
         self.base = f"{base_url}/sandbox"

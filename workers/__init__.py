@@ -1,4 +1,4 @@
-"""The Celery app: `celery -A workers worker|beat|flower` (docs/readme/workers.md).
+"""The Celery app: `celery -A workers worker|beat|flower` (docs/pipeline.md).
 
 Importing this module only builds the app from settings; tasks and signal handlers are imported by
 the Celery processes through `include`, and nothing connects to the broker or the database here.

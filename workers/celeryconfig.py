@@ -20,7 +20,7 @@ _settings = get_settings()
 
 # -- broker -----------------------------------------------------------------------------------------
 # REDIS_URL may be redis://, rediss://, sentinel://host:26379;sentinel://host2:26379 or amqp://: Celery
-# picks the transport from the scheme (docs/readme/workers.md).
+# picks the transport from the scheme (README.md, Configuration: REDIS_URL).
 broker_url = _settings.redis_url
 
 # A message a worker took but did not acknowledge (acks_late, below) goes back to the queue only after

@@ -238,7 +238,7 @@ class Stack:
         return str(resp.json()["PayToken"])
 
     def set_faults(self, **faults: Any) -> dict[str, Any]:
-        """Merge fault settings into the sandbox's (docs/readme/sandbox.md lists them)."""
+        """Merge fault settings into the sandbox's (docs/sandbox.md lists them)."""
         resp = self.http.post(f"{self.sandbox_url}/sandbox/faults", json=faults, timeout=10)
         assert resp.status_code == 200, f"sandbox faults: {resp.status_code} {resp.text[:300]}"
         return dict(resp.json())
