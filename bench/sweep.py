@@ -226,6 +226,11 @@ def measure_size(size: int, report: SweepReport) -> None:
 
         bank = FakeBank(_pending(size), now)
         enqueued: list[int] = []
+
+        def enqueue(token_id: int) -> bool:  # the sweep's Enqueue: True = the broker took it
+            enqueued.append(token_id)
+            return True
+
         try:
             plan = [("due=1%", now, None), ("idle", now + timedelta(seconds=1), None),
                     (f"due={FIXED_DUE}", now + timedelta(seconds=2), FIXED_DUE)]
@@ -237,7 +242,7 @@ def measure_size(size: int, report: SweepReport) -> None:
                 shapes.clear()
                 bank.calls = 0
                 t0 = time.perf_counter()
-                counts = run_sweep(lambda: transaction(url), bank, settings, enqueued.append, now=at)
+                counts = run_sweep(lambda: transaction(url), bank, settings, enqueue, now=at)
                 seconds = time.perf_counter() - t0
                 report.passes.append(Pass(size, label, due, seconds, statements[0], bank.calls,
                                           counts.as_dict(), Counter(shapes)))

@@ -37,11 +37,14 @@ from core.sinopac.errors import BankProtocolError, BankTransportError, QPayError
 from core.sinopac.types import OrderQueryRow
 from core.states import Source
 
-__all__ = ["BANK_MAX_ROWS", "SweepCounts", "run_sweep"]
+__all__ = ["BANK_MAX_ROWS", "Enqueue", "SweepCounts", "run_sweep"]
 
 log = logging.getLogger(__name__)
 
 UnitOfWork = Callable[[], AbstractContextManager[Session]]
+# Sends one resolve task for a pay_tokens id: True when the broker took it, False when it did not (the
+# broker is down). The webhook's Enqueuer.send_resolve is one; a failure is reported, not raised.
+Enqueue = Callable[[int], bool]
 BANK_MAX_ROWS = 300  # OrderQuery returns at most this many orders (PROTOCOL.md §9.3)
 MIN_WINDOW = timedelta(minutes=1)  # the bank's time fields have minute precision
 FIRST_LOOKBACK = timedelta(days=1)
@@ -77,7 +80,7 @@ def run_sweep(
     unit_of_work: UnitOfWork,
     client: BankClient,
     settings: Settings,
-    enqueue: Callable[[int], object],
+    enqueue: Enqueue,
     *,
     now: datetime | None = None,
 ) -> SweepCounts:
@@ -108,19 +111,23 @@ def run_sweep(
 
 
 def _requeue(
-    uow: UnitOfWork, settings: Settings, enqueue: Callable[[int], object], now: datetime, counts: SweepCounts
+    uow: UnitOfWork, settings: Settings, enqueue: Enqueue, now: datetime, counts: SweepCounts
 ) -> None:
     with uow() as session:
         token_ids = due_tokens(session, now=now, grace=settings.sweep_grace, limit=settings.sweep_batch)
     sent: list[int] = []
     for token_id in token_ids:
         try:
-            enqueue(token_id)
-        except Exception as exc:
-            # The broker is down: the rows are durable, the next pass tries again.
+            accepted = enqueue(token_id) is True
+            reason = "broker unreachable"
+        except Exception as exc:  # against the contract, but it must not end the pass either
+            accepted, reason = False, type(exc).__name__
+        if not accepted:
+            # The broker is down: the rows are durable, the next pass tries again. The rest of this
+            # batch would fail the same way, so stop here.
             counts.errors += 1
-            counts.notes.append(f"enqueue failed: {type(exc).__name__}")
-            log.warning("sweep: could not enqueue token %s (%s)", token_id, type(exc).__name__)
+            counts.notes.append(f"enqueue failed: {reason}")
+            log.warning("sweep: could not enqueue token %s (%s)", token_id, reason)
             break
         sent.append(token_id)
     if sent:

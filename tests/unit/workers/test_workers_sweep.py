@@ -23,26 +23,54 @@ def test_unresolved_tokens_past_grace_are_enqueued_and_marked(uow, settings):
     add_token(uow, "b" * 64, received=NOW - timedelta(seconds=30))
     add_token(uow, "c" * 64, received=NOW - timedelta(minutes=10), state="resolved")
     sent: list[int] = []
+
+    def enqueue(token_id: int) -> bool:
+        sent.append(token_id)
+        return True
+
     # when
-    counts = run_sweep(uow, FakeBank(), settings, sent.append, now=NOW)
+    counts = run_sweep(uow, FakeBank(), settings, enqueue, now=NOW)
     # then only the stale one is sent, and marked so the next pass waits another grace period
     assert sent == [stale]
     assert counts.requeued == 1
     with uow() as s:
         assert s.get(PayToken, stale).last_enqueued_at == NOW
-    assert run_sweep(uow, FakeBank(), settings, sent.append, now=NOW + timedelta(seconds=60)).requeued == 0
+    assert run_sweep(uow, FakeBank(), settings, enqueue, now=NOW + timedelta(seconds=60)).requeued == 0
 
 
-def test_a_broker_failure_counts_an_error_and_marks_nothing(uow, settings):
+def test_a_broker_that_refuses_counts_one_error_marks_nothing_and_stops_the_batch(uow, settings):
+    # given two stale tokens and a broker that is down: enqueue answers False (the Enqueue contract)
+    first = add_token(uow, "d" * 64, received=NOW - timedelta(minutes=10))
+    second = add_token(uow, "e" * 64, received=NOW - timedelta(minutes=10))
+    tried: list[int] = []
+
+    def down(token_id: int) -> bool:
+        tried.append(token_id)
+        return False
+
+    # when
+    counts = run_sweep(uow, FakeBank(), settings, down, now=NOW)
+    # then one error, no token marked (both stay due for the next pass), the rest of the batch not tried
+    assert (counts.requeued, counts.errors) == (0, 1)
+    assert "enqueue failed: broker unreachable" in counts.notes
+    assert len(tried) == 1
+    with uow() as s:
+        assert s.get(PayToken, first).last_enqueued_at is None
+        assert s.get(PayToken, second).last_enqueued_at is None
+
+
+def test_an_enqueue_that_raises_against_the_contract_still_does_not_end_the_pass(uow, settings):
     token = add_token(uow, "d" * 64, received=NOW - timedelta(minutes=10))
 
-    def broken(_: int) -> None:
+    def broken(_: int) -> bool:
         raise ConnectionError("broker down")
 
     counts = run_sweep(uow, FakeBank(), settings, broken, now=NOW)
     assert (counts.requeued, counts.errors) == (0, 1)
+    assert "enqueue failed: ConnectionError" in counts.notes
     with uow() as s:
         assert s.get(PayToken, token).last_enqueued_at is None
+    assert _runs(uow)[-1].errors == 1  # the pass went on and was recorded
 
 
 def test_bulk_settles_pending_orders_the_bank_reports_paid(uow, settings):
@@ -51,7 +79,7 @@ def test_bulk_settles_pending_orders_the_bank_reports_paid(uow, settings):
     add_order(uow, "P2")
     bank = FakeBank(rows=[row("P1")])
     # when
-    counts = run_sweep(uow, bank, settings, lambda _: None, now=NOW)
+    counts = run_sweep(uow, bank, settings, lambda _: True, now=NOW)
     # then
     assert status_of(uow, "P1") == "paid"
     assert status_of(uow, "P2") == "pending"
@@ -63,9 +91,9 @@ def test_bulk_settles_pending_orders_the_bank_reports_paid(uow, settings):
 
 def test_first_window_looks_back_one_day_then_follows_the_last_end_minus_overlap(uow, settings):
     bank = FakeBank()
-    run_sweep(uow, bank, settings, lambda _: None, now=NOW)
+    run_sweep(uow, bank, settings, lambda _: True, now=NOW)
     later = NOW + timedelta(minutes=5)
-    run_sweep(uow, bank, settings, lambda _: None, now=later)
+    run_sweep(uow, bank, settings, lambda _: True, now=later)
     first, second = bank.calls
     assert (first["pay_from"], first["pay_to"], first["pay_flag"]) == (NOW - timedelta(days=1), NOW, "Y")
     assert (second["pay_from"], second["pay_to"]) == (NOW - timedelta(seconds=600), later)
@@ -79,7 +107,7 @@ def test_a_full_page_splits_the_window_until_every_order_is_read(uow, settings, 
     rows = [row(f"S{i}", pay_date=NOW - timedelta(hours=3 * i + 1)) for i in range(7)]
     bank = FakeBank(rows=rows, max_rows=3)
     monkeypatch.setattr(sweep_module, "BANK_MAX_ROWS", 3)
-    counts = run_sweep(uow, bank, settings, lambda _: None, now=NOW)
+    counts = run_sweep(uow, bank, settings, lambda _: True, now=NOW)
     # then all seven are settled, and the window was split (more than one query)
     assert counts.settled == 7
     assert counts.found == 7
@@ -93,7 +121,7 @@ def test_a_full_one_minute_window_is_noted_not_split_forever(uow, settings, monk
     minute = NOW - timedelta(minutes=20)
     bank = FakeBank(rows=[row(f"M{i}", pay_date=minute) for i in range(4)], max_rows=3)
     monkeypatch.setattr(sweep_module, "BANK_MAX_ROWS", 3)
-    counts = run_sweep(uow, bank, settings, lambda _: None, now=NOW)
+    counts = run_sweep(uow, bank, settings, lambda _: True, now=NOW)
     assert counts.settled == 3
     assert len(bank.calls) < 40
     assert "one-minute window" in (_runs(uow)[0].detail or "")
@@ -104,7 +132,7 @@ def test_targeted_check_expires_an_unpaid_atm_order_past_its_expiry(uow, setting
     add_order(uow, "E1", next_check_at=NOW - timedelta(minutes=1), expires_at=NOW - timedelta(hours=1))
     bank = FakeBank(rows=[row("E1", pay_status="1A200", pay_date=None, expire_date="")])
     # when
-    counts = run_sweep(uow, bank, settings, lambda _: None, now=NOW)
+    counts = run_sweep(uow, bank, settings, lambda _: True, now=NOW)
     # then
     assert status_of(uow, "E1") == "expired"
     assert counts.expired == 1
@@ -113,11 +141,11 @@ def test_targeted_check_expires_an_unpaid_atm_order_past_its_expiry(uow, setting
 def test_targeted_check_leaves_an_unpaid_order_pending_with_a_later_check(uow, settings):
     add_order(uow, "U1", next_check_at=NOW - timedelta(minutes=1))
     bank = FakeBank(rows=[row("U1", pay_status="1A200", pay_date=None)])
-    counts = run_sweep(uow, bank, settings, lambda _: None, now=NOW)
+    counts = run_sweep(uow, bank, settings, lambda _: True, now=NOW)
     assert status_of(uow, "U1") == "pending"
     assert counts.still_pending == 1
     # and it is not claimed again by an immediate second pass
-    again = run_sweep(uow, bank, settings, lambda _: None, now=NOW + timedelta(seconds=1))
+    again = run_sweep(uow, bank, settings, lambda _: True, now=NOW + timedelta(seconds=1))
     assert again.still_pending == 0
 
 
@@ -127,7 +155,7 @@ def test_a_bank_outage_counts_errors_keeps_the_window_open_and_never_raises(uow,
         add_order(uow, f"D{i}", next_check_at=NOW - timedelta(minutes=1))
     bank = FakeBank(down=True)
     # when
-    counts = run_sweep(uow, bank, settings, lambda _: None, now=NOW)
+    counts = run_sweep(uow, bank, settings, lambda _: True, now=NOW)
     # then the pass finished, counted errors, and stopped hammering the bank after a few failures
     assert counts.errors >= 2
     assert len(bank.calls) <= 1 + 3
@@ -137,14 +165,14 @@ def test_a_bank_outage_counts_errors_keeps_the_window_open_and_never_raises(uow,
     # and when the bank is back, the next bulk window starts where the last complete one did (a day back)
     bank.down = False
     bank.calls.clear()
-    run_sweep(uow, bank, settings, lambda _: None, now=NOW + timedelta(minutes=5))
+    run_sweep(uow, bank, settings, lambda _: True, now=NOW + timedelta(minutes=5))
     assert bank.calls[0]["pay_from"] == NOW + timedelta(minutes=5) - timedelta(days=1)
 
 
 def test_the_counts_are_recorded_as_a_sweep_run(uow, settings):
     add_order(uow, "R1")
     add_token(uow, "e" * 64, received=NOW - timedelta(minutes=10))
-    counts = run_sweep(uow, FakeBank(rows=[row("R1")]), settings, lambda _: None, now=NOW)
+    counts = run_sweep(uow, FakeBank(rows=[row("R1")]), settings, lambda _: True, now=NOW)
     run = _runs(uow)[0]
     assert (run.requeued, run.found, run.settled, run.expired, run.still_pending, run.errors) == (
         1, 1, 1, 0, 0, 0)
