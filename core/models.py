@@ -110,7 +110,7 @@ class PayToken(Base):
     receipts: Mapped[int] = mapped_column(Integer, default=1)
     first_received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    state: Mapped[str] = mapped_column(String(16), default="received")  # received | resolved | rejected
+    state: Mapped[str] = mapped_column(String(16), default="received")  # core.states.TokenState
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     last_enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -125,6 +125,14 @@ class PayToken(Base):
             "last_received_at",
             postgresql_where=text("state = 'received'"),
             sqlite_where=text("state = 'received'"),
+        ),
+        # Tokens whose bank reply failed verification, for the operator (`orders stuck`): partial, so
+        # listing them costs what is parked, not the size of the callback log.
+        Index(
+            "ix_pay_tokens_untrusted",
+            "first_received_at",
+            postgresql_where=text("state = 'untrusted'"),
+            sqlite_where=text("state = 'untrusted'"),
         ),
     )
 

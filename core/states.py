@@ -23,6 +23,19 @@ class Source(StrEnum):
     API = "api"  # the shop's orders API
 
 
+class TokenState(StrEnum):
+    """Where a stored PayToken stands (pay_tokens.state)."""
+
+    RECEIVED = "received"  # waiting for resolution: the task resolves it, the sweep re-enqueues it
+    RESOLVED = "resolved"  # the bank's verified reply was applied to its order
+    REJECTED = "rejected"  # the bank refused the token, or it names no order of ours
+    # The bank's OrderPayQuery reply failed verification (bad Sign, undecryptable, malformed). Not
+    # retried automatically (a blind retry asks the same question of the same broken channel): the
+    # sweep's OrderQuery still settles the order, and an operator replays the token deliberately
+    # (`flask --app webhook tokens replay`), which moves it back to received.
+    UNTRUSTED = "untrusted"
+
+
 FINAL: frozenset[OrderStatus] = frozenset({OrderStatus.PAID, OrderStatus.FAILED, OrderStatus.EXPIRED})
 
 # from -> allowed targets. needs_review leaves only by an operator's decision.

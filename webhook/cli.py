@@ -1,9 +1,12 @@
 """The on-call engineer's commands, under `flask --app webhook` (DESIGN.md §6).
 
     orders show <order_no>             status, bank calls, events and tokens as one timeline
-    orders stuck [--older-than 30m]    pending work older than that, tokens not yet resolved, reviews
+    orders stuck [--older-than 30m]    pending work older than that, tokens not yet resolved, untrusted
+                                       tokens (any age), reviews
     orders requery <order_no>          OrderQuery by OrderNo now and settle from the bank's answer
-    tokens replay <pay_token> [--now]  record the token as the operator's, then enqueue or resolve inline
+    tokens replay <pay_token> [--now]  record the token as the operator's, then enqueue or resolve inline;
+                                       an untrusted token is sent again (the deliberate retry)
+    tokens replay --untrusted [--now]  send every untrusted token again (once the bad replies' cause is fixed)
     sweep run                          one reconciliation pass in the foreground
     db upgrade                         alembic upgrade head (SQLite and PostgreSQL)
 
@@ -25,7 +28,7 @@ from typing import Any, NoReturn
 import click
 from flask import Flask
 from flask.cli import AppGroup
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core import db
@@ -34,7 +37,7 @@ from core.settings import Settings
 from core.sinopac.client import BankClient, short_token
 from core.sinopac.errors import QPayError
 from core.sinopac.types import BankCallRecord
-from core.states import Source
+from core.states import Source, TokenState
 from webhook.deps import deps
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -164,6 +167,16 @@ def orders_show(order_no: str) -> None:
         click.echo("timeline (UTC):")
         for line in timeline(session, order):
             click.echo(f"  {_when(line.at)}  {line.kind:<5}  {line.text}")
+        if order.status in ("pending", "needs_review"):
+            untrusted = _untrusted_count(session)
+            if untrusted:
+                click.echo(f"note: {untrusted} untrusted pay token(s) (bank reply failed verification) "
+                           "belong to no known order; one may be this order's: see `orders stuck`")
+
+
+def _untrusted_count(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(PayToken)
+                              .where(PayToken.state == TokenState.UNTRUSTED.value)) or 0)
 
 
 @orders_cli.command("stuck")
@@ -181,6 +194,9 @@ def orders_stuck(older_than: str) -> None:
         tokens = list(session.scalars(
             select(PayToken).where(PayToken.state == "received", PayToken.first_received_at <= cutoff)
             .order_by(PayToken.first_received_at)))
+        untrusted = list(session.scalars(
+            select(PayToken).where(PayToken.state == TokenState.UNTRUSTED.value)
+            .order_by(PayToken.first_received_at)))
         click.echo(f"pending orders older than {older_than}: {len(pending)}")
         for o in pending:
             click.echo(f"  {o.order_no:<24} {o.pay_type} {_money(o.amount):>12}  "
@@ -191,6 +207,14 @@ def orders_stuck(older_than: str) -> None:
             error = f"  {t.last_error}" if t.last_error else ""
             click.echo(f"  {short_token(t.pay_token):<12} order {t.order_no or '?':<24} "
                        f"attempts {t.attempts}  since {_when(t.first_received_at)}{error}")
+        click.echo(f"untrusted pay tokens (bank reply failed verification; not retried until replayed): "
+                   f"{len(untrusted)}")
+        for t in untrusted:
+            click.echo(f"  {short_token(t.pay_token):<12} attempts {t.attempts}  "
+                       f"since {_when(t.first_received_at)}  {t.last_error or ''}")
+        if untrusted:
+            click.echo("  once the cause is fixed: flask --app webhook tokens replay --untrusted "
+                       "(or tokens replay <pay_token>)")
         click.echo(f"orders needing review: {len(review)}")
         for o in review:
             click.echo(f"  {o.order_no:<24} {o.status_reason or ''}")
@@ -246,38 +270,80 @@ tokens_cli = AppGroup("tokens", help="Replay PayTokens.")
 
 
 @tokens_cli.command("replay")
-@click.argument("pay_token")
+@click.argument("pay_token", required=False)
 @click.option("--now", "inline", is_flag=True, help="resolve here and now instead of enqueueing")
-def tokens_replay(pay_token: str, inline: bool) -> None:
-    """Record PAY_TOKEN (source operator) and enqueue its resolution, or resolve it inline with --now."""
-    from core.services.callbacks import CallbackError, mark_enqueued, record_callback
+@click.option("--untrusted", "all_untrusted", is_flag=True,
+              help="send every untrusted token again (instead of one PAY_TOKEN)")
+def tokens_replay(pay_token: str | None, inline: bool, all_untrusted: bool) -> None:
+    """Record PAY_TOKEN (source operator) and enqueue its resolution, or resolve it inline with --now.
+
+    An untrusted token (its bank reply failed verification) is never retried automatically; replaying
+    it is the deliberate retry: it goes back to received and is sent again.
+    """
+    if all_untrusted == (pay_token is not None):
+        raise click.UsageError("give either a PAY_TOKEN or --untrusted")
+    if pay_token is None:  # --untrusted
+        _replay_untrusted(inline)
+        return
+    from core.services.callbacks import CallbackError, record_callback
+    from core.services.resolution import reopen_untrusted
 
     settings = _settings()
     try:
         with _tx() as session:
             rec = record_callback(session, shop_no=settings.shop_no, pay_token=pay_token,
                                   source=Source.OPERATOR)
+            reopened = rec.state == TokenState.UNTRUSTED and reopen_untrusted(session, rec.token_id)
+            tok = session.get(PayToken, rec.token_id)
+            state, order_no, error = (tok.state, tok.order_no, tok.last_error) if tok else ("?", None, None)
     except CallbackError as exc:
         raise click.BadParameter(str(exc), param_hint="PAY_TOKEN") from None
     label = short_token(pay_token)
-    if not rec.needs_enqueue:
-        with _tx() as session:
-            tok = session.get(PayToken, rec.token_id)
-            state, order_no = (tok.state, tok.order_no) if tok else ("?", None)
+    if not rec.needs_enqueue and not reopened:
         click.echo(f"token {label} is already {state} (order {order_no or '-'}); nothing to do")
         return
-    if inline:
-        _resolve_inline(rec.token_id, label)
-        return
-    if not _enqueuer()(rec.token_id):
-        _fail(f"token {label} recorded, but the broker is unreachable; the sweep will enqueue it again "
-              "(or run again with --now)")
+    if reopened:
+        click.echo(f"token {label} was untrusted ({error or 'no error recorded'}); sending it again")
+    if not _send(rec.token_id, label, inline, created=rec.created):
+        raise click.exceptions.Exit(1)
+
+
+def _replay_untrusted(inline: bool) -> None:
+    from core.services.resolution import reopen_untrusted
+
     with _tx() as session:
-        mark_enqueued(session, rec.token_id)
-    click.echo(f"token {label} {'recorded and ' if rec.created else ''}enqueued (id {rec.token_id})")
+        rows = session.execute(
+            select(PayToken.id, PayToken.pay_token).where(PayToken.state == TokenState.UNTRUSTED.value)
+            .order_by(PayToken.first_received_at)).all()
+        reopened = [(token_id, short_token(token)) for token_id, token in rows
+                    if reopen_untrusted(session, token_id)]
+    if not reopened:
+        click.echo("no untrusted pay tokens; nothing to do")
+        return
+    failed = sum(not _send(token_id, label, inline, created=False) for token_id, label in reopened)
+    click.echo(f"untrusted tokens sent again: {len(reopened) - failed} of {len(reopened)}")
+    if failed:
+        _fail(f"{failed} token(s) not resolved or not enqueued; they are received again, so the sweep "
+              "re-enqueues them")
 
 
-def _resolve_inline(token_id: int, label: str) -> None:
+def _send(token_id: int, label: str, inline: bool, *, created: bool) -> bool:
+    """Resolve inline or enqueue one received token; prints the result, True if it worked."""
+    from core.services.callbacks import mark_enqueued
+
+    if inline:
+        return _resolve_inline(token_id, label)
+    if not _enqueuer()(token_id):
+        click.secho(f"token {label} recorded, but the broker is unreachable; the sweep will enqueue it again "
+                    "(or run again with --now)", fg="red", err=True)
+        return False
+    with _tx() as session:
+        mark_enqueued(session, token_id)
+    click.echo(f"token {label} {'recorded and ' if created else ''}enqueued (id {token_id})")
+    return True
+
+
+def _resolve_inline(token_id: int, label: str) -> bool:
     from core.services.resolution import resolve_token
 
     settings = _settings()
@@ -292,9 +358,13 @@ def _resolve_inline(token_id: int, label: str) -> None:
     kind = str(getattr(outcome, "kind", outcome))
     error = getattr(outcome, "error", None)
     message = f"token {label}: {kind}" + (f" ({error})" if error else "")
+    if kind == "protocol_error":
+        message += "; the token is untrusted again"
     if kind in {"rejected", "transient", "protocol_error"}:
-        _fail(message)
+        click.secho(message, fg="red", err=True)
+        return False
     click.echo(message)
+    return True
 
 
 # -- sweep ----------------------------------------------------------------------------------------
@@ -313,15 +383,10 @@ def sweep_run() -> None:
         with _tx() as session:
             recorder(session)(call)
 
-    send = _enqueuer()
-
-    def enqueue(token_id: int) -> None:
-        if not send(token_id):
-            raise ConnectionError("the broker is unreachable")
-
     client = _bank(record_alone)
     try:
-        counts = run_sweep(deps().unit_of_work, client, _settings(), enqueue)
+        # send_resolve is the sweep's Enqueue as it stands: False when the broker is down.
+        counts = run_sweep(deps().unit_of_work, client, _settings(), _enqueuer())
     finally:
         _close(client)
     click.echo("sweep: " + ", ".join(f"{k}={v}" for k, v in counts.as_dict().items()))

@@ -64,9 +64,12 @@ def resolve_pay_token(self: Task, token_id: Any) -> str:
         log.info("token %s: transient failure (%s); retry in %.2fs", token_id, error, countdown, extra=extra)
         raise self.retry(countdown=countdown, max_retries=settings.retry_max)
     if kind == "protocol_error":
-        # The bank's reply could not be trusted (bad Sign, undecryptable, malformed): never retried
-        # blindly, someone must look.
-        log.error("ALERT token %s: protocol error from the bank: %s", token_id, error, extra=extra)
+        # The bank's reply could not be trusted (bad Sign, undecryptable, malformed): the token is parked
+        # as untrusted, never retried blindly; someone must look. The one ALERT line for this case.
+        label = outcome.token_label  # kind came from the outcome
+        log.error("ALERT token %s (%s): untrusted bank reply: %s; token parked as untrusted, its order is "
+                  "settled by the sweep's OrderQuery; replay it with `flask --app webhook tokens replay`",
+                  token_id, label or "?", error, extra={**extra, "pay_token": label})
     elif kind == "review":
         log.error("ALERT token %s: order needs review: %s", token_id, error, extra=extra)
     elif kind == "rejected":
@@ -76,8 +79,16 @@ def resolve_pay_token(self: Task, token_id: Any) -> str:
     return kind
 
 
-def _enqueue_resolve(token_id: int) -> None:
-    resolve_pay_token.apply_async(args=[token_id], queue=CALLBACK_QUEUE)
+def _enqueue_resolve(token_id: int) -> bool:
+    """The sweep's Enqueue: True once the broker took the task, False when it cannot be reached (after
+    celeryconfig's short publish retries); the sweep counts that and tries again next pass."""
+    try:
+        resolve_pay_token.apply_async(args=[token_id], queue=CALLBACK_QUEUE)
+    except Exception as exc:  # any broker failure (kombu OperationalError, redis ConnectionError, ...)
+        log.warning("enqueue of token %s failed (%s)", token_id, type(exc).__name__,
+                    extra={"token_id": token_id, "error": type(exc).__name__})
+        return False
+    return True
 
 
 @app.task(

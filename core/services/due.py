@@ -33,7 +33,9 @@ def due_tokens(session: Session, *, now: datetime, grace: timedelta | float, lim
     """Ids of tokens still unresolved `grace` after they were last received and last enqueued.
 
     These are the outbox's stragglers: the broker was down, the worker died, or retries ran out.
-    Re-enqueueing is safe because resolution is idempotent.
+    Re-enqueueing is safe because resolution is idempotent. Untrusted tokens (their bank reply failed
+    verification) are not due: a blind retry would ask the same broken channel again; an operator
+    replays them, and the targeted OrderQuery settles their orders meanwhile.
     """
     cutoff = now - _as_delta(grace)
     stmt = (

@@ -3,6 +3,10 @@
 No row lock is taken before the bank call: read the token, call the bank, then make conditional
 UPDATEs (`... WHERE state = 'received'`, the order's `... WHERE status = <current>`). Any number of
 concurrent resolvers of one token therefore end with one transition and one event.
+
+A reply that fails verification parks the token as `untrusted`: the sweep does not re-enqueue it
+(no blind retry), the sweep's OrderQuery still settles its order, and `reopen_untrusted` (the ops
+CLI's replay) is the deliberate way back to `received`.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from core.models import PayToken
 from core.services.settlement import settle_from_pay_result
 from core.settings import Settings
 from core.sinopac.errors import BankProtocolError, BankRejection, BankTransportError
-from core.states import Source
+from core.states import Source, TokenState
 
 if TYPE_CHECKING:
     from core.sinopac.client import BankClient
@@ -35,6 +39,7 @@ class ResolveOutcome:
     kind: ResolveKind
     error: str | None = None
     order_no: str | None = None
+    token_label: str | None = None  # the PayToken shortened for logs (set for protocol_error)
 
 
 def _short(token: str) -> str:
@@ -45,7 +50,7 @@ def _update_token(session: Session, token_id: int, **values: object) -> bool:
     """A conditional update: only a token still in state received changes (first resolver wins)."""
     result = session.execute(
         update(PayToken)
-        .where(PayToken.id == token_id, PayToken.state == "received")
+        .where(PayToken.id == token_id, PayToken.state == TokenState.RECEIVED.value)
         .values(**values)
         .execution_options(synchronize_session=False)
     )
@@ -59,8 +64,9 @@ def resolve_token(
 
     transient (timeouts, 5xx, 429): attempts and last_error recorded, the caller retries later.
     rejected: the bank refused the token (BankRejection) or it names no order of ours.
-    protocol_error: the reply cannot be trusted (bad Sign, undecryptable, malformed): the token stays
-    received with last_error set and an ALERT is logged; it is not retried blindly.
+    protocol_error: the reply cannot be trusted (bad Sign, undecryptable, malformed): the token becomes
+    untrusted with last_error set, so nothing retries it blindly. The caller raises the alert (the
+    task's log line carries the task id and retries; the CLI prints it), so it is logged once.
     """
     at = now if now is not None else datetime.now(UTC)
     row = session.execute(
@@ -71,7 +77,7 @@ def resolve_token(
     if row is None:
         log.warning("resolve: no pay token with id %s", token_id, extra={"token_id": token_id})
         return ResolveOutcome("noop", error="no such token")
-    if row.state != "received":
+    if row.state != TokenState.RECEIVED:
         return ResolveOutcome("noop", order_no=row.order_no)
     token = row.pay_token
     extra = {"pay_token": _short(token), "token_id": token_id}
@@ -86,15 +92,16 @@ def resolve_token(
     except BankRejection as exc:
         error = f"rejected by the bank: {exc.code or '?'} {exc.description}".strip()[:_MAX_ERROR]
         _update_token(
-            session, token_id, attempts=attempts, last_error=error, state="rejected", resolved_at=at
+            session, token_id, attempts=attempts, last_error=error, state=TokenState.REJECTED.value,
+            resolved_at=at,
         )
         log.warning("resolve %s: %s", _short(token), error, extra=extra)
         return ResolveOutcome("rejected", error=error)
     except BankProtocolError as exc:
         error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR]
-        _update_token(session, token_id, attempts=attempts, last_error=error)
-        log.error("ALERT resolve %s: untrusted bank reply: %s", _short(token), error, extra=extra)
-        return ResolveOutcome("protocol_error", error=error)
+        untrusted = TokenState.UNTRUSTED.value
+        _update_token(session, token_id, attempts=attempts, last_error=error, state=untrusted)
+        return ResolveOutcome("protocol_error", error=error, token_label=_short(token))
 
     source = Source(row.source) if row.source in Source._value2member_map_ else Source.BACKEND
     outcome = settle_from_pay_result(session, settings, result, source=source, pay_token=token, now=at)
@@ -103,7 +110,7 @@ def resolve_token(
             session,
             token_id,
             attempts=attempts,
-            state="rejected",
+            state=TokenState.REJECTED.value,
             last_error=(outcome.reason or "unknown order")[:_MAX_ERROR],
             order_no=None,
             resolved_at=at,
@@ -113,7 +120,7 @@ def resolve_token(
         session,
         token_id,
         attempts=attempts,
-        state="resolved",
+        state=TokenState.RESOLVED.value,
         order_no=outcome.order_no,
         last_error=outcome.reason if outcome.kind in ("review", "conflict") else None,
         resolved_at=at,
@@ -123,3 +130,18 @@ def resolve_token(
     if outcome.kind == "review" and outcome.changed:
         return ResolveOutcome("review", error=outcome.reason, order_no=outcome.order_no)
     return ResolveOutcome("noop", error=outcome.reason, order_no=outcome.order_no)
+
+
+def reopen_untrusted(session: Session, token_id: int) -> bool:
+    """An operator's deliberate retry: an untrusted token goes back to received (True if it was one).
+
+    Conditional like every token change, so two operators replaying at once reopen it once. The
+    last_error stays as the record of why it was parked until the next attempt replaces it.
+    """
+    result = session.execute(
+        update(PayToken)
+        .where(PayToken.id == token_id, PayToken.state == TokenState.UNTRUSTED.value)
+        .values(state=TokenState.RECEIVED.value)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -60,10 +60,13 @@ def test_the_migrated_schema_equals_the_models(empty_pg: str) -> None:
             diff = compare_metadata(ctx, Base.metadata)
             partial = conn.execute(text(
                 "SELECT indexname, indexdef FROM pg_indexes WHERE indexname IN "
-                "('ix_orders_due_check', 'ix_pay_tokens_unresolved') ORDER BY indexname"
+                "('ix_orders_due_check', 'ix_pay_tokens_unresolved', 'ix_pay_tokens_untrusted') "
+                "ORDER BY indexname"
             )).all()
     finally:
         engine.dispose()
     assert diff == []
-    assert [name for name, _ in partial] == ["ix_orders_due_check", "ix_pay_tokens_unresolved"]
+    assert [name for name, _ in partial] == [
+        "ix_orders_due_check", "ix_pay_tokens_unresolved", "ix_pay_tokens_untrusted"
+    ]
     assert all(" WHERE " in definition for _, definition in partial)

@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from core.db import transaction
 from core.models import BankCall, Order, OrderEvent, PayToken
 from core.settings import Settings
-from core.sinopac.errors import BankTimeout
+from core.sinopac.errors import BankTimeout, SignatureMismatch
 from tests.integration.ops.conftest import FakeEnqueuer
 from tests.support.fakes import FakeBankClient, pay_result, query_result, query_row
 
@@ -261,6 +261,98 @@ def test_replay_now_when_the_bank_times_out_exits_1_and_counts_the_attempt(
     assert token.attempts == 1
 
 
+def _park_untrusted(cli: FlaskCliRunner, bank: FakeBankClient, token: str = TOKEN, *then: object) -> None:
+    """A token resolved against a reply whose Sign does not verify: parked as untrusted.
+
+    `then`: the bank's replies to the token's later OrderPayQuery calls.
+    """
+    bad = SignatureMismatch("OrderPayQuery: Sign does not verify", service="OrderPayQuery")
+    bank.script_pay(token, bad, *then)  # type: ignore[arg-type]
+    result = cli.invoke(args=["tokens", "replay", token, "--now"])
+    assert result.exit_code == 1, result.output
+    assert "protocol_error" in result.output
+
+
+def test_an_untrusted_token_is_listed_by_stuck_at_any_age_and_noted_by_show(
+    cli: FlaskCliRunner, bank: FakeBankClient, settings: Settings, new_order: Callable[..., Order]
+) -> None:
+    # given a pending order and a fresh token whose bank reply failed verification
+    new_order("UT0001")
+    _park_untrusted(cli, bank)
+    token = _token(settings, TOKEN)
+    assert token is not None
+    assert token.state == "untrusted"
+
+    # when the operator looks for stuck work (with an age the token has not reached) and at the order
+    stuck = cli.invoke(args=["orders", "stuck", "--older-than", "1h"])
+    show = cli.invoke(args=["orders", "show", "UT0001"])
+
+    # then the token is listed as untrusted with its error, not as unresolved, and the order notes it
+    assert stuck.exit_code == 0, stuck.output
+    assert "unresolved pay tokens older than 1h: 0" in stuck.output
+    assert "untrusted pay tokens (bank reply failed verification; not retried until replayed): 1" \
+        in stuck.output
+    assert "7c1e0b5a…" in stuck.output
+    assert "SignatureMismatch" in stuck.output
+    assert "tokens replay --untrusted" in stuck.output
+    assert TOKEN not in stuck.output
+    assert show.exit_code == 0, show.output
+    assert "note: 1 untrusted pay token(s)" in show.output
+
+
+def test_replay_sends_an_untrusted_token_again_and_its_payment_settles_once(
+    cli: FlaskCliRunner, bank: FakeBankClient, broker: FakeEnqueuer, settings: Settings,
+    new_order: Callable[..., Order],
+) -> None:
+    # given an untrusted token for a paid order, and a bank whose replies verify again
+    order = new_order("UT0002", 420)
+    _park_untrusted(cli, bank, TOKEN, pay_result(order_no="UT0002", amount=order.amount,
+                                                 ts_no=order.ts_no or "", pay_token=TOKEN))
+
+    # when the operator replays it deliberately, then replays it once more
+    first = cli.invoke(args=["tokens", "replay", TOKEN, "--now"])
+    second = cli.invoke(args=["tokens", "replay", TOKEN, "--now"])
+
+    # then the first is sent again and settles the order; the second has nothing to do
+    assert first.exit_code == 0, first.output
+    assert "was untrusted (SignatureMismatch" in first.output
+    assert "settled" in first.output
+    assert _moves(settings, "UT0002") == [("pending", "paid", "operator")]
+    assert "already resolved (order UT0002); nothing to do" in second.output
+    assert len(bank.pay_queries) == 2
+    assert broker.sent == []
+
+
+def test_replay_untrusted_enqueues_every_untrusted_token_and_only_those(
+    cli: FlaskCliRunner, bank: FakeBankClient, broker: FakeEnqueuer, settings: Settings
+) -> None:
+    # given two untrusted tokens and one still waiting in received
+    other, waiting = "b" * 40, "c" * 40
+    _park_untrusted(cli, bank, TOKEN)
+    _park_untrusted(cli, bank, other)
+    broker.up = False
+    cli.invoke(args=["tokens", "replay", waiting])
+    broker.up = True
+
+    # when the operator replays the untrusted ones
+    result = cli.invoke(args=["tokens", "replay", "--untrusted"])
+
+    # then both are received again and enqueued; the waiting one is left to the sweep
+    assert result.exit_code == 0, result.output
+    assert "untrusted tokens sent again: 2 of 2" in result.output
+    parked = [_token(settings, t) for t in (TOKEN, other)]
+    assert [t.state for t in parked if t] == ["received", "received"]
+    assert broker.sent == [t.id for t in parked if t]
+    assert "no untrusted pay tokens" in cli.invoke(args=["tokens", "replay", "--untrusted"]).output
+
+
+@pytest.mark.parametrize("args", [["tokens", "replay"], ["tokens", "replay", TOKEN, "--untrusted"]])
+def test_replay_needs_a_token_or_untrusted_but_not_both(cli: FlaskCliRunner, args: list[str]) -> None:
+    result = cli.invoke(args=args)
+    assert result.exit_code == 2
+    assert "PAY_TOKEN or --untrusted" in result.output
+
+
 @pytest.mark.parametrize("bad", ["has space", "x" * 129, "semi;colon"])
 def test_replay_rejects_a_malformed_token_as_usage_error(cli: FlaskCliRunner, bad: str) -> None:
     result = cli.invoke(args=["tokens", "replay", bad])
@@ -284,6 +376,28 @@ def test_sweep_run_settles_what_the_bank_reports_paid_and_prints_counts(
     assert "settled=1" in result.output
     assert "errors=0" in result.output
     assert _moves(settings, "SW0001") == [("pending", "paid", "sweep")]
+
+
+def test_an_untrusted_token_is_not_requeued_but_its_order_is_settled_by_the_sweep(
+    cli: FlaskCliRunner, bank: FakeBankClient, broker: FakeEnqueuer, settings: Settings,
+    new_order: Callable[..., Order],
+) -> None:
+    # given a paid order whose token's OrderPayQuery reply failed verification (SWEEP_GRACE is 0 here)
+    order = new_order("UT0003", 530)
+    _park_untrusted(cli, bank)
+    bank.script_query(None, query_result(_paid_row(order)))
+
+    # when the sweep runs
+    result = cli.invoke(args=["sweep", "run"])
+
+    # then the token is not sent again, yet the payment is not lost: OrderQuery settles the order
+    assert result.exit_code == 0, result.output
+    assert "requeued=0" in result.output
+    assert broker.sent == []
+    assert _moves(settings, "UT0003") == [("pending", "paid", "sweep")]
+    token = _token(settings, TOKEN)
+    assert token is not None
+    assert token.state == "untrusted"
 
 
 def test_sweep_run_with_the_bank_down_reports_errors_and_exits_1(

@@ -12,7 +12,11 @@ from sqlalchemy.orm import Session
 from core.models import Order, PayToken
 from core.services.callbacks import mark_enqueued, record_callback
 from core.services.due import claim_due_orders, due_tokens, next_check_at
+from core.services.resolution import reopen_untrusted, resolve_token
 from core.services.settlement import transition
+from core.settings import Settings
+from core.sinopac.errors import SignatureMismatch
+from tests.support.fakes import FakeBankClient
 
 from .conftest import NOW
 
@@ -35,6 +39,22 @@ def test_unresolved_tokens_past_the_grace_period_are_due_oldest_first(session: S
 
     assert due == [older, old]
     assert fresh not in due
+
+
+def test_an_untrusted_token_is_never_due_until_an_operator_reopens_it(
+    session: Session, bank: FakeBankClient, settings: Settings
+) -> None:
+    # given a token whose bank reply failed verification, long ago
+    token_id = _token(session, "a" * 64, minutes_ago=600)
+    bank.script_pay("a" * 64, SignatureMismatch("OrderPayQuery: Sign does not verify"))
+    resolve_token(session, bank, settings, token_id, now=NOW - timedelta(minutes=599))
+
+    # when the sweep looks for due tokens, however late, then it is not among them
+    assert due_tokens(session, now=NOW + timedelta(days=30), grace=GRACE, limit=10) == []
+
+    # and once an operator reopens it, it is due again
+    assert reopen_untrusted(session, token_id) is True
+    assert due_tokens(session, now=NOW, grace=GRACE, limit=10) == [token_id]
 
 
 def test_a_recently_enqueued_token_waits_for_its_grace_period(session: Session) -> None:

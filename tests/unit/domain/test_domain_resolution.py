@@ -13,9 +13,15 @@ from core.models import BankCall, Order, PayToken
 from core.services.bank_calls import recorder
 from core.services.callbacks import record_callback
 from core.services.orders import order_history
-from core.services.resolution import resolve_token
+from core.services.resolution import reopen_untrusted, resolve_token
 from core.settings import Settings
-from core.sinopac.errors import BankHTTPError, BankTimeout, SignatureMismatch
+from core.sinopac.errors import (
+    BankHTTPError,
+    BankTimeout,
+    MalformedReply,
+    SignatureMismatch,
+    UndecryptableReply,
+)
 from tests.support.fakes import FakeBankClient, pay_result, rejection
 
 from .conftest import NOW
@@ -115,22 +121,69 @@ def test_a_bank_rejection_rejects_the_token_with_its_code(
     assert "E0001" in (tok.last_error or "")
 
 
-def test_an_untrusted_reply_keeps_the_token_and_raises_an_alert(
-    session: Session, bank: FakeBankClient, settings: Settings, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    "error",
+    [SignatureMismatch("OrderPayQuery: Sign does not verify"),
+     UndecryptableReply("OrderPayQuery: reply does not decrypt"),
+     MalformedReply("OrderPayQuery: reply lacks Message")],
+)
+def test_an_untrusted_reply_parks_the_token_as_untrusted_without_logging(
+    session: Session, bank: FakeBankClient, settings: Settings, new_order: Callable[..., Order],
+    caplog: pytest.LogCaptureFixture, error: Exception,
 ) -> None:
+    # given a paid order whose token the bank answers with a reply that cannot be trusted
+    order = new_order()
     token_id = _token(session)
-    bank.script_pay(TOKEN, SignatureMismatch("OrderPayQuery: Sign does not verify"))
+    bank.script_pay(TOKEN, error)
 
-    with caplog.at_level(logging.ERROR):
+    # when it is resolved
+    with caplog.at_level(logging.DEBUG, logger="core"):
         out = resolve_token(session, bank, settings, token_id, now=NOW)
 
-    assert out.kind == "protocol_error"
+    # then the token is untrusted with the reason, the order untouched, and the alert left to the
+    # caller (the task logs it once, with its task id)
+    assert (out.kind, out.token_label) == ("protocol_error", TOKEN[:8] + "…")
     tok = session.get_one(PayToken, token_id)
     session.refresh(tok)
-    assert tok.state == "received"
-    assert "SignatureMismatch" in (tok.last_error or "")
-    assert any("ALERT" in r.getMessage() for r in caplog.records)
-    assert all(TOKEN not in r.getMessage() for r in caplog.records)
+    assert (tok.state, tok.attempts, tok.resolved_at) == ("untrusted", 1, None)
+    assert type(error).__name__ in (tok.last_error or "")
+    assert order.status == "pending"
+    assert not [r for r in caplog.records if "ALERT" in r.getMessage()]
+
+
+def test_an_untrusted_token_is_not_resolved_again_until_reopened(
+    session: Session, bank: FakeBankClient, settings: Settings, new_order: Callable[..., Order]
+) -> None:
+    # given a token parked as untrusted, and a bank that now answers correctly
+    order = new_order()
+    token_id = _token(session)
+    bank.script_pay(TOKEN, SignatureMismatch("OrderPayQuery: Sign does not verify"), _paid(order))
+    resolve_token(session, bank, settings, token_id, now=NOW)
+
+    # when a redelivered task resolves it again, then nothing is asked and nothing moves
+    assert resolve_token(session, bank, settings, token_id, now=NOW).kind == "noop"
+    assert (bank.pay_queries, order.status) == ([TOKEN], "pending")
+
+    # when an operator reopens it and it is resolved, then the payment settles once
+    assert reopen_untrusted(session, token_id) is True
+    assert reopen_untrusted(session, token_id) is False  # a second replay at once reopens nothing
+    out = resolve_token(session, bank, settings, token_id, now=NOW)
+    assert (out.kind, order.status) == ("settled", "paid")
+    tok = session.get_one(PayToken, token_id)
+    session.refresh(tok)
+    assert (tok.state, tok.attempts, tok.last_error) == ("resolved", 2, None)
+
+
+def test_only_an_untrusted_token_can_be_reopened(
+    session: Session, bank: FakeBankClient, settings: Settings, new_order: Callable[..., Order]
+) -> None:
+    order = new_order()
+    token_id = _token(session)
+    bank.script_pay(TOKEN, _paid(order))
+    resolve_token(session, bank, settings, token_id, now=NOW)
+
+    assert reopen_untrusted(session, token_id) is False
+    assert session.get_one(PayToken, token_id).state == "resolved"
 
 
 def test_a_token_for_an_unknown_order_is_rejected_with_the_reason(

@@ -62,3 +62,36 @@ def test_a_bank_call_that_cannot_be_recorded_during_an_outage_logs_a_warning(mon
     [logged] = [r for r in caplog.records if r.name == "workers.bank"]
     assert logged.levelno == logging.WARNING
     assert logged.exc_info is None
+
+
+def test_an_untrusted_bank_reply_raises_one_alert_naming_the_task_and_parks_the_token(
+    monkeypatch, caplog, uow, settings
+):
+    # Given a stored token whose OrderPayQuery reply carries a Sign that does not verify
+    from core.models import PayToken
+    from core.sinopac.errors import SignatureMismatch
+    from tests.support.fakes import FakeBankClient
+    from tests.unit.workers.conftest import NOW, add_token
+
+    token = "9f" * 32
+    token_id = add_token(uow, token, received=NOW)
+    bank = FakeBankClient().script_pay(token, SignatureMismatch("OrderPayQuery: Sign does not verify"))
+    monkeypatch.setattr(tasks, "transaction", uow)
+    monkeypatch.setattr(tasks, "bank_client", lambda: bank)
+    monkeypatch.setattr(tasks, "get_settings", lambda: settings)
+
+    # When the resolve task runs
+    with caplog.at_level(logging.DEBUG):
+        result = tasks.resolve_pay_token.run(token_id)
+
+    # Then it is not retried, the token is parked as untrusted, and exactly one ALERT says so
+    assert result == "protocol_error"
+    with uow() as s:
+        assert s.get_one(PayToken, token_id).state == "untrusted"
+    alerts = [r for r in caplog.records if "ALERT" in r.getMessage()]
+    assert [r.name for r in alerts] == ["workers.tasks"]
+    [alert] = alerts
+    assert alert.levelno == logging.ERROR
+    assert (alert.token_id, alert.outcome, alert.pay_token) == (token_id, "protocol_error", token[:8] + "…")
+    assert "tokens replay" in alert.getMessage()
+    assert token not in alert.getMessage()
