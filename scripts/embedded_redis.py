@@ -86,8 +86,10 @@ class EmbeddedRedis:
         if port_open("127.0.0.1", self.port):
             raise RedisUnavailable(f"port {self.port} is already in use; stop what holds it or set REDIS_URL")
         log = open(Path(self._dir) / "redis.log", "ab")  # noqa: SIM115 - the child writes it while it runs
+        # A session of its own: a Ctrl-C in the terminal must not end the broker before the processes
+        # using it have stopped (stop() ends it last).
         self._proc = subprocess.Popen(server_argv(self.port, self._dir), stdout=log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL)
+                                      stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
         while not redis_answers("127.0.0.1", self.port):
             if self._proc.poll() is not None:

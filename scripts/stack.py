@@ -7,6 +7,7 @@ database is migrated and used as it is.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -151,9 +152,11 @@ class Stack:
         self.config.beat_schedule.parent.mkdir(parents=True, exist_ok=True)
         # `-e /dev/null`: the environment is already complete; honcho must not re-read .env over it.
         argv = [str(BIN / "honcho"), "start", "-f", "Procfile.dev", "-e", os.devnull, "--no-colour"]
+        # A session of its own: a Ctrl-C in the terminal reaches only the script, which stops honcho with
+        # SIGTERM once every process has started (honcho crashes on a signal mid-start, orphaning them).
         self.honcho = subprocess.Popen(argv, cwd=PROJECT_DIR, env=self.config.env(), stdout=self.output,
                                        stderr=subprocess.STDOUT if self.output else None,
-                                       stdin=subprocess.DEVNULL, start_new_session=self.output is not None)
+                                       stdin=subprocess.DEVNULL, start_new_session=True)
 
     def alive(self) -> bool:
         return self.honcho is not None and self.honcho.poll() is None
@@ -169,21 +172,90 @@ class Stack:
             wait_until(lambda: "beat: Starting" in log(), timeout, "Celery beat", self.alive)
 
     # -- stop ------------------------------------------------------------------------------------
+    def process_count(self) -> int:
+        return len(read_procfile(PROJECT_DIR / "Procfile.dev"))
+
     def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM honcho (it stops every process, SIGKILLing stragglers), then the embedded Redis."""
+        """SIGTERM honcho (it stops every process, SIGKILLing stragglers), then the embedded Redis.
+
+        honcho started mid-way crashes on SIGTERM and leaves its processes running, so stop first waits
+        (briefly) until every process exists, and afterwards ends any process group honcho left behind.
+        """
         code = None
         if self.honcho is not None:
+            own = self.honcho.pid  # honcho leads a session, so its group id is its pid
+            groups: set[int] = {own}
             if self.honcho.poll() is None:
-                self.honcho.send_signal(signal.SIGTERM)
+                deadline = time.monotonic() + 15
+                while self.honcho.poll() is None and time.monotonic() < deadline:
+                    groups = _descendant_groups(own) | {own}
+                    if len(groups - {own}) >= self.process_count():
+                        break
+                    time.sleep(0.1)  # pacing: honcho starts its processes one by one
+                if self.honcho.poll() is None:
+                    self.honcho.send_signal(signal.SIGTERM)
             try:
                 code = self.honcho.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.honcho.kill()
                 code = self.honcho.wait(10)
+            _end_groups(groups)
         if self.redis is not None:
             self.redis.stop()
             self.redis = None
         return code
+
+
+def read_procfile(path: Path) -> dict[str, str]:
+    """Process name -> command of a Procfile (comments and blank lines left out)."""
+    entries: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, command = line.partition(":")
+            entries[name.strip()] = command.strip()
+    return entries
+
+
+def _descendant_groups(pid: int) -> set[int]:
+    """The process groups of every process below `pid`, its own group included. honcho runs each
+    process from a forked helper, in a session (and group) of its own. Linux /proc; elsewhere empty,
+    and stopping relies on honcho alone."""
+    parents: dict[int, tuple[int, int]] = {}  # pid -> (ppid, pgid)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+            parents[int(stat.parent.name)] = (int(fields[1]), int(fields[2]))
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended meanwhile
+    below: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, (ppid, _) in parents.items() if ppid in frontier} - below
+        below |= frontier
+    return {parents[p][1] for p in below if p in parents}
+
+
+def _end_groups(groups: set[int], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL, whatever still runs in these process groups (normally nothing)."""
+    alive = {g for g in groups if _group_alive(g)}
+    for group in alive:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)  # pacing while they exit
+        alive = {g for g in alive if _group_alive(g)}
+    for group in alive:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def _redacted(url: str) -> str:

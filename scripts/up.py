@@ -40,13 +40,13 @@ def main() -> int:
     stack = Stack(config)  # honcho writes to this terminal
     stopping: list[bool] = []
 
-    # Ctrl-C reaches honcho and its children directly (same terminal group); SIGTERM is passed on.
-    def pass_on(*_: object) -> None:
+    # Ctrl-C reaches only this script (honcho and Redis run in sessions of their own): it raises
+    # KeyboardInterrupt here, and `finally` stops the stack in order. SIGTERM does the same.
+    def interrupt(*_: object) -> None:
         stopping.append(True)
-        if stack.honcho is not None:
-            stack.honcho.send_signal(signal.SIGTERM)
+        raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, pass_on)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         stack.check_ports()
         print(f"broker: {stack.start_redis()}", flush=True)
@@ -60,21 +60,23 @@ def main() -> int:
               f"  Flower   {config.flower_url}\n"
               "  Ctrl-C stops everything.\n", flush=True)
         assert stack.honcho is not None
-        while True:
-            try:
-                code = stack.honcho.wait()
-                break
-            except KeyboardInterrupt:
-                stopping.append(True)  # honcho got the same Ctrl-C and stops the processes: wait for it
-        print("make up: every process stopped", flush=True)
-        return 0 if stopping else code
+        code = stack.honcho.wait()
+        print(f"make up: the stack ended by itself (honcho exit {code})", file=sys.stderr)
+        return code or 1
     except StackError as exc:
         print(f"make up: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        stopping.append(True)
+        print("\nmake up: stopping every process ...", flush=True)
         return 0
     finally:
+        # A second Ctrl-C must not cut the shutdown short (it would orphan processes).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
+        if stopping:
+            print("make up: every process stopped", flush=True)
 
 
 if __name__ == "__main__":
