@@ -4,6 +4,10 @@ A broker outage must not delay the bank's acknowledgement: the PayToken row is a
 and the sweep re-enqueues what was never sent. So connects are bounded (~1 s), publishing is not
 retried, and any failure is logged and reported as False. This Celery app only sends; it knows no
 task code (workers/ does), which keeps the web process light.
+
+On a plain `redis://` broker the resolve message is built here (webhook/taskmessage.py) and sent
+with one LPUSH on a redis-py client kept per process: a third of the cost of Celery's send_task.
+Other brokers (rediss://, sentinel://, amqp://) go through send_task, as before.
 """
 
 from __future__ import annotations
@@ -13,9 +17,13 @@ import os
 import threading
 from typing import Any, Protocol
 
+import redis
 from celery import Celery
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from core.queues import CALLBACK_QUEUE, RESOLVE_TASK
+from webhook.taskmessage import default_origin, task_message
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +57,8 @@ class CeleryEnqueuer:
         self._app: Celery | None = None
         self._pid = 0
         self._lock = threading.Lock()
+        self._direct = broker_url.startswith("redis://")
+        self._redis: tuple[int, redis.Redis, str] | None = None  # (pid, client, origin)
 
     def __repr__(self) -> str:  # the URL may hold a password
         return "CeleryEnqueuer()"
@@ -74,10 +84,35 @@ class CeleryEnqueuer:
                 self._pid = os.getpid()
             return self._app
 
+    def _redis_client(self) -> tuple[redis.Redis, str]:
+        # Per process, like the Celery app: a forked child must not share the parent's sockets.
+        current = self._redis
+        if current is None or current[0] != os.getpid():
+            with self._lock:
+                current = self._redis
+                if current is None or current[0] != os.getpid():
+                    client = redis.Redis.from_url(
+                        self._broker_url,
+                        socket_connect_timeout=self._timeout,
+                        socket_timeout=self._timeout,
+                        retry=Retry(NoBackoff(), 0),  # one try: a dead broker is the sweep's job
+                        health_check_interval=0,
+                    )
+                    current = self._redis = (os.getpid(), client, default_origin())
+        return current[1], current[2]
+
+    def _publish(self, token_id: int) -> None:
+        if self._direct:
+            client, origin = self._redis_client()
+            client.lpush(CALLBACK_QUEUE, task_message(RESOLVE_TASK, [token_id], queue=CALLBACK_QUEUE,
+                                                      origin=origin))
+        else:
+            self._celery().send_task(RESOLVE_TASK, args=[token_id], queue=CALLBACK_QUEUE, retry=False)
+
     def send_resolve(self, token_id: int) -> bool:
         """True if the broker accepted the task; False (logged) if it is unreachable."""
         try:
-            self._celery().send_task(RESOLVE_TASK, args=[token_id], queue=CALLBACK_QUEUE, retry=False)
+            self._publish(token_id)
         except Exception as exc:  # any broker failure: the sweep owns the token now
             log.warning(
                 "enqueue failed; the sweep will re-enqueue",
