@@ -1,9 +1,10 @@
 """Gunicorn settings for `gunicorn -c gunicorn.conf.py 'webhook:create_app()'` (Procfile `web`).
 
 Environment: PORT (Heroku) or WEB_BIND (host:port) for the address, WEB_CONCURRENCY processes,
-WEB_THREADS threads each, WEB_TIMEOUT seconds per request. Logs are JSON lines on stdout; gunicorn's
-own access log is off because it would print raw paths (a PayToken can be in one): the app writes a
-redacted access line per request instead.
+WEB_THREADS threads each, WEB_TIMEOUT seconds per request, WEB_MAX_REQUESTS requests per worker
+before it is recycled. Logs are JSON lines on stdout; gunicorn's own access log is off because it
+would print raw paths (a PayToken can be in one): the app writes a redacted access line per request
+instead.
 """
 
 from __future__ import annotations
@@ -24,8 +25,12 @@ threads = _int("WEB_THREADS", 4)
 timeout = _int("WEB_TIMEOUT", 30)  # a stuck request is killed; the bank resends what we did not ack
 graceful_timeout = 20
 keepalive = 5
-max_requests = 5000  # recycle workers slowly, with jitter so they do not restart together
-max_requests_jitter = 500
+# Recycle a worker after this many requests (a guard against slow leaks), with jitter so they do not
+# restart together. 5,000 recycled each worker every few seconds at a few hundred callbacks/s, and each
+# restart costs an app import, a fork and fresh connections; 100,000 is minutes at full load, days
+# at a shop's normal traffic.
+max_requests = _int("WEB_MAX_REQUESTS", 100_000)
+max_requests_jitter = max_requests // 10
 limit_request_line = 4094
 limit_request_fields = 64
 limit_request_field_size = 8190
