@@ -11,7 +11,11 @@ FINAL_WORDS = frozenset({"paid", "failed", "expired", "rejected"})
 
 
 def token_status(session: Session, pay_token: str) -> str | None:
-    """None for an unknown token; else the order's status, "rejected", or "pending" until resolved."""
+    """None for an unknown token; else the order's status, "rejected", or "pending" until resolved.
+
+    An untrusted token (the bank's reply failed verification) is linked to no order until an operator
+    replays it, so the customer is told the shop is reviewing it rather than "waiting" forever.
+    """
     row = session.execute(
         select(PayToken.state, Order.status)
         .select_from(PayToken)
@@ -25,4 +29,6 @@ def token_status(session: Session, pay_token: str) -> str | None:
         return str(order_status)
     if state == "rejected":
         return "rejected"
+    if state == "untrusted":
+        return "needs_review"
     return "pending"

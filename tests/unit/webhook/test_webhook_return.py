@@ -117,6 +117,15 @@ def test_status_of_rejected_token_is_rejected(client, db_url):
     assert client.get(f"/qpay/tokens/{TOKEN}/status").get_json() == {"status": "rejected"}
 
 
+def test_status_of_untrusted_token_says_the_shop_reviews_it(client, db_url):
+    # Given a token whose bank reply failed verification (linked to no order)
+    client.post("/qpay/backend", json={"ShopNo": SHOP, "PayToken": TOKEN})
+    with transaction(db_url) as s:
+        s.execute(update(PayToken).values(state="untrusted"))
+    # Then the customer's page is told it is under review, not left "waiting for the bank"
+    assert client.get(f"/qpay/tokens/{TOKEN}/status").get_json() == {"status": "needs_review"}
+
+
 def test_status_of_unknown_token_is_404_unknown(client):
     resp = client.get(f"/qpay/tokens/{'b' * 64}/status")
     assert resp.status_code == 404
