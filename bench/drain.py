@@ -38,7 +38,6 @@ import requests
 from bench import cli, harness
 from bench.stats import fmt_ms, fmt_pct, percentile, ratio
 from core.queues import CALLBACK_QUEUE, RESOLVE_TASK
-from tests.support.poll import wait_for
 from tests.support.procs import start_sandbox, start_worker
 
 API_PATH = "/QPay.WebAPI/api/"
@@ -67,12 +66,15 @@ class DrainRun:
     paid: int
     other: dict[str, int]
     ceiling_rps: float
+    unresolved: int = 0  # tokens still unresolved when the run gave up (stalled or timed out)
     load: str = ""  # 1-minute load average at the start and the end of the run
     pool_full: int = 0  # urllib3 "Connection pool is full" warnings in the worker logs
+    log_errors: int = 0  # ERROR and CRITICAL lines in the worker logs (e.g. a lost broker connection)
 
     @property
     def rps(self) -> float:
-        return self.n / self.seconds if self.seconds else math.nan
+        """Resolutions per second: those that happened, over the time they took."""
+        return (self.n - self.unresolved) / self.seconds if self.seconds else math.nan
 
 
 @dataclass
@@ -87,17 +89,21 @@ class DrainReport:
             "",
             "| pool | workers × slots | bank latency per request | resolutions/s | callback→paid p50 ms "
             "| p99 ms | bank call p50 ms | sandbox ceiling calls/s | % of ceiling | paid | pool full "
-            "| load 1 min |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            "| worker log errors | load 1 min |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for r in self.runs:
             lines.append(
                 f"| {r.pool} | {r.workers} × {r.concurrency} | {r.latency_ms} ms | {r.rps:.0f} | "
                 f"{fmt_ms(r.p50_ms)} | {fmt_ms(r.p99_ms)} | {fmt_ms(r.bank_p50_ms)} | {r.ceiling_rps:.0f} | "
-                f"{fmt_pct(ratio(r.rps, r.ceiling_rps))} | {r.paid:,}{_other(r.other)} | {r.pool_full} "
-                f"| {r.load} |")
+                f"{fmt_pct(ratio(r.rps, r.ceiling_rps))} | {r.paid:,}{_other(r.other)}{_stalled(r)} "
+                f"| {r.pool_full} | {r.log_errors} | {r.load} |")
         lines += ["", *[f"- {n}" for n in self.notes]]
         return "\n".join(lines)
+
+
+def _stalled(r: DrainRun) -> str:
+    return f"; **{r.unresolved:,} unresolved when the run gave up**" if r.unresolved else ""
 
 
 def _other(other: dict[str, int]) -> str:
@@ -231,9 +237,26 @@ def _progress(url: str) -> tuple[int, dict[str, int]]:
     return states.get("received", 0), states
 
 
+def _drained(url: str, sender: threading.Thread, *, timeout: float, stall: float) -> int:
+    """Wait until every token is resolved; give up when nothing moved for `stall` seconds after the
+    last enqueue, or after `timeout`. Returns how many were left unresolved (0: all done)."""
+    deadline = time.monotonic() + timeout
+    last, moved = -1, time.monotonic()
+    while True:
+        left = _progress(url)[0]
+        now = time.monotonic()
+        if left != last or sender.is_alive():
+            last, moved = left, now
+        if left == 0 and not sender.is_alive():
+            return 0
+        if now - moved > stall or now > deadline:
+            return left
+        time.sleep(0.25)  # pacing between polls of the database
+
+
 def one_run(*, url: str, redis_url: str, sandbox_url: str, env: dict[str, str], pool: str, workers: int,
             concurrency: int, latency_ms: int, tokens: list[str], ceiling_seconds: float,
-            timeout: float) -> DrainRun:
+            timeout: float, stall: float) -> DrainRun:
     load_start = _load1()
     ids = reset(url)
     redis.Redis.from_url(redis_url).flushdb()
@@ -247,12 +270,13 @@ def one_run(*, url: str, redis_url: str, sandbox_url: str, env: dict[str, str], 
         t0 = time.time()
         sender = threading.Thread(target=_enqueue_all, args=(redis_url, ids, sent_at), daemon=True)
         sender.start()
-        wait_for(lambda: _progress(url)[0] == 0 and not sender.is_alive(), timeout=timeout, interval=0.25,
-                 message=f"{len(ids)} tokens resolved ({pool}, {latency_ms} ms)")
+        unresolved = _drained(url, sender, timeout=timeout, stall=stall)
     finally:
         for proc in procs:
             proc.stop()
-    pool_full = sum(proc.log().count("Connection pool is full") for proc in procs)
+    logs = [proc.log() for proc in procs]
+    pool_full = sum(text.count("Connection pool is full") for text in logs)
+    log_errors = sum(text.count('"level": "ERROR"') + text.count('"level": "CRITICAL"') for text in logs)
     with psycopg2.connect(harness.dsn(url)) as conn, conn.cursor() as cur:
         cur.execute("SELECT id, extract(epoch FROM resolved_at) FROM pay_tokens")
         resolved = {int(i): float(t) for i, t in cur.fetchall() if t is not None}
@@ -266,7 +290,8 @@ def one_run(*, url: str, redis_url: str, sandbox_url: str, env: dict[str, str], 
     return DrainRun(pool=pool, workers=workers, concurrency=concurrency, latency_ms=latency_ms, n=len(ids),
                     seconds=end - t0, p50_ms=percentile(latencies, 50), p99_ms=percentile(latencies, 99),
                     bank_p50_ms=percentile(bank_ms, 50), paid=paid, other=statuses, ceiling_rps=cap,
-                    load=f"{load_start} → {_load1()}", pool_full=pool_full)
+                    load=f"{load_start} → {_load1()}", pool_full=pool_full, unresolved=unresolved,
+                    log_errors=log_errors)
 
 
 def _load1() -> str:
@@ -291,7 +316,7 @@ def _stack(n: int) -> Iterator[tuple[str, str, str, dict[str, str], list[str]]]:
 
 
 def run(*, n: int, workers: int, pools: list[tuple[str, int]], latencies: list[int], ceiling_seconds: float,
-        timeout: float) -> DrainReport:
+        timeout: float, stall: float = 60.0) -> DrainReport:
     report = DrainReport(n=n)
     if importlib.util.find_spec("gevent") is None:
         report.notes.append("gevent is not installed (it is not in requirements.txt), so the gevent pool "
@@ -302,12 +327,13 @@ def run(*, n: int, workers: int, pools: list[tuple[str, int]], latencies: list[i
             for pool, concurrency in pools:
                 r = one_run(url=url, redis_url=redis_url, sandbox_url=sandbox_url, env=env, pool=pool,
                             workers=workers, concurrency=concurrency, latency_ms=latency, tokens=tokens,
-                            ceiling_seconds=ceiling_seconds, timeout=timeout)
+                            ceiling_seconds=ceiling_seconds, timeout=timeout, stall=stall)
                 report.runs.append(r)
                 print(f"  {pool:8s} {workers}x{concurrency:<3d} latency {latency:>4} ms: {r.rps:7.1f}/s  "
                       f"p50 {fmt_ms(r.p50_ms)} ms  p99 {fmt_ms(r.p99_ms)} ms  "
                       f"bank p50 {fmt_ms(r.bank_p50_ms)} ms  ceiling {r.ceiling_rps:.0f}/s  "
-                      f"paid {r.paid}{_other(r.other)}  pool full {r.pool_full}  load {r.load}", flush=True)
+                      f"paid {r.paid}{_other(r.other)}{_stalled(r)}  pool full {r.pool_full}  "
+                      f"log errors {r.log_errors}  load {r.load}", flush=True)
     return report
 
 
@@ -334,12 +360,14 @@ def add_arguments(parser: argparse.ArgumentParser, *, full: bool = False) -> Non
     parser.add_argument("--ceiling-seconds", type=float, default=5.0)
     parser.add_argument("--timeout", type=float, default=900.0,
                         help="give up on a run after this many seconds")
+    parser.add_argument("--stall", type=float, default=60.0,
+                        help="give up on a run when no token was resolved for this many seconds")
 
 
 def from_args(args: argparse.Namespace) -> DrainReport:
     return run(n=args.callbacks, workers=args.workers, pools=_pools(args.pools),
                latencies=[int(x) for x in args.latencies.split(",")], ceiling_seconds=args.ceiling_seconds,
-               timeout=args.timeout)
+               timeout=args.timeout, stall=args.stall)
 
 
 def main(argv: list[str] | None = None) -> None:
