@@ -7,9 +7,10 @@ the pipeline resolves them, then prints how each order got to its final state. E
 order ended where the bank says it should, each settled exactly once.
 
 Demo-only shortcut: a real unpaid ATM order expires at the end of its last payment day and a card
-link after ExpMinutes (the pipeline always asks for 30). To show expiry within the demo, the sandbox's
-operator endpoint (`POST /sandbox/orders/<no>/expire`) makes the bank report those orders overdue now;
-the pipeline then finds them through its ordinary sweep, exactly as it would on the day.
+link after ExpMinutes (the order's optional expire_minutes, 30 by default). To show expiry within the
+demo, the sandbox's operator endpoint (`POST /sandbox/orders/<no>/expire`) makes the bank report those
+orders overdue now; the pipeline then finds them through its ordinary sweep, exactly as it would on
+the day.
 """
 
 from __future__ import annotations
