@@ -323,8 +323,9 @@ def _replay_untrusted(inline: bool) -> None:
     failed = sum(not _send(token_id, label, inline, created=False) for token_id, label in reopened)
     click.echo(f"untrusted tokens sent again: {len(reopened) - failed} of {len(reopened)}")
     if failed:
-        _fail(f"{failed} token(s) not resolved or not enqueued; they are received again, so the sweep "
-              "re-enqueues them")
+        _fail(f"{failed} token(s) not resolved or not enqueued (see above): one whose bank reply failed "
+              "verification again is untrusted again; one the broker did not take is received, and the "
+              "sweep re-enqueues it")
 
 
 def _send(token_id: int, label: str, inline: bool, *, created: bool) -> bool:
