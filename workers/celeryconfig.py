@@ -84,6 +84,9 @@ task_ignore_result = True
 RESOLVE_SOFT_LIMIT = 2 * (_settings.connect_timeout + _settings.read_timeout) + 30
 RESOLVE_HARD_LIMIT = RESOLVE_SOFT_LIMIT + 30
 # A sweep is many bank calls; it stops at the soft limit and the next pass continues.
+# Only the prefork pool enforces both limits (gevent only the hard one). The threads pool (the
+# Procfile's default, WORKER_POOL) ignores them: there the bank client's (connect, read) timeouts bound
+# a resolution, a long sweep runs on to its end, and a stuck task holds its thread until a restart.
 SWEEP_SOFT_LIMIT = max(600.0, _settings.sweep_interval)
 SWEEP_HARD_LIMIT = SWEEP_SOFT_LIMIT + 60
 task_soft_time_limit = RESOLVE_SOFT_LIMIT
