@@ -9,8 +9,11 @@ instead.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
+
+from gunicorn.glogging import Logger
 
 
 def _int(name: str, default: int) -> int:
@@ -57,6 +60,18 @@ logconfig_dict: dict[str, Any] = {
         "gunicorn.access": {"level": "WARNING", "handlers": ["console"], "propagate": False},
     },
 }
+
+
+class QuietAccessLogger(Logger):
+    """Gunicorn builds its access-log fields for every request whenever a logconfig_dict is set, even
+    though gunicorn.access only passes warnings here (~4% of the receiver's CPU): skip that work."""
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        if self.access_log.isEnabledFor(logging.INFO):
+            super().access(resp, req, environ, request_time)
+
+
+logger_class = QuietAccessLogger
 
 
 def post_fork(server: Any, worker: Any) -> None:
