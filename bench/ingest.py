@@ -42,6 +42,11 @@ class IngestReport:
         runs = sorted(self.results[name], key=lambda r: r.rps)
         return runs[len(runs) // 2]
 
+    def round_ratios(self) -> list[float]:
+        """real / durable requests/s of each round, for the rounds that ran both."""
+        pairs = zip(self.results.get("real", []), self.results.get("durable", []), strict=False)
+        return [ratio(real.rps, durable.rps) for real, durable in pairs]
+
     def markdown(self) -> str:
         gen = self.best("real").generator
         lines = [
@@ -60,6 +65,12 @@ class IngestReport:
         if len(self.results["real"]) > 1:
             spread = {n: ", ".join(f"{r.rps:.0f}" for r in runs) for n, runs in self.results.items()}
             lines += ["", "all rounds (requests/s): " + "; ".join(f"{n}: {v}" for n, v in spread.items())]
+            per_round = self.round_ratios()
+            if per_round:
+                lines += ["", "real / durable within each round (the targets run back to back, so the "
+                          "machine's background load is closest): "
+                          + ", ".join(fmt_pct(x) for x in per_round)
+                          + f" (median {fmt_pct(sorted(per_round)[len(per_round) // 2])})"]
         lines += ["", *[f"- {c}" for c in self.checks]]
         return "\n".join(lines)
 
