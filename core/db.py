@@ -21,6 +21,16 @@ CONNECT_TIMEOUT = 5
 # PostgreSQL: a pooled connection idle this long is pinged before use (see ping_idle_connections).
 PING_AFTER_IDLE = 10.0
 _IDLE_SINCE = "qpay_idle_since"
+# PostgreSQL: pooled connections kept per engine (plus up to 10 more under bursts). A threads worker
+# pool holds one per task slot while it waits on the bank, so workers raise it (size_pool).
+DEFAULT_POOL_SIZE = 5
+_pool_size = DEFAULT_POOL_SIZE
+
+
+def size_pool(slots: int) -> None:
+    """Keep at least one pooled connection per task slot; engines built from now on use it."""
+    global _pool_size
+    _pool_size = max(DEFAULT_POOL_SIZE, slots)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -57,7 +67,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     ping_after_idle = kwargs.pop("ping_after_idle", PING_AFTER_IDLE)
     if "connect_timeout" not in parsed.query:  # the URL's own ?connect_timeout=N wins
         kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT, **kwargs.get("connect_args", {})}
-    kwargs.setdefault("pool_size", 5)
+    kwargs.setdefault("pool_size", _pool_size)
     kwargs.setdefault("max_overflow", 10)
     engine = create_engine(url, **kwargs)
     if ping_after_idle is not None and not kwargs.get("pool_pre_ping"):

@@ -15,6 +15,7 @@ from celery.signals import (
 )
 
 from core.db import dispose_engines
+from core.db import size_pool as size_db_pool
 from core.logging import bind_context, configure_logging, register_secrets, reset_context
 from core.settings import get_settings
 from workers.bank import reset_client, size_pool
@@ -34,11 +35,13 @@ def _json_logs(**_: Any) -> None:
 
 
 @celeryd_after_setup.connect
-def _size_bank_pool(instance: Any = None, **_: Any) -> None:
-    """The bank client's connection pool follows the worker's concurrency (before the pool forks)."""
+def _size_pools(instance: Any = None, **_: Any) -> None:
+    """The bank and database connection pools follow the worker's concurrency (before the pool
+    forks), so no task slot of a threads pool waits for a connection another slot holds."""
     concurrency = getattr(instance, "concurrency", None)
     if isinstance(concurrency, int):
         size_pool(concurrency)
+        size_db_pool(concurrency)
 
 
 @worker_process_init.connect

@@ -127,8 +127,11 @@ def start_web(env: Mapping[str, str], port: int | None = None, workers: int = 2)
 
 
 def start_worker(env: Mapping[str, str], name: str = "w1", queues: str = "callbacks,sweep",
-                 concurrency: int = 2, pool: str = "prefork") -> Proc:
-    """A real Celery worker process; ready when it logs that it is ready."""
+                 concurrency: int = 2, pool: str = "threads") -> Proc:
+    """A real Celery worker process; ready when it logs that it is ready.
+
+    The pool is production's (Procfile: threads) unless a test is about another one.
+    """
     proc = Proc(f"worker-{name}", [str(BIN / "celery"), "-A", "workers", "worker", "-Q", queues,
                                    "-c", str(concurrency), "-P", pool, "-n", f"{name}@%h",
                                    "--without-mingle", "--without-gossip", "-l", "INFO"], env).start()

@@ -64,7 +64,7 @@ def test_a_worker_killed_mid_call_has_its_task_redelivered_to_a_new_worker(stack
 
 def test_a_pool_process_killed_mid_task_is_requeued_by_its_parent(stack):
     # given a running worker and a bank that holds the next OrderPayQuery
-    worker = stack.start_worker("survivor", queues="callbacks", concurrency=1)
+    worker = stack.start_worker("survivor", queues="callbacks", concurrency=1, pool="prefork")
     stack.faults(fail_next=1, fail_next_action="hang", services=["OrderPayQuery"])
     before = _order_pay_queries(stack)
     order_no = stack.create_order("C", 90)

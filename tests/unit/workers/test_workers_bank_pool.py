@@ -9,6 +9,7 @@ import pytest
 from celery.signals import celeryd_after_setup
 
 import workers  # noqa: F401  (connects the signal handlers)
+from core import db
 from core.sinopac.client import DEFAULT_POOL_SIZE
 from workers import bank
 
@@ -17,9 +18,11 @@ from workers import bank
 def _fresh_client() -> Iterator[None]:
     bank.reset_client()
     bank.size_pool(DEFAULT_POOL_SIZE)
+    db.size_pool(db.DEFAULT_POOL_SIZE)
     yield
     bank.reset_client()
     bank.size_pool(DEFAULT_POOL_SIZE)
+    db.size_pool(db.DEFAULT_POOL_SIZE)
 
 
 def _pool_maxsize() -> int:
@@ -43,3 +46,20 @@ def test_a_small_worker_keeps_the_default_pool() -> None:
     size = _pool_maxsize()
     # then the pool stays at the default, never below it
     assert size == DEFAULT_POOL_SIZE
+
+
+def test_a_worker_with_16_slots_keeps_16_database_connections() -> None:
+    # given a threads worker set up with concurrency 16 (each slot holds a connection during its bank call)
+    celeryd_after_setup.send(sender="w1@host", instance=SimpleNamespace(concurrency=16), conf=None)
+    # when its process builds a PostgreSQL engine (building it opens no connection)
+    engine = db.make_engine("postgresql+psycopg2://u@127.0.0.1:1/x")
+    # then the pool keeps one connection per slot
+    assert engine.pool.size() == 16  # type: ignore[attr-defined]
+    engine.dispose()
+
+
+def test_a_small_worker_keeps_the_default_database_pool() -> None:
+    celeryd_after_setup.send(sender="w1@host", instance=SimpleNamespace(concurrency=2), conf=None)
+    engine = db.make_engine("postgresql+psycopg2://u@127.0.0.1:1/x")
+    assert engine.pool.size() == db.DEFAULT_POOL_SIZE  # type: ignore[attr-defined]
+    engine.dispose()
