@@ -15,10 +15,12 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
+from core.settings import env_int
+
 
 def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "")
-    return int(raw) if raw.strip().isdigit() and int(raw) > 0 else default
+    """A bad value stops the server with a message naming the variable (never a silent default)."""
+    return env_int(os.environ, name, default, minimum=1)
 
 
 bind = os.environ.get("WEB_BIND") or f"0.0.0.0:{_int('PORT', 8000)}"
