@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Response, g, jsonify, request, url_for
+from sqlalchemy.exc import DBAPIError
 
 from core.logging import bind_context
-from core.services.callbacks import CallbackError, record_callback
+from core.services.callbacks import CallbackError, CallbackRecord, record_callback
 from core.states import Source
 from webhook.bodies import multipart_fields, read_capped
-from webhook.deps import deps
+from webhook.deps import UnitOfWork, deps
 from webhook.errors import DB_UNAVAILABLE
 from webhook.pages import follow_page, problem_page
 from webhook.status import token_status
@@ -45,10 +46,7 @@ def accept(callback: CallbackInput, source: Source) -> None:
     d = deps()
     bind_context(pay_token=callback.pay_token)
     try:
-        with d.unit_of_work() as session:
-            record = record_callback(
-                session, shop_no=callback.shop_no, pay_token=callback.pay_token, source=source
-            )
+        record = _record(d.unit_of_work, callback, source)
     except CallbackError as exc:  # the service's own rules are stricter than ours
         raise InvalidInput(str(exc), field="PayToken") from None
     # Carried by the request's access line (webhook/requestlog.py): one log line per callback.
@@ -57,6 +55,27 @@ def accept(callback: CallbackInput, source: Source) -> None:
     if record.needs_enqueue:
         # False is logged by the enqueuer; the sweep re-enqueues unresolved tokens after the grace.
         g.access_fields["enqueued"] = d.enqueuer.send_resolve(record.token_id)
+
+
+def _record(unit_of_work: UnitOfWork, callback: CallbackInput, source: Source) -> CallbackRecord:
+    """One transaction; tried once more if it failed on a connection that was already dead.
+
+    Pooled connections are pinged only after sitting idle (core/db.py), so after a PostgreSQL restart
+    each web process meets one dead connection. SQLAlchemy then invalidates that process's whole pool,
+    and the retry runs on a fresh connection: the bank gets S instead of a 503 it would resend only
+    ten minutes later. Nothing was committed by the failed try (a receipt counted twice at worst).
+    """
+    try:
+        with unit_of_work() as session:
+            return record_callback(session, shop_no=callback.shop_no, pay_token=callback.pay_token,
+                                   source=source)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        log.info("stale database connection; the pool was recycled, trying once more")
+    with unit_of_work() as session:
+        return record_callback(session, shop_no=callback.shop_no, pay_token=callback.pay_token,
+                               source=source)
 
 
 @bp.post("/qpay/backend")

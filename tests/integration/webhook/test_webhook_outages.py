@@ -6,6 +6,7 @@ import json
 import socket
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg2
 import pytest
@@ -83,6 +84,11 @@ def test_database_stopped_answers_503_and_recovers(stack: Stack):
                     message="callbacks to succeed after PostgreSQL restarts")
     assert resp.content == b'{"Status":"S"}'
     assert stored(stack, token) == (1, "received")
+    # and every later callback is acknowledged, whichever web process (and pooled connection) takes
+    # it: a connection that died with the restart is replaced without a 503
+    with ThreadPoolExecutor(8) as pool:  # at once, so both gunicorn workers take some
+        later = list(pool.map(lambda _: callback(stack, new_token()), range(16)))
+    assert [r.content for r in later] == [b'{"Status":"S"}'] * 16
 
 
 def test_redis_stopped_still_acknowledges_quickly_and_keeps_the_token(stack: Stack):
