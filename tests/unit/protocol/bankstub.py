@@ -44,6 +44,12 @@ def json_reply(obj: Any, status: int = 200) -> Reply:
     return Reply(status=status, body=json.dumps(obj, ensure_ascii=False).encode("utf-8"))
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's listen backlog is 5: sixteen callers connecting at once on a loaded machine
+    # would see dropped SYNs and one-second retransmits, not the behaviour under test.
+    request_queue_size = 128
+
+
 @dataclass
 class StubBank:
     hash_id: str
@@ -176,7 +182,7 @@ class StubBank:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server = _Server(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         thread.start()
