@@ -152,7 +152,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, full: bool = False) -> Non
     parser.add_argument("--seconds", type=float, default=30 if full else 8,
                         help="measured seconds per target")
     parser.add_argument("--warmup", type=float, default=3, help="warm-up seconds per target (not counted)")
-    parser.add_argument("--connections", type=int, default=16, help="concurrent keep-alive connections")
+    # 64, not 16: a keep-alive connection stays with the gunicorn worker that accepted it, and with 16
+    # one worker sometimes held nearly all of them (bimodal rounds, bench/RESULTS.md section 1).
+    parser.add_argument("--connections", type=int, default=64, help="concurrent keep-alive connections")
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument("--web-workers", type=int, default=None,
                         help="gunicorn --workers for all three (default: gunicorn.conf.py's)")
