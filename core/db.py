@@ -83,7 +83,8 @@ def ping_idle_connections(engine: Engine, idle_seconds: float) -> None:
     been cut meanwhile (a PostgreSQL restart, a proxy's or firewall's idle timeout), so only those
     are pinged. A failed ping invalidates the whole pool (a restart kills every connection) and the
     checkout reconnects. A connection that dies while busy fails its statement instead: SQLAlchemy
-    sees the disconnect, invalidates the pool, and that one request answers 503 (the bank resends).
+    sees the disconnect and invalidates the pool; the receiver records its callback once more on a
+    fresh connection (webhook/callbacks.py), other callers see one database error.
     """
 
     @event.listens_for(engine, "checkin")

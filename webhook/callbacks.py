@@ -65,17 +65,18 @@ def _record(unit_of_work: UnitOfWork, callback: CallbackInput, source: Source) -
     and the retry runs on a fresh connection: the bank gets S instead of a 503 it would resend only
     ten minutes later. Nothing was committed by the failed try (a receipt counted twice at worst).
     """
-    try:
+    def once() -> CallbackRecord:
         with unit_of_work() as session:
             return record_callback(session, shop_no=callback.shop_no, pay_token=callback.pay_token,
                                    source=source)
+
+    try:
+        return once()
     except DBAPIError as exc:
         if not exc.connection_invalidated:
             raise
         log.info("stale database connection; the pool was recycled, trying once more")
-    with unit_of_work() as session:
-        return record_callback(session, shop_no=callback.shop_no, pay_token=callback.pay_token,
-                               source=source)
+    return once()
 
 
 @bp.post("/qpay/backend")

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+from core.services.orders import MAX_CARD_EXP_MINUTES, MAX_EXPIRE_DAYS, MIN_CARD_EXP_MINUTES
+
 MAX_CALLBACK_BODY = 4096  # bytes; a real callback is ~100
 MAX_API_BODY = 16384
 PAY_TOKEN_RE = re.compile(r"[0-9A-Za-z_-]{1,128}")
@@ -20,8 +22,8 @@ ORDER_NO_RE = re.compile(r"[A-Za-z0-9_-]{1,50}")
 _FORBIDDEN_NAME_CHARS = re.compile(r"['\"%\x00-\x1f\x7f]")
 ATM_MAX_TWD = 30_000  # PROTOCOL §9.1: the bank rejects ATM orders above NT$30,000
 CARD_MAX_TWD = 1_000_000  # our own ceiling; the wire limit is 9 digits of hundredths
-MAX_EXPIRE_DAYS = 60  # as core.services.orders; 0 = pay by the end of today (Taipei)
-MIN_EXPIRE_MINUTES, MAX_EXPIRE_MINUTES = 1, 30  # card link validity, CardParam.ExpMinutes (PROTOCOL §9.1)
+# expire_days 0 = pay by the end of today (Taipei); expire_minutes is CardParam.ExpMinutes (PROTOCOL §9.1)
+MIN_EXPIRE_MINUTES, MAX_EXPIRE_MINUTES = MIN_CARD_EXP_MINUTES, MAX_CARD_EXP_MINUTES
 PAY_TYPES = ("A", "C")
 ORDER_FIELDS = frozenset({"amount", "pay_type", "product_name", "order_no", "expire_days", "expire_minutes"})
 
