@@ -1,17 +1,13 @@
 """One QPayClient per worker process, whose observer records every bank call (DESIGN.md §2.5).
 
-Where a record is written depends on the caller: the resolve task records into its own transaction
-(on SQLite a second, nested transaction would wait for the first one's write lock), while the sweep
-calls the bank outside any transaction, so there each record gets a short transaction of its own.
+Neither the resolve task nor the sweep calls the bank inside a transaction, so each record gets a
+short transaction of its own after the call (a failure to record never fails the work).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 
 from sqlalchemy.exc import OperationalError
 
@@ -23,8 +19,6 @@ from core.sinopac.types import BankCallRecord
 
 log = logging.getLogger(__name__)
 
-Sink = Callable[[BankCallRecord], None]
-_sink: ContextVar[Sink | None] = ContextVar("qpay_bank_call_sink", default=None)
 _client: QPayClient | None = None
 _client_pid: int | None = None
 _pool_size = DEFAULT_POOL_SIZE
@@ -42,20 +36,6 @@ def _record_alone(record: BankCallRecord) -> None:
         log.exception("could not record a bank call (%s %s)", record.api_service, record.outcome)
 
 
-def _observe(record: BankCallRecord) -> None:
-    (_sink.get() or _record_alone)(record)
-
-
-@contextmanager
-def recording_into(sink: Sink) -> Iterator[None]:
-    """Within this block, bank calls of this thread are recorded by `sink` (e.g. the task's session)."""
-    token = _sink.set(sink)
-    try:
-        yield
-    finally:
-        _sink.reset(token)
-
-
 def size_pool(concurrency: int) -> None:
     """One pooled bank connection per task slot: a threads or gevent pool shares this process's
     client among all its slots (prefork children use one each; unused connections are never opened)."""
@@ -67,7 +47,7 @@ def bank_client() -> QPayClient:
     """This process's client, built on first use (never inherited across a fork: sockets are not)."""
     global _client, _client_pid
     if _client is None or _client_pid != os.getpid():
-        _client = QPayClient(get_settings(), observer=_observe, pool_size=_pool_size)
+        _client = QPayClient(get_settings(), observer=_record_alone, pool_size=_pool_size)
         _client_pid = os.getpid()
     return _client
 

@@ -156,7 +156,8 @@ def test_a_verified_payment_for_a_closed_order_goes_to_review_with_the_reason(
                                      source="backend", pay_token=TOKEN, now=NOW)
 
     # then the money is not dropped: the order needs review, with the reason
-    assert (out.kind, out.changed, order.status, order.status_reason) == ("review", True, "needs_review", reason)
+    assert (out.kind, out.changed, order.status) == ("review", True, "needs_review")
+    assert order.status_reason == reason
     assert any(r.levelno == logging.ERROR and reason in r.getMessage() for r in caplog.records)
 
 
@@ -165,8 +166,8 @@ def test_a_decline_for_an_expired_order_changes_nothing(
 ) -> None:
     order = new_order(pay_type="C", order_no="C001")
     transition(session, order.order_no, "expired", source="sweep", now=NOW)
-    out = settle_from_pay_result(session, settings, _paid(order, pay_type="C", inner_status="F"), source="backend",
-                                 pay_token=TOKEN, now=NOW)
+    declined = _paid(order, pay_type="C", inner_status="F")
+    out = settle_from_pay_result(session, settings, declined, source="backend", pay_token=TOKEN, now=NOW)
     assert (out.changed, order.status) == (False, "expired")
 
 
@@ -201,4 +202,4 @@ def test_a_paid_result_the_order_query_contradicts_goes_to_review(
 
     # then the order is not paid: it waits for an operator, with what disagreed
     assert (out.kind, order.status) == ("review", "needs_review")
-    assert order.status_reason is not None and said in order.status_reason
+    assert said in (order.status_reason or "")

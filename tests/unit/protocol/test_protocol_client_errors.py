@@ -141,7 +141,7 @@ CASES = {
         "not JSON",
     ),
     "HTML maintenance page": Case(
-        lambda b, s, r: Reply(200, b"<!DOCTYPE html><html><body>System maintenance</body></html>", "text/html"),
+        lambda b, s, r: Reply(200, b"<!DOCTYPE html><html><body>maintenance</body></html>", "text/html"),
         NotAnEnvelope,
         True,
         "transport_error",
