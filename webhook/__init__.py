@@ -14,6 +14,7 @@ import requests
 from flask import Flask
 from requests.adapters import HTTPAdapter
 
+from core.budget import bank_budget
 from core.db import transaction
 from core.logging import configure_logging, install_record_factory, register_secrets
 from core.settings import Settings, get_settings
@@ -33,9 +34,10 @@ def _bank_client_factory(settings: Settings) -> ClientFactory:
     adapter = HTTPAdapter(pool_connections=2, pool_maxsize=16, max_retries=0)
     http.mount("https://", adapter)
     http.mount("http://", adapter)
+    budget = bank_budget(settings)  # the web's OrderCreate calls share the workers' budget
 
     def factory(observer: Observer) -> BankClient:
-        return QPayClient(settings, http=http, observer=observer)
+        return QPayClient(settings, http=http, observer=observer, budget=budget)
 
     return factory
 

@@ -11,6 +11,7 @@ import os
 
 from sqlalchemy.exc import OperationalError
 
+from core.budget import bank_budget
 from core.db import transaction
 from core.services.bank_calls import recorder
 from core.settings import get_settings
@@ -47,7 +48,9 @@ def bank_client() -> QPayClient:
     """This process's client, built on first use (never inherited across a fork: sockets are not)."""
     global _client, _client_pid
     if _client is None or _client_pid != os.getpid():
-        _client = QPayClient(get_settings(), observer=_record_alone, pool_size=_pool_size)
+        settings = get_settings()
+        _client = QPayClient(settings, observer=_record_alone, pool_size=_pool_size,
+                             budget=bank_budget(settings))
         _client_pid = os.getpid()
     return _client
 
