@@ -38,15 +38,15 @@ ACK = b'{"Status":"S"}'
 def accept(callback: CallbackInput, source: Source) -> None:
     """Record and commit the token; enqueue it while unresolved. Raises only if the commit failed.
 
-    One transaction per callback. The sweep re-sends a token still unresolved SWEEP_GRACE after its
-    last receipt (and after its last re-send, `last_enqueued_at`); the publish here follows the
-    commit that set `last_received_at` by milliseconds, so stamping `last_enqueued_at` too (a second
-    transaction) would not move that moment. `last_enqueued_at` is the sweep's and operators' mark.
+    One transaction per callback. The upsert stamps `last_enqueued_at` when this receipt is the one
+    to queue the token (the first, or one arriving SWEEP_GRACE after the last enqueue), so the bank's
+    resends and the browser's return do not queue it again; if the publish then fails, the sweep
+    re-sends the token SWEEP_GRACE later, as for any token still unresolved.
     """
     d = deps()
     bind_context(pay_token=callback.pay_token)
     try:
-        record = _record(d.unit_of_work, callback, source)
+        record = _record(d.unit_of_work, callback, source, grace=d.settings.sweep_grace)
     except CallbackError as exc:  # the service's own rules are stricter than ours
         raise InvalidInput(str(exc), field="PayToken") from None
     # Carried by the request's access line (webhook/requestlog.py): one log line per callback.
@@ -57,7 +57,9 @@ def accept(callback: CallbackInput, source: Source) -> None:
         g.access_fields["enqueued"] = d.enqueuer.send_resolve(record.token_id)
 
 
-def _record(unit_of_work: UnitOfWork, callback: CallbackInput, source: Source) -> CallbackRecord:
+def _record(
+    unit_of_work: UnitOfWork, callback: CallbackInput, source: Source, *, grace: float = 120.0
+) -> CallbackRecord:
     """One transaction; tried once more if it failed on a connection that was already dead.
 
     Pooled connections are pinged only after sitting idle (core/db.py), so after a PostgreSQL restart
@@ -68,7 +70,7 @@ def _record(unit_of_work: UnitOfWork, callback: CallbackInput, source: Source) -
     def once() -> CallbackRecord:
         with unit_of_work() as session:
             return record_callback(session, shop_no=callback.shop_no, pay_token=callback.pay_token,
-                                   source=source)
+                                   source=source, grace=grace)
 
     try:
         return once()

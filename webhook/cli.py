@@ -308,7 +308,7 @@ def tokens_replay(pay_token: str | None, inline: bool, all_untrusted: bool, all_
     try:
         with _tx() as session:
             rec = record_callback(session, shop_no=settings.shop_no, pay_token=pay_token,
-                                  source=Source.OPERATOR)
+                                  source=Source.OPERATOR, grace=0)
             parked = rec.state in (TokenState.UNTRUSTED, TokenState.DEAD)
             reopened = parked and reopen_untrusted(session, rec.token_id)
             tok = session.get(PayToken, rec.token_id)
