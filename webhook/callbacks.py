@@ -15,8 +15,9 @@ from core.logging import bind_context
 from core.services.callbacks import CallbackError, CallbackRecord, record_callback
 from core.states import Source
 from webhook.bodies import multipart_fields, read_capped
+from webhook.clientip import allowed, client_address
 from webhook.deps import UnitOfWork, deps
-from webhook.errors import DB_UNAVAILABLE
+from webhook.errors import DB_UNAVAILABLE, error_response
 from webhook.pages import follow_page, problem_page
 from webhook.status import token_status
 from webhook.validation import (
@@ -81,8 +82,24 @@ def _record(
     return once()
 
 
+def _caller_refused() -> Response | None:
+    """QPAY_CALLBACK_ALLOW: only the bank's addresses may push PayTokens (403 for anyone else)."""
+    settings = deps().settings
+    if not settings.callback_allow:
+        return None
+    address = client_address(request.remote_addr, request.headers.get("X-Forwarded-For"),
+                             settings.forwarded_allow)
+    if allowed(address, settings.callback_allow):
+        return None
+    log.warning("callback refused: caller not in QPAY_CALLBACK_ALLOW", extra={"client": str(address)})
+    return error_response(403, "forbidden")
+
+
 @bp.post("/qpay/backend")
 def backend() -> Response:
+    refused = _caller_refused()
+    if refused is not None:
+        return refused
     raw = read_capped(MAX_CALLBACK_BODY)
     callback = parse_backend_body(raw, request.mimetype, deps().shops)
     accept(callback, Source.BACKEND)
