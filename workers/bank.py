@@ -1,4 +1,4 @@
-"""One QPayClient per worker process, whose observer records every bank call (DESIGN.md §2.5).
+"""One QPayClient per worker process, whose observer records every bank call (docs/architecture.md).
 
 Neither the resolve task nor the sweep calls the bank inside a transaction, so each record gets a
 short transaction of its own after the call (a failure to record never fails the work).

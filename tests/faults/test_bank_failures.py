@@ -1,6 +1,7 @@
 """Scenario 4: the bank fails every call for a while (5xx, hangs past the read timeout, replies cut in
-half, HTML maintenance pages), then recovers. Nothing is applied from a failed call, no token is
-called untrusted for what is only an outage, and every payment settles afterwards."""
+half; HTML maintenance pages are tested in test_trust.py), then recovers. Nothing is applied from a
+failed call, no token is called untrusted for what is only an outage (docs/architecture.md: transient
+failures heal themselves), and every payment settles afterwards."""
 
 from __future__ import annotations
 
