@@ -17,7 +17,6 @@ from core.sinopac.errors import (
     BankHTTPError,
     BankRejection,
     BankTimeout,
-    MalformedReply,
     NotAnEnvelope,
     QPayError,
     SignatureMismatch,
