@@ -13,8 +13,9 @@ FINAL_WORDS = frozenset({"paid", "failed", "expired", "rejected"})
 def token_status(session: Session, pay_token: str) -> str | None:
     """None for an unknown token; else the order's status, "rejected", or "pending" until resolved.
 
-    An untrusted token (the bank's reply failed verification) is linked to no order until an operator
-    replays it, so the customer is told the shop is reviewing it rather than "waiting" forever.
+    An untrusted token (the bank's reply failed verification) or a dead one (every allowed resolution
+    failed) is linked to no order until an operator replays it, so the customer is told the shop is
+    reviewing it rather than "waiting" forever.
     """
     row = session.execute(
         select(PayToken.state, Order.status)
@@ -29,6 +30,6 @@ def token_status(session: Session, pay_token: str) -> str | None:
         return str(order_status)
     if state == "rejected":
         return "rejected"
-    if state == "untrusted":
+    if state in ("untrusted", "dead"):
         return "needs_review"
     return "pending"

@@ -226,7 +226,6 @@ def _apply(
     except IllegalTransition as exc:
         late = PAID_LATE.get(OrderStatus(exc.current)) if paid and target is OrderStatus.PAID else None
         if late:  # closed between our read and our update: the money still needs an operator
-            order.status = exc.current
             return _apply(session, order, OrderStatus.NEEDS_REVIEW, source=source, ts_no=ts_no, amount=amount,
                           reason=late, pay_token=pay_token, paid_at=paid_at, now=now, paid=True)
         # The order already left pending (final, or parked for an operator). A bank word that
