@@ -7,12 +7,13 @@ resends). A broker outage still answers S: the row is durable and the sweep re-e
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from flask import Blueprint, Response, g, jsonify, request, url_for
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from core.logging import bind_context
-from core.services.callbacks import CallbackError, CallbackRecord, record_callback
+from core.services.callbacks import CallbackError, CallbackRecord, record_callback, unmark_enqueued
 from core.states import Source
 from webhook.bodies import multipart_fields, read_capped
 from webhook.clientip import allowed, client_address
@@ -41,8 +42,9 @@ def accept(callback: CallbackInput, source: Source) -> None:
 
     One transaction per callback. The upsert stamps `last_enqueued_at` when this receipt is the one
     to queue the token (the first, or one arriving SWEEP_GRACE after the last enqueue), so the bank's
-    resends and the browser's return do not queue it again; if the publish then fails, the sweep
-    re-sends the token SWEEP_GRACE later, as for any token still unresolved.
+    resends and the browser's return do not queue it again. If the publish then fails (broker down),
+    a second short transaction clears that stamp, so the bank's next resend queues the token; the
+    sweep re-sends it SWEEP_GRACE later in any case.
     """
     d = deps()
     bind_context(pay_token=callback.pay_token)
@@ -55,7 +57,21 @@ def accept(callback: CallbackInput, source: Source) -> None:
                        "source": source.value}
     if record.needs_enqueue:
         # False is logged by the enqueuer; the sweep re-enqueues unresolved tokens after the grace.
-        g.access_fields["enqueued"] = d.enqueuer.send_resolve(record.token_id)
+        enqueued = d.enqueuer.send_resolve(record.token_id)
+        g.access_fields["enqueued"] = enqueued
+        if not enqueued and record.queued_at is not None:
+            _unmark(d.unit_of_work, record.token_id, record.queued_at)
+
+
+def _unmark(unit_of_work: UnitOfWork, token_id: int, queued_at: datetime) -> None:
+    """The publish failed: clear this receipt's queued stamp so the bank's next resend queues the token
+    (the bank already has its S; a failure here only leaves the token to the sweep)."""
+    try:
+        with unit_of_work() as session:
+            unmark_enqueued(session, token_id, queued_at)
+    except SQLAlchemyError as exc:
+        log.warning("could not clear the queued mark of token %s (%s); the sweep will re-send it",
+                    token_id, type(exc).__name__)
 
 
 def _record(

@@ -39,6 +39,7 @@ class CallbackRecord:
     needs_enqueue: bool  # True if this receipt must queue the token (unresolved, not queued already)
     receipts: int = 1
     state: str = "received"
+    queued_at: datetime | None = None  # last_enqueued_at after this receipt
 
 
 def _build_upsert(insert: Any) -> Any:
@@ -124,6 +125,7 @@ def record_callback(
         needs_enqueue=row.state == "received" and row.last_enqueued_at == at,
         receipts=row.receipts,
         state=row.state,
+        queued_at=row.last_enqueued_at,
     )
 
 
@@ -136,3 +138,16 @@ def mark_enqueued(session: Session, token_id: int, now: datetime | None = None) 
         .values(last_enqueued_at=at)
         .execution_options(synchronize_session=False)
     )
+
+
+def unmark_enqueued(session: Session, token_id: int, queued_at: datetime) -> bool:
+    """Undo a receipt's `last_enqueued_at` when its publish failed (the broker is down), so that the
+    bank's next resend queues the token at once instead of waiting for the sweep. Conditional: a
+    later stamp (another receipt, the sweep) is left alone."""
+    result = session.execute(
+        update(PayToken)
+        .where(PayToken.id == token_id, PayToken.last_enqueued_at == queued_at)
+        .values(last_enqueued_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

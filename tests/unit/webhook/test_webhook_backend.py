@@ -80,6 +80,19 @@ def test_a_receipt_of_an_already_queued_token_does_not_queue_it_again(client, db
     assert enqueuer.sent == [row.id, row.id]
 
 
+def test_a_receipt_whose_publish_failed_leaves_the_next_receipt_to_queue_the_token(client, db_url, enqueuer):
+    # given a first receipt while the broker was down
+    enqueuer.up = False
+    post_json(client, {"ShopNo": SHOP, "PayToken": TOKEN})
+    # when the bank resends it with the broker back
+    enqueuer.up = True
+    post_json(client, {"ShopNo": SHOP, "PayToken": TOKEN})
+    # then that resend queues it
+    row = token_row(db_url, TOKEN)
+    assert row is not None
+    assert enqueuer.sent == [row.id]
+
+
 def test_duplicate_of_resolved_token_is_acknowledged_but_not_enqueued(client, db_url, enqueuer):
     post_json(client, {"ShopNo": SHOP, "PayToken": TOKEN})
     with transaction(db_url) as s:
@@ -96,7 +109,8 @@ def test_broker_down_still_acknowledges_and_leaves_token_for_the_sweep(client, d
     row = token_row(db_url, TOKEN)
     assert row is not None
     assert row.state == "received"
-    with transaction(db_url) as s:  # the sweep re-sends it once the grace has passed
+    assert row.last_enqueued_at is None  # not queued after all: the bank's resend will queue it
+    with transaction(db_url) as s:  # and the sweep re-sends it once the grace has passed
         later = row.last_received_at + timedelta(seconds=120)
         assert due_tokens(s, now=later, grace=120, limit=10) == [row.id]
 
