@@ -78,12 +78,14 @@ class _Deadline:
 
     def __init__(self, seconds: float) -> None:
         self._end = time.monotonic() + seconds
+        self.waited = 0.0  # seconds spent waiting for the budget (not the bank's time)
 
     def remaining(self) -> float:
         return self._end - time.monotonic()
 
     def extend(self, seconds: float) -> None:
         self._end += seconds
+        self.waited += seconds
 
 
 class BankClient(Protocol):
@@ -409,7 +411,7 @@ class QPayClient:
                     api_service=service,
                     key=key,
                     started_at=started_at,
-                    duration_ms=int((time.monotonic() - t0) * 1000),
+                    duration_ms=int(max(0.0, time.monotonic() - t0 - deadline.waited) * 1000),
                     http_status=status[0],
                     outcome="ok" if error is None else _outcome_of(error),
                     error=None if error is None else str(error),

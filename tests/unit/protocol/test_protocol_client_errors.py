@@ -422,3 +422,27 @@ def test_a_parser_surprise_is_a_malformed_reply_never_recorded_ok(
         client.pay_query(TOKEN)
     (record,) = records
     assert record.outcome == "protocol_error"
+
+
+def test_every_request_waits_for_the_budget_and_the_wait_is_not_the_banks_time(
+    bank: StubBank, records: list[BankCallRecord]
+) -> None:
+    # Given a budget that makes every request wait 1 s (the call's own deadline is 1.5 s)
+    import time
+
+    class SlowBudget:
+        calls = 0
+
+        def acquire(self) -> float:
+            SlowBudget.calls += 1
+            time.sleep(1.0)
+            return 1.0
+
+    qpay = QPayClient(make_settings(bank.base_url), observer=records.append, budget=SlowBudget())
+    # When a call is made, then both its requests waited for a slot, and it still succeeds
+    qpay.pay_query(TOKEN)
+    assert SlowBudget.calls == 2
+    # And the record's duration is the bank's time, not the wait
+    (record,) = records
+    assert record.outcome == "ok"
+    assert record.duration_ms < 1000
