@@ -33,7 +33,7 @@ TEXTS: dict[Lang, dict[str, str]] = {
         "status_failed": "付款失敗",
         "status_expired": "已逾期",
         "status_review": "待人工確認",
-        "note_confirming": "我們正在向銀行確認您的付款，請稍候。本頁會自動更新，請勿重複付款。",
+        "note_confirming": "我們正在向銀行確認您的付款，請稍候，並請勿重複付款。",
         "note_paid": "我們已收到您的付款，謝謝您！",
         "note_failed": "這筆付款沒有成功，款項未被扣除。請回到商店重新付款或改用其他付款方式。",
         "note_expired": "此訂單已超過付款期限，請勿再轉帳。如需購買，請回到商店重新下單。",
@@ -81,8 +81,7 @@ TEXTS: dict[Lang, dict[str, str]] = {
         "status_failed": "Payment failed",
         "status_expired": "Expired",
         "status_review": "Under review by the shop",
-        "note_confirming": "We are confirming your payment with the bank. This page updates by itself; "
-                           "please do not pay again.",
+        "note_confirming": "We are confirming your payment with the bank. Please wait, and do not pay again.",
         "note_paid": "We have received your payment. Thank you!",
         "note_failed": "This payment did not go through and nothing was charged. Please go back to the "
                        "shop to try again or choose another way to pay.",
