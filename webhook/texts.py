@@ -35,7 +35,7 @@ TEXTS: dict[Lang, dict[str, str]] = {
         "status_review": "待人工確認",
         "note_confirming": "我們正在向銀行確認您的付款，請稍候，並請勿重複付款。",
         "note_paid": "我們已收到您的付款，謝謝您！",
-        "note_failed": "這筆付款沒有成功，款項未被扣除。請回到商店重新付款或改用其他付款方式。",
+        "note_failed": "這筆付款沒有成功。請回到商店重新付款，或改用其他付款方式。",
         "note_expired": "此訂單已超過付款期限，請勿再轉帳。如需購買，請回到商店重新下單。",
         "note_review": "這筆付款需要商店人工確認，商店會盡快與您聯繫。",
         "bank_code": "銀行代碼",
@@ -83,8 +83,8 @@ TEXTS: dict[Lang, dict[str, str]] = {
         "status_review": "Under review by the shop",
         "note_confirming": "We are confirming your payment with the bank. Please wait, and do not pay again.",
         "note_paid": "We have received your payment. Thank you!",
-        "note_failed": "This payment did not go through and nothing was charged. Please go back to the "
-                       "shop to try again or choose another way to pay.",
+        "note_failed": "This payment did not go through. Please go back to the shop to try again or "
+                       "choose another way to pay.",
         "note_expired": "This order is past its payment deadline; please do not transfer money for it. "
                         "Go back to the shop to order again.",
         "note_review": "The shop needs to check this payment by hand and will contact you soon.",

@@ -121,10 +121,10 @@ def test_atm_checkout_shows_the_account_and_turns_paid_when_the_transfer_arrives
     expect(page.locator("#deadline")).to_have_text(re.compile(r"^\d{4}/\d\d/\d\d 23:59（台北時間）$"))
     copy = page.locator("[data-copy]")
     expect(copy).to_be_visible()  # shown only where the script runs
+    shot(page, "checkout-atm")
     copy.click()
     expect(copy).to_have_text("已複製")
     mark_document(page)
-    shot(page, "checkout-atm")
     stack.pay(order["order_no"])  # the customer transfers; the bank pushes the callback
     expect(page.locator("#status")).to_have_text("付款成功", timeout=SETTLE)
     assert same_document(page), "the page reloaded instead of updating in place"
