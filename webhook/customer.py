@@ -22,7 +22,8 @@ from core.checkout import checkout_token_ok, shop_display_name, shop_return_url
 from core.models import Order
 from core.services.orders import get_order
 from webhook.deps import deps
-from webhook.pages import customer_page
+from webhook.errors import DB_UNAVAILABLE
+from webhook.pages import customer_page, problem_page
 from webhook.status import token_progress
 from webhook.texts import TEXTS, Lang, account_groups, pick_language, taipei_deadline, twd
 from webhook.validation import ORDER_NO_RE, is_valid_pay_token
@@ -126,6 +127,11 @@ def not_found_page(lang: Lang) -> Response:
     return customer_page("message.html", 404, lang, title=t["not_found_title"], message=t["not_found"])
 
 
+def _unavailable_page(lang: Lang) -> Response:
+    """The database is down: a page asking to reload (a customer never sees the API's JSON error)."""
+    return problem_page(503, lang, "busy_title", TEXTS[lang]["unavailable"])
+
+
 @bp.get("/checkout/<order_no>")
 def checkout(order_no: str) -> Response:
     lang = pick_language(request)
@@ -134,9 +140,12 @@ def checkout(order_no: str) -> Response:
         d.settings.checkout_secret, order_no, request.args.get("t")
     ):
         return not_found_page(lang)
-    with d.unit_of_work() as session:
-        order = get_order(session, order_no)
-        view = order_view(order) if order is not None else None
+    try:
+        with d.unit_of_work() as session:
+            order = get_order(session, order_no)
+            view = order_view(order) if order is not None else None
+    except DB_UNAVAILABLE:
+        return _unavailable_page(lang)
     if view is None:
         return not_found_page(lang)
     phase = order_phase(view.status, before_payment=True)
@@ -148,10 +157,13 @@ def return_page(pay_token: str) -> Response:
     lang = pick_language(request)
     if not is_valid_pay_token(pay_token):
         return not_found_page(lang)
-    with deps().unit_of_work() as session:
-        found = token_progress(session, pay_token)
-        order = get_order(session, found[1]) if found is not None and found[1] else None
-        view = order_view(order) if order is not None else None
+    try:
+        with deps().unit_of_work() as session:
+            found = token_progress(session, pay_token)
+            order = get_order(session, found[1]) if found is not None and found[1] else None
+            view = order_view(order) if order is not None else None
+    except DB_UNAVAILABLE:
+        return _unavailable_page(lang)
     if found is None:
         return not_found_page(lang)
     phase = order_phase(view.status, before_payment=False) if view is not None else token_phase(found[0])

@@ -16,7 +16,15 @@ from core.checkout import checkout_token
 from core.db import transaction
 from core.models import Order, PayToken
 from core.secrets import Secret
-from tests.unit.webhook.helpers import CHECKOUT_SECRET, SHOP, TOKEN, FakeEnqueuer, auth, make_settings
+from tests.unit.webhook.helpers import (
+    CHECKOUT_SECRET,
+    SHOP,
+    TOKEN,
+    FakeEnqueuer,
+    auth,
+    make_settings,
+    refusing_database,
+)
 from webhook import create_app
 from webhook.texts import TEXTS
 
@@ -285,3 +293,15 @@ def test_deadline_is_taipei_time(shop_client, db_url):
     with transaction(db_url) as s:
         s.execute(update(Order).values(expires_at=datetime(2026, 12, 1, 15, 30, tzinfo=UTC)))
     assert "2026/12/01 23:29" in text(shop_client.get(url))
+
+
+@pytest.mark.parametrize("page", ["checkout", "return"])
+def test_database_down_is_a_503_page_not_json(db_url, bank, page):
+    app = make_app(db_url, bank)
+    client = app.test_client()
+    url = create(client, ATM) if page == "checkout" else f"/qpay/return/{TOKEN}"
+    app.extensions["qpay"].unit_of_work = refusing_database
+    resp = client.get(url)
+    assert resp.status_code == 503
+    assert resp.mimetype == "text/html"
+    assert TEXTS["zh-TW"]["unavailable"] in text(resp)
