@@ -34,7 +34,7 @@ def customer_page(template: str, status: int, lang: Lang, *, live: bool = False,
     context.setdefault("back_url", None)
     context.setdefault("back_delay", 0)
     context.setdefault("state_key", "")
-    body = render_template(template, lang=lang, t=TEXTS[lang], nonce=nonce, **context)
+    body = render_template(template, lang=lang, t=TEXTS[lang], zh=TEXTS["zh-TW"], nonce=nonce, **context)
     return _html(body, status, nonce)
 
 

@@ -163,6 +163,7 @@ def test_english_speaking_browser_gets_the_english_page(stack, browser):
         page.goto(order["checkout_url"])
         assert page.locator("html").get_attribute("lang") == "en"
         expect(page.locator("#status")).to_have_text("Awaiting payment")
+        expect(page.locator("#status-zh")).to_have_text("待付款")  # the status also in Chinese, small
         expect(page.locator("#bank-code")).to_have_text("807 (Bank SinoPac)")
         expect(page.locator("h2")).to_have_text("How to pay")
         expect(page.locator("#deadline")).to_contain_text("(Taipei time)")

@@ -201,13 +201,15 @@ def test_language_follows_lang_then_accept_language_then_chinese(shop_client, he
     page = text(shop_client.get(url + query, headers=headers))
     assert f'<html lang="{lang}">' in page
     assert TEXTS[lang]["atm_steps_title"] in page
+    assert ('id="status-zh"' in page) == (lang == "en")
 
 
 def test_english_page_is_english_and_offers_chinese(shop_client):
     url = create(shop_client, ATM)
     page = text(shop_client.get(url, headers={"Accept-Language": "en"}))
     valid_html(page)
-    assert "Awaiting payment" in page
+    assert '<span id="status" class="status s-awaiting" role="status">Awaiting payment</span>' in page
+    assert '<span id="status-zh" class="small" lang="zh-TW">待付款</span>' in page  # for the shop's staff
     assert "807 (Bank SinoPac)" in page
     assert "(Taipei time)" in page
     assert "中文</a>" in page
