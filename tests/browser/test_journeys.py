@@ -45,8 +45,12 @@ def new_order(stack: Stack, pay_type: str, amount: int = 1234,
     return body
 
 
-def shot(page: Page, name: str) -> None:
-    page.screenshot(path=str(screenshot_path(name)), full_page=True)
+def shot(page: Page, name: str, *, whole_page: bool = False) -> None:
+    """The page's content column (readable when shown small), or the whole page as the phone shows it."""
+    if whole_page:
+        page.screenshot(path=str(screenshot_path(name)), full_page=True)
+    else:
+        page.locator(".wrap").screenshot(path=str(screenshot_path(name)))
 
 
 def mark_document(page: Page) -> None:
@@ -188,6 +192,6 @@ def test_a_360_px_phone_never_scrolls_sideways(stack, browser):
             expect(page.locator("#amount")).to_be_visible()
             width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
             assert width[0] <= width[1] == 360, f"{name}: content {width[0]} px wide in a 360 px viewport"
-            shot(page, name)
+            shot(page, name, whole_page=True)
     finally:
         ctx.close()
