@@ -18,6 +18,8 @@ from core.db import transaction
 from core.logging import configure_logging, install_record_factory, register_secrets
 from core.settings import Settings, get_settings
 from core.sinopac.client import BankClient, Observer, QPayClient
+from core.sinopac.types import BankCallRecord
+from metrics import defs as metrics
 from webhook.deps import ClientFactory, Deps, UnitOfWork
 from webhook.enqueue import CeleryEnqueuer, Enqueuer
 
@@ -35,7 +37,11 @@ def _bank_client_factory(settings: Settings) -> ClientFactory:
     http.mount("http://", adapter)
 
     def factory(observer: Observer) -> BankClient:
-        return QPayClient(settings, http=http, observer=observer)
+        def observe(record: BankCallRecord) -> None:
+            metrics.bank_call(record)
+            observer(record)
+
+        return QPayClient(settings, http=http, observer=observe)
 
     return factory
 
@@ -48,6 +54,7 @@ def _register_secrets(settings: Settings) -> None:
         shop.hash_id.reveal(),
         shop.key_id.reveal(),
         settings.api_token.reveal() if settings.api_token else None,
+        settings.metrics_token.reveal() if settings.metrics_token else None,
     )
 
 
@@ -79,7 +86,7 @@ def create_app(
         probes=ThreadPoolExecutor(max_workers=4, thread_name_prefix="readyz"),
     )
 
-    from webhook import callbacks, health, orders_api
+    from webhook import callbacks, health, orders_api, scrape
     from webhook.errors import register_error_handlers
     from webhook.requestlog import register_request_logging
 
@@ -88,6 +95,7 @@ def create_app(
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(orders_api.bp)
     app.register_blueprint(health.bp)
+    scrape.install(app)
 
     if importlib.util.find_spec("webhook.cli") is not None:
         importlib.import_module("webhook.cli").register_cli(app)
