@@ -13,9 +13,13 @@ import shutil
 import tempfile
 from collections.abc import MutableMapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from prometheus_client import REGISTRY, CollectorRegistry
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
+# prometheus_client is imported only inside the functions: it picks its value store (memory or files)
+# when first imported, so the gunicorn master must set the directory before anyone imports it.
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -53,10 +57,10 @@ def cleanup(path: Path, created: bool) -> None:
 
 def registry() -> CollectorRegistry:
     """What a scrape reads: every process's files in multiprocess mode, else this process's metrics."""
+    from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
+
     if not os.environ.get(ENV):
         return REGISTRY
-    from prometheus_client import multiprocess
-
     combined = CollectorRegistry()
     multiprocess.MultiProcessCollector(combined)
     return combined

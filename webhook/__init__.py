@@ -37,13 +37,22 @@ def _bank_client_factory(settings: Settings) -> ClientFactory:
     http.mount("http://", adapter)
 
     def factory(observer: Observer) -> BankClient:
+        return QPayClient(settings, http=http, observer=observer)
+
+    return factory
+
+
+def _counting(factory: ClientFactory) -> ClientFactory:
+    """Every bank call of the web (the orders API) also moves the bank metrics, whatever the factory."""
+
+    def counting_factory(observer: Observer) -> BankClient:
         def observe(record: BankCallRecord) -> None:
             metrics.bank_call(record)
             observer(record)
 
-        return QPayClient(settings, http=http, observer=observe)
+        return factory(observe)
 
-    return factory
+    return counting_factory
 
 
 def _register_secrets(settings: Settings) -> None:
@@ -82,7 +91,7 @@ def create_app(
         shops=frozenset({settings.shop_no}),
         unit_of_work=unit_of_work or (lambda: transaction(database_url)),
         enqueuer=enqueuer or CeleryEnqueuer(settings.redis_url),
-        client_factory=client_factory or _bank_client_factory(settings),
+        client_factory=_counting(client_factory or _bank_client_factory(settings)),
         probes=ThreadPoolExecutor(max_workers=4, thread_name_prefix="readyz"),
     )
 

@@ -8,7 +8,7 @@ read now (metrics/figures.py: database and broker). With METRICS_TOKEN set it ne
 from __future__ import annotations
 
 from flask import Blueprint, Flask, Response, current_app
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
 
 from metrics import defs, multiproc
 from metrics.figures import QUEUES, BusinessCollector, broker_queue_lengths
@@ -25,7 +25,9 @@ def install(app: Flask) -> None:
     defs.preset()
     broker_url = d.settings.redis_url
     figures = CollectorRegistry(auto_describe=False)
-    figures.register(BusinessCollector(d.unit_of_work, lambda: broker_queue_lengths(broker_url, QUEUES),
+    # Looked up per scrape, like the views do (tests swap the unit of work on the app).
+    figures.register(BusinessCollector(lambda: d.unit_of_work(),
+                                       lambda: broker_queue_lengths(broker_url, QUEUES),
                                        d.settings.sweep_interval))
     app.extensions[_FIGURES] = figures
     app.register_blueprint(bp)
@@ -37,6 +39,7 @@ def metrics() -> Response:
     if token is not None and (refusal := bearer_refusal(token)) is not None:
         return refusal
     body = generate_latest(multiproc.registry()) + generate_latest(current_app.extensions[_FIGURES])
-    response = Response(body, status=200, mimetype=None, content_type=CONTENT_TYPE_LATEST)
+    # The classic text format (names are plain ASCII): every Prometheus version parses it.
+    response = Response(body, status=200, mimetype=None, content_type=CONTENT_TYPE_PLAIN_0_0_4)
     response.headers["Cache-Control"] = "no-store"
     return response
