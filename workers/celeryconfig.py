@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+from kombu import Queue
+
 from core.queues import CALLBACK_QUEUE, RESOLVE_TASK, SWEEP_QUEUE, SWEEP_TASK
 from core.settings import SettingsError, env_float, get_settings
 
@@ -104,6 +106,9 @@ task_routes = {
     SWEEP_TASK: {"queue": SWEEP_QUEUE},
 }
 task_default_queue = CALLBACK_QUEUE
+# Declared, so Flower's Broker view and /api/queues/length list both queues even when no worker is
+# online to report what it consumes (Flower then falls back to these names).
+task_queues = (Queue(CALLBACK_QUEUE), Queue(SWEEP_QUEUE))
 
 # -- beat -------------------------------------------------------------------------------------------
 timezone = "UTC"
