@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, suppress
 from typing import Any
 
+import redis
 from kombu import Connection
+from kombu.transport.redis import PRIORITY_STEPS as REDIS_PRIORITY_STEPS
+from kombu.transport.redis import Channel as RedisChannel
 from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -29,10 +33,54 @@ log = logging.getLogger(__name__)
 # Queues whose depth is reported; the notifications queue joins when shop notifications exist.
 QUEUES: tuple[str, ...] = (CALLBACK_QUEUE, SWEEP_QUEUE)
 BROKER_TIMEOUT = 1.0
+REDIS_PRIORITY_SEP = RedisChannel.sep
 
 SCRAPE_ERRORS = Counter(
     "qpay_scrape_errors_total", "Scrape-time reads that failed (database, broker)", ["source"],
 )
+
+
+class QueueDepths:
+    """Messages waiting per queue, for one process (a redis client is kept, rebuilt after a fork).
+
+    On a plain Redis broker (redis://, rediss://, unix://) the lengths of kombu's lists, priority lists
+    included, in one pipelined round trip (~0.3 ms; kombu's own connection setup costs ~10 ms per
+    scrape). Any other broker (sentinel://, amqp://) through kombu's passive declare.
+    """
+
+    def __init__(self, broker_url: str, queues: Sequence[str], timeout: float = BROKER_TIMEOUT) -> None:
+        self._url = broker_url
+        self._queues = tuple(queues)
+        self._timeout = timeout
+        self._direct = broker_url.startswith(("redis://", "rediss://", "unix://"))
+        self._client: tuple[int, redis.Redis] | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:  # the URL may hold a password
+        return "QueueDepths()"
+
+    def __call__(self) -> dict[str, int]:
+        if not self._direct:
+            return broker_queue_lengths(self._url, self._queues, self._timeout)
+        pipe = self._redis().pipeline(transaction=False)
+        for name in self._queues:
+            for key in _priority_keys(name):
+                pipe.llen(key)
+        counts = iter(pipe.execute())
+        return {name: sum(next(counts) for _ in _priority_keys(name)) for name in self._queues}
+
+    def _redis(self) -> redis.Redis:
+        with self._lock:
+            if self._client is None or self._client[0] != os.getpid():
+                client = redis.Redis.from_url(self._url, socket_connect_timeout=self._timeout,
+                                              socket_timeout=self._timeout, health_check_interval=0)
+                self._client = (os.getpid(), client)
+            return self._client[1]
+
+
+def _priority_keys(queue: str) -> list[str]:
+    """The Redis lists kombu keeps for one queue: the queue itself (priority 0) and one per step."""
+    return [queue, *(f"{queue}{REDIS_PRIORITY_SEP}{step}" for step in REDIS_PRIORITY_STEPS if step)]
 
 
 def broker_queue_lengths(

@@ -11,7 +11,7 @@ from flask import Blueprint, Flask, Response, current_app
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
 
 from metrics import defs, multiproc
-from metrics.figures import QUEUES, BusinessCollector, broker_queue_lengths
+from metrics.figures import QUEUES, BusinessCollector, QueueDepths
 from webhook.auth import bearer_refusal
 from webhook.deps import deps
 
@@ -23,11 +23,10 @@ def install(app: Flask) -> None:
     """Build this app's figures registry once and register the endpoint."""
     d = app.extensions["qpay"]
     defs.preset()
-    broker_url = d.settings.redis_url
     figures = CollectorRegistry(auto_describe=False)
     # Looked up per scrape, like the views do (tests swap the unit of work on the app).
     figures.register(BusinessCollector(lambda: d.unit_of_work(),
-                                       lambda: broker_queue_lengths(broker_url, QUEUES),
+                                       QueueDepths(d.settings.redis_url, QUEUES),
                                        d.settings.sweep_interval))
     app.extensions[_FIGURES] = figures
     app.register_blueprint(bp)
