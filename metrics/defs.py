@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from core.sinopac.types import BankCallRecord
 
@@ -53,6 +53,10 @@ EVENT_DELIVERIES = Counter(
     "qpay_event_deliveries_total", "Deliveries of events to the shop's endpoint, by result", ["result"],
 )
 
+BEAT_LOCK_HELD = Gauge(
+    "qpay_beat_lock_held", "1 while this beat holds the owner lock and sends the schedule, else 0",
+)
+
 
 def _bounded(value: str, allowed: Iterable[str]) -> str:
     return value if value in allowed else "other"
@@ -90,6 +94,11 @@ def sweep_run(result: str, by_step: dict[str, int] | None = None) -> None:
 def event_delivery(result: str) -> None:
     """One attempt to deliver an event to the shop: delivered, failed (will retry) or gave_up."""
     EVENT_DELIVERIES.labels(_bounded(result, DELIVERY_RESULTS)).inc()
+
+
+def beat_lock(held: bool) -> None:
+    """Whether this beat process owns the schedule now (summed over beats it must be exactly 1)."""
+    BEAT_LOCK_HELD.set(1 if held else 0)
 
 
 def preset() -> None:
