@@ -11,7 +11,9 @@ errors), then VACUUM ANALYZEd. The real app runs under gunicorn with the repo's 
 multiprocess metrics) and a private Redis broker with a few messages queued; the scrape is timed from
 this process over HTTP (sequential requests on one keep-alive connection, after a warm-up), so the
 figures include the HTTP round trip, the counters of both workers, the database reads and the broker's
-queue lengths. The plan of every figure query at the largest size is printed with the report.
+queue lengths. The database's share (core.services.figures.read_figures, one statement) and the
+broker's (metrics.figures.QueueDepths) are also timed alone in this process, and the plan of the
+figures' statement at the largest size is printed with the report.
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg2
 import redis
 import requests
+from sqlalchemy import event
 
 from bench import cli, harness, sweep
 from core.queues import CALLBACK_QUEUE, SWEEP_QUEUE
@@ -33,18 +38,6 @@ from core.queues import CALLBACK_QUEUE, SWEEP_QUEUE
 REVIEW = 100
 UNTRUSTED = 5
 TOKEN = "bench-metrics-token"
-# The statements core/services/figures.py runs (as SQLAlchemy compiles them, literals inlined).
-FIGURE_QUERIES = (
-    "SELECT count(*) FROM orders WHERE status = 'pending'",
-    "SELECT count(*) FROM orders WHERE status = 'needs_review'",
-    "SELECT count(*) FROM pay_tokens WHERE state = 'received'",
-    "SELECT count(*) FROM pay_tokens WHERE state = 'untrusted'",
-    "SELECT min(first_received_at) FROM pay_tokens WHERE state = 'received'",
-    "SELECT min(first_received_at) FROM pay_tokens WHERE state = 'untrusted'",
-    "SELECT max(finished_at) FROM sweep_runs WHERE errors = 0",
-)
-
-
 @dataclass
 class Size:
     size: int
@@ -52,6 +45,8 @@ class Size:
     times_ms: list[float]
     body_bytes: int
     pending: int
+    figures_ms: float = 0.0  # read_figures in this process, median: the database's share
+    queues_ms: float = 0.0  # QueueDepths in this process, median: the broker's share
 
     def quantile(self, q: float) -> float:
         ordered = sorted(self.times_ms)
@@ -62,7 +57,8 @@ class Size:
 class ScrapeReport:
     scrapes: int
     sizes: list[Size] = field(default_factory=list)
-    plans: dict[str, str] = field(default_factory=dict)
+    plan: str = ""
+    statement: str = ""
 
     def markdown(self) -> str:
         lines = [
@@ -70,18 +66,18 @@ class ScrapeReport:
             "",
             f"{self.scrapes} sequential scrapes per size after 20 warm-up scrapes.",
             "",
-            "| orders | pending | median ms | p95 ms | max ms | body bytes | load s |",
-            "|---:|---:|---:|---:|---:|---:|---:|",
+            "| orders | pending | scrape median ms | p95 ms | max ms | figures (DB) median ms | "
+            "queue depths median ms | body bytes | load s |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for s in self.sizes:
             lines.append(f"| {s.size:,} | {s.pending:,} | {statistics.median(s.times_ms):.1f} | "
-                         f"{s.quantile(0.95):.1f} | {max(s.times_ms):.1f} | {s.body_bytes:,} | "
-                         f"{s.load_seconds:.1f} |")
-        if self.plans:
+                         f"{s.quantile(0.95):.1f} | {max(s.times_ms):.1f} | {s.figures_ms:.2f} | "
+                         f"{s.queues_ms:.2f} | {s.body_bytes:,} | {s.load_seconds:.1f} |")
+        if self.plan:
             biggest = max(s.size for s in self.sizes)
-            lines += ["", f"plans of the figure queries at {biggest:,} orders (EXPLAIN ANALYZE):", ""]
-            for sql, plan in self.plans.items():
-                lines += [f"- `{sql}`", "", "  ```", *[f"  {ln}" for ln in plan.splitlines()], "  ```"]
+            lines += ["", f"the figures' one statement and its plan at {biggest:,} orders (EXPLAIN ANALYZE):",
+                      "", "```sql", self.statement, "```", "", "```", self.plan, "```"]
         return "\n".join(lines)
 
 
@@ -109,14 +105,49 @@ def _extra_rows(url: str, size: int, now: datetime) -> None:
     conn.close()
 
 
-def _plans(url: str) -> dict[str, str]:
-    plans = {}
+def _median_ms(call: Callable[[], object], rounds: int = 100) -> float:
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def _components(url: str, redis_url: str) -> tuple[float, float, str, dict[str, Any]]:
+    """The database's and the broker's shares, timed in this process, and the figures' statement."""
+    from core.db import dispose_engines, session_factory, transaction
+    from core.services.figures import read_figures
+    from metrics.figures import QUEUES, QueueDepths
+
+    engine = session_factory(url).kw["bind"]
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def grab(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        seen.append((statement, dict(parameters or {})))
+
+    def figures() -> None:
+        with transaction(url) as session:
+            read_figures(session)
+
+    event.listen(engine, "before_cursor_execute", grab)
+    try:
+        figures()
+    finally:
+        event.remove(engine, "before_cursor_execute", grab)
+    statement, params = next((st, p) for st, p in seen if "sweep_runs" in st)
+    figures_ms = _median_ms(figures)
+    queues_ms = _median_ms(QueueDepths(redis_url, QUEUES))
+    dispose_engines()
+    return figures_ms, queues_ms, statement, params
+
+
+def _plan(url: str, statement: str, params: dict[str, Any]) -> str:
     with psycopg2.connect(harness.dsn(url)) as conn, conn.cursor() as cur:
-        for sql in FIGURE_QUERIES:
-            cur.execute(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) {sql}")
-            plans[sql] = "\n".join(row[0] for row in cur.fetchall())
+        cur.execute(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) {statement}", params)
+        plan = "\n".join(row[0] for row in cur.fetchall())
     conn.close()
-    return plans
+    return plan
 
 
 def measure_size(size: int, scrapes: int, report: ScrapeReport, *, explain: bool) -> None:
@@ -144,13 +175,16 @@ def measure_size(size: int, scrapes: int, report: ScrapeReport, *, explain: bool
                 resp = http.get(f"{base}/metrics", timeout=10)
                 times.append((time.perf_counter() - t0) * 1000)
                 resp.raise_for_status()
-        report.sizes.append(Size(size, load_seconds, times, len(body), size // 100))
+        figures_ms, queues_ms, statement, params = _components(url, redis_url)
+        report.sizes.append(Size(size, load_seconds, times, len(body), size // 100, figures_ms, queues_ms))
         if explain:
-            report.plans = _plans(url)
+            report.plan = _plan(url, statement, params)
+            report.statement = statement
         broker.close()
         s = report.sizes[-1]
         print(f"  {size:>9,} orders  median {statistics.median(times):6.1f} ms  "
-              f"p95 {s.quantile(0.95):6.1f} ms  max {max(times):6.1f} ms", flush=True)
+              f"p95 {s.quantile(0.95):6.1f} ms  max {max(times):6.1f} ms  figures {figures_ms:.2f} ms  "
+              f"queues {queues_ms:.2f} ms", flush=True)
 
 
 def run(sizes: list[int], scrapes: int) -> ScrapeReport:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, ScalarSelect, func, select
 from sqlalchemy.orm import Session
 
 from core.models import Order, PayToken, SweepRun
@@ -33,33 +34,38 @@ class Figures:
 
 
 def read_figures(session: Session, *, now: datetime | None = None) -> Figures:
-    """Five small indexed reads; safe to call on every scrape."""
+    """One statement of seven scalar subqueries (one round trip), each an indexed read; safe on every
+    scrape."""
     at = now or datetime.now(UTC)
-    orders = {
-        s.value: session.scalar(select(func.count()).select_from(Order).where(Order.status == s.value)) or 0
-        for s in ORDER_STATES
+
+    def count(model: type[Order] | type[PayToken], condition: ColumnElement[bool]) -> ScalarSelect[Any]:
+        return select(func.count()).select_from(model).where(condition).scalar_subquery()
+
+    def oldest(state: TokenState) -> ScalarSelect[Any]:
+        first = func.min(PayToken.first_received_at)
+        return select(first).where(PayToken.state == state.value).scalar_subquery()
+
+    columns: dict[str, ScalarSelect[Any]] = {
+        **{f"order_{s.value}": count(Order, Order.status == s.value) for s in ORDER_STATES},
+        **{f"token_{s.value}": count(PayToken, PayToken.state == s.value) for s in TOKEN_STATES},
+        **{f"oldest_{s.value}": oldest(s) for s in TOKEN_STATES},
+        "clean_sweep": select(func.max(SweepRun.finished_at)).where(SweepRun.errors == 0).scalar_subquery(),
     }
-    tokens = {
-        s.value: session.scalar(select(func.count()).select_from(PayToken).where(PayToken.state == s.value))
-        or 0
-        for s in TOKEN_STATES
-    }
-    oldest = [
-        session.scalar(select(func.min(PayToken.first_received_at)).where(PayToken.state == s.value))
-        for s in TOKEN_STATES
-    ]
-    first = min((_aware(t) for t in oldest if t is not None), default=None)
-    clean = session.scalar(select(func.max(SweepRun.finished_at)).where(SweepRun.errors == 0))
+    row = session.execute(select(*(c.label(name) for name, c in columns.items()))).one()._mapping
+    first = min((_aware(row[f"oldest_{s.value}"]) for s in TOKEN_STATES
+                 if row[f"oldest_{s.value}"] is not None), default=None)
+    clean = row["clean_sweep"]
     return Figures(
-        orders=orders,
-        tokens=tokens,
+        orders={s.value: int(row[f"order_{s.value}"] or 0) for s in ORDER_STATES},
+        tokens={s.value: int(row[f"token_{s.value}"] or 0) for s in TOKEN_STATES},
         oldest_unresolved_token_age=max(0.0, (at - first).total_seconds()) if first else 0.0,
         last_clean_sweep=_aware(clean).timestamp() if clean is not None else None,
     )
 
 
 def _aware(value: datetime) -> datetime:
-    """func.min/max bypass the column type on SQLite (a naive UTC datetime or a string comes back)."""
+    """min/max in a scalar subquery lose the column type on SQLite (a naive UTC datetime or a string
+    comes back)."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
