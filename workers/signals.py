@@ -13,7 +13,6 @@ from celery.signals import (
     setup_logging,
     task_postrun,
     task_prerun,
-    worker_init,
     worker_process_init,
 )
 
@@ -61,10 +60,11 @@ def _is_prefork(worker: Any) -> bool:
     return getattr(pool, "__module__", "") == "celery.concurrency.prefork"
 
 
-@worker_init.connect
-def _worker_metrics(sender: Any = None, **_: Any) -> None:
-    """The threads, gevent and solo pools run tasks in this process: its exporter serves them."""
-    if not _is_prefork(sender):
+@celeryd_after_setup.connect
+def _worker_metrics(instance: Any = None, **_: Any) -> None:
+    """The threads, gevent and solo pools run tasks in this process: its exporter serves them.
+    (After the logging set-up, so the port it took is logged; prefork children start their own.)"""
+    if not _is_prefork(instance):
         exporter.start("worker")
 
 
