@@ -77,6 +77,8 @@ class Settings:
     sweep_batch: int = 500
     check_schedule: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0, 21600.0)
     flower_basic_auth: Secret | None = None
+    # Bearer token Prometheus sends to the web's GET /metrics (unset: /metrics is open).
+    metrics_token: Secret | None = None
     log_level: str = "INFO"
     sandbox_defaults: bool = False
     # Trust and abuse (issue 13).
@@ -294,6 +296,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     _check_api_base_url(env, api_base_url)
     shop, sandbox_defaults = _shop(env, allow_sandbox_defaults=_is_loopback(api_base_url))
     token = env.get("API_TOKEN")
+    metrics_token = env.get("METRICS_TOKEN")
     flower_auth = env.get("FLOWER_BASIC_AUTH")
     if flower_auth and ":" not in flower_auth:
         raise SettingsError("FLOWER_BASIC_AUTH must be user:password")
@@ -322,6 +325,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sweep_batch=env_int(env, "SWEEP_BATCH", 500, 1),
         check_schedule=_schedule(env, "CHECK_SCHEDULE", (60.0, 300.0, 900.0, 3600.0, 21600.0)),
         flower_basic_auth=Secret(flower_auth) if flower_auth else None,
+        metrics_token=Secret(metrics_token) if metrics_token else None,
         log_level=level,
         sandbox_defaults=sandbox_defaults,
         confirm_payments=env_flag(env, "QPAY_CONFIRM_PAYMENTS", True),

@@ -7,6 +7,8 @@ resends). A broker outage still answers S: the row is durable and the sweep re-e
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +18,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from core.logging import bind_context
 from core.services.callbacks import CallbackError, CallbackRecord, record_callback, unmark_enqueued
 from core.states import Source
+from metrics import defs as metrics
 from webhook.bodies import multipart_fields, read_capped
 from webhook.clientip import allowed, client_address
 from webhook.deps import UnitOfWork, deps
@@ -54,6 +57,7 @@ def accept(callback: CallbackInput, source: Source) -> None:
         record = _record(d.unit_of_work, callback, source, grace=d.settings.sweep_grace)
     except CallbackError as exc:  # the service's own rules are stricter than ours
         raise InvalidInput(str(exc), field="PayToken") from None
+    metrics.callback(source.value, "stored" if record.created else "duplicate")
     # Carried by the request's access line (webhook/requestlog.py): one log line per callback.
     g.access_fields = {"token_id": record.token_id, "receipts": record.receipts, "state": record.state,
                        "source": source.value}
@@ -113,14 +117,29 @@ def _caller_refused() -> Response | None:
     return error_response(403, "forbidden")
 
 
+@contextmanager
+def _counted(source: Source) -> Iterator[None]:
+    """qpay_callbacks_total for a callback refused as invalid or for an unreachable database (accept
+    counts the stored and duplicate ones); the exception goes on to its handler."""
+    try:
+        yield
+    except InvalidInput:
+        metrics.callback(source.value, "invalid")
+        raise
+    except DB_UNAVAILABLE:
+        metrics.callback(source.value, "db_unavailable")
+        raise
+
+
 @bp.post("/qpay/backend")
 def backend() -> Response:
     refused = _caller_refused()
     if refused is not None:
         return refused
-    raw = read_capped(MAX_CALLBACK_BODY)
-    callback = parse_backend_body(raw, request.mimetype, deps().shops)
-    accept(callback, Source.BACKEND)
+    with _counted(Source.BACKEND):
+        raw = read_capped(MAX_CALLBACK_BODY)
+        callback = parse_backend_body(raw, request.mimetype, deps().shops)
+        accept(callback, Source.BACKEND)
     return Response(ACK, status=200, mimetype="application/json")
 
 
@@ -132,12 +151,13 @@ def return_url() -> Response:
     """
     lang = pick_language(request)
     try:
-        raw = read_capped(MAX_CALLBACK_BODY)
-        if request.mimetype == "multipart/form-data":
-            callback = validate_callback(multipart_fields(raw), deps().shops)
-        else:
-            callback = parse_return_body(raw, request.mimetype, deps().shops)
-        accept(callback, Source.RETURN)
+        with _counted(Source.RETURN):
+            raw = read_capped(MAX_CALLBACK_BODY)
+            if request.mimetype == "multipart/form-data":
+                callback = validate_callback(multipart_fields(raw), deps().shops)
+            else:
+                callback = parse_return_body(raw, request.mimetype, deps().shops)
+            accept(callback, Source.RETURN)
     except InvalidInput as exc:
         log.info("return rejected", extra={"error": exc.error})
         status = exc.status if exc.status in (400, 413) else 400

@@ -17,6 +17,7 @@ from core.services.bank_calls import recorder
 from core.settings import get_settings
 from core.sinopac.client import DEFAULT_POOL_SIZE, QPayClient
 from core.sinopac.types import BankCallRecord
+from metrics import defs as metrics
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,11 @@ def _record_alone(record: BankCallRecord) -> None:
         log.exception("could not record a bank call (%s %s)", record.api_service, record.outcome)
 
 
+def _observe(record: BankCallRecord) -> None:
+    metrics.bank_call(record)
+    _record_alone(record)
+
+
 def size_pool(concurrency: int) -> None:
     """One pooled bank connection per task slot: a threads or gevent pool shares this process's
     client among all its slots (prefork children use one each; unused connections are never opened)."""
@@ -49,7 +55,7 @@ def bank_client() -> QPayClient:
     global _client, _client_pid
     if _client is None or _client_pid != os.getpid():
         settings = get_settings()
-        _client = QPayClient(settings, observer=_record_alone, pool_size=_pool_size,
+        _client = QPayClient(settings, observer=_observe, pool_size=_pool_size,
                              budget=bank_budget(settings))
         _client_pid = os.getpid()
     return _client

@@ -1,7 +1,7 @@
 """Dead pay tokens: a partial index for the tokens that failed RESOLVE_MAX_ATTEMPTS resolutions.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0005
 Create Date: 2026-11-29
 
 pay_tokens.state is a plain String(16) with no CHECK constraint, so the new state `dead`
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004"
-down_revision: str | None = "0002"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
