@@ -31,8 +31,9 @@ MAX_CONTENT_LENGTH = 64 * 1024  # any body; the callback endpoints cap theirs at
 
 
 def _bank_client_factory(settings: Settings) -> ClientFactory:
-    """One pooled HTTP session per app; a client per request so its observer records into that request's
-    transaction. No urllib3 retries: retrying is the caller's decision."""
+    """One pooled HTTP session per app; a client per request so its observer collects that request's
+    bank calls (stored after the call, outside any transaction). No urllib3 retries: retrying is the
+    caller's decision."""
     http = requests.Session()
     adapter = HTTPAdapter(pool_connections=2, pool_maxsize=16, max_retries=0)
     http.mount("https://", adapter)
