@@ -17,7 +17,7 @@ CALLBACK_SOURCES = frozenset({"backend", "return"})
 CALLBACK_RESULTS = frozenset({"stored", "duplicate", "invalid", "db_unavailable"})
 BANK_SERVICES = frozenset({"OrderCreate", "OrderQuery", "OrderPayQuery"})
 BANK_OUTCOMES = frozenset({"ok", "rejected", "transport_error", "protocol_error"})
-SWEEP_RESULTS = frozenset({"ok", "errors", "failed"})
+SWEEP_RESULTS = frozenset({"ok", "errors", "failed", "skipped"})
 SWEEP_STEPS = frozenset({"requeued", "bulk", "targeted", "expired"})
 DELIVERY_RESULTS = frozenset({"delivered", "failed", "gave_up"})
 
@@ -44,7 +44,8 @@ SETTLEMENT = Histogram(
     buckets=SETTLEMENT_BUCKETS,
 )
 RESOLVE_RETRIES = Counter("qpay_resolve_retries_total", "Resolve tasks retried after a transient failure")
-SWEEP_RUNS = Counter("qpay_sweep_runs_total", "Sweep passes, by result (ok, errors, failed)", ["result"])
+SWEEP_RUNS = Counter("qpay_sweep_runs_total", "Sweep passes, by result (ok, errors, failed, skipped)",
+                     ["result"])
 SWEEP_SETTLED = Counter(
     "qpay_sweep_settled_total", "Work done by sweep passes, by step (requeued, bulk, targeted, expired)",
     ["step"],

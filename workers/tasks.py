@@ -23,6 +23,7 @@ from workers import app
 from workers.backoff import retry_countdown
 from workers.bank import bank_client
 from workers.celeryconfig import RESOLVE_HARD_LIMIT, RESOLVE_SOFT_LIMIT, SWEEP_HARD_LIMIT, SWEEP_SOFT_LIMIT
+from workers.sweeplock import exclusive_pass
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +127,19 @@ def _enqueue_resolve(token_id: int) -> bool:
     acks_late=False,
 )
 def sweep() -> dict[str, int]:
-    """One reconciliation pass (core/services/sweep.py); safe to run while another one runs."""
+    """One reconciliation pass (core/services/sweep.py), skipped while another one runs."""
+    settings = get_settings()
+    with exclusive_pass(settings.redis_url) as ours:
+        if not ours:
+            log.info("sweep skipped: another pass is running", extra={"outcome": "skipped"})
+            metrics.sweep_run("skipped")
+            return {"skipped": 1}
+        return _sweep_pass(settings)
+
+
+def _sweep_pass(settings: Settings) -> dict[str, int]:
     try:
-        counts = run_sweep(transaction, bank_client(), get_settings(), _enqueue_resolve)
+        counts = run_sweep(transaction, bank_client(), settings, _enqueue_resolve)
     except OperationalError as exc:
         # The database is unreachable: nothing can be read or settled now; beat sends the next pass.
         log.warning("sweep skipped: database unavailable (%s)", type(exc.orig).__name__,

@@ -53,30 +53,29 @@ def due_tokens(session: Session, *, now: datetime, grace: timedelta | float, lim
 
 def claim_due_orders(
     session: Session, *, now: datetime, limit: int, lease: timedelta | float = DEFAULT_LEASE
-) -> list[Order]:
+) -> list[str]:
     """Claim pending orders due for a check: lock them (SKIP LOCKED on PostgreSQL) and push their
-    next_check_at out by `lease`.
+    next_check_at out by `lease`; returns their OrderNos, oldest due first.
 
     Commit the claim before calling the bank: a second sweep running at the same time skips the
     locked rows and, after the commit, no longer sees them as due, so no row lock is held across a
     bank call. settle_from_query_row (or schedule_next_check) sets the real next check afterwards;
-    if the sweep dies, the lease expires and the order is due again.
+    if the sweep dies, the lease expires and the order is due again. Two Core statements, whatever
+    the batch size (no ORM objects: the sweep needs only the numbers).
     """
     stmt = (
-        select(Order)
+        select(Order.id, Order.order_no)
         .where(Order.status == "pending", Order.next_check_at <= now)
         .order_by(Order.next_check_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    orders = list(session.scalars(stmt))
-    if orders:
+    rows = session.execute(stmt).all()
+    if rows:
         session.execute(
             update(Order)
-            .where(Order.id.in_([o.id for o in orders]), Order.status == "pending")
+            .where(Order.id.in_([r.id for r in rows]), Order.status == "pending")
             .values(next_check_at=now + _as_delta(lease))
             .execution_options(synchronize_session=False)
         )
-        for order in orders:
-            session.refresh(order)
-    return orders
+    return [r.order_no for r in rows]

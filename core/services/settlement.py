@@ -333,18 +333,21 @@ def settle_from_pay_result(
 
 
 def schedule_next_check(
-    session: Session, settings: Settings, order_no: str, *, now: datetime, not_after: datetime | None = None
+    session: Session, settings: Settings, order_no: str, *, now: datetime, not_after: datetime | None = None,
+    attempts: int | None = None,
 ) -> bool:
     """Push a still-pending order's next check out along settings.check_schedule (attempts += 1).
 
     `not_after` caps it: an unpaid order is looked at again when it may expire, not a backoff step
-    (up to hours) later.
+    (up to hours) later. `attempts`: the order's check_attempts when the caller has just read it in
+    this transaction (saves a SELECT; the UPDATE still counts in SQL and only a pending order moves).
     """
-    attempts = session.scalar(
-        select(Order.check_attempts).where(Order.order_no == order_no, Order.status == "pending")
-    )
     if attempts is None:
-        return False
+        attempts = session.scalar(
+            select(Order.check_attempts).where(Order.order_no == order_no, Order.status == "pending")
+        )
+        if attempts is None:
+            return False
     when = next_check_at(attempts + 1, now, settings.check_schedule)
     if not_after is not None and now < not_after < when:
         when = not_after
@@ -432,11 +435,12 @@ def settle_from_query_row(
         # Unpaid and not yet past our expiry (even if the bank already calls the link expired): the
         # customer may still be paying. Look again when the order may expire.
         schedule_next_check(session, settings, order.order_no, now=at,
-                            not_after=_expiry(order, row, CARD_CAPTURE_GRACE))
+                            not_after=_expiry(order, row, CARD_CAPTURE_GRACE), attempts=order.check_attempts)
         return SettleOutcome("pending", order.order_no, False, f"PayStatus {code}")
     if order.pay_type == "C" and code == paystatus.CARD_DECLINED:
         return _apply(session, order, OrderStatus.FAILED, amount=None,
                       reason=f"card declined (PayStatus {code})", **common)  # type: ignore[arg-type]
     not_after = _expiry(order, row) if order.pay_type == "A" and code == paystatus.ATM_UNPAID else None
-    schedule_next_check(session, settings, order.order_no, now=at, not_after=not_after)
+    schedule_next_check(session, settings, order.order_no, now=at, not_after=not_after,
+                        attempts=order.check_attempts)
     return SettleOutcome("pending", order.order_no, False, f"PayStatus {code or '(empty)'}")

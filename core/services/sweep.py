@@ -7,7 +7,8 @@ One pass, three steps, each in short transactions with every bank call outside t
                pending orders the bank reports paid; a window that hits the bank's 300-row maximum is
                split in halves down to one minute;
   3. targeted  pending orders due for a check (per-order backoff) are claimed, then queried by
-               OrderNo; unpaid ATM orders past expiry become expired.
+               OrderNo, SWEEP_CONCURRENCY calls in flight at once (each request still takes its slot
+               in the bank budget); unpaid ATM orders past expiry become expired.
 
 Safe when two passes run at once: claims use FOR UPDATE SKIP LOCKED and a lease, every order change is
 a conditional UPDATE, and enqueueing a token twice is harmless (resolution is idempotent). A bank
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -33,7 +35,7 @@ from core.services.units import UnitOfWork
 from core.settings import Settings
 from core.sinopac.client import BankClient
 from core.sinopac.errors import BankProtocolError, BankTransportError, QPayError
-from core.sinopac.types import OrderQueryRow
+from core.sinopac.types import OrderQueryResult, OrderQueryRow
 from core.states import Source
 
 __all__ = ["BANK_MAX_ROWS", "Enqueue", "SweepCounts", "run_sweep"]
@@ -233,40 +235,74 @@ def _targeted(
     uow: UnitOfWork, client: BankClient, settings: Settings, now: datetime, counts: SweepCounts
 ) -> None:
     failures_in_a_row = 0
-    for _ in range(MAX_TARGETED_BATCHES):
-        with uow() as session:
-            # The claim commits here: the rows carry a lease, no lock is held during the bank calls.
-            claimed = [o.order_no for o in claim_due_orders(session, now=now, limit=settings.sweep_batch)]
-        if not claimed:
-            return
-        for order_no in claimed:
-            if failures_in_a_row >= OUTAGE_AFTER:
-                # The bank is down: the rest of the claim keeps its lease and is due again after it.
-                counts.notes.append("targeted: stopped after repeated transport errors")
+    width = max(1, settings.sweep_concurrency)
+    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="sweep-query") as pool:
+        for _ in range(MAX_TARGETED_BATCHES):
+            with uow() as session:
+                # The claim commits here: the rows carry a lease, no lock is held during the bank calls.
+                claimed = claim_due_orders(session, now=now, limit=settings.sweep_batch)
+            if not claimed:
                 return
-            try:
-                result = client.query_orders(order_no=order_no)
-            except BankTransportError as exc:
-                failures_in_a_row += 1
-                _bank_error(counts, exc, f"OrderQuery {order_no}")
-                continue
-            except Exception as exc:  # QPayError, ValueError, a surprise: never the end of the pass
-                # Not an outage, and asking again at once will not help: back off this order.
-                failures_in_a_row = 0
-                _bank_error(counts, exc, f"OrderQuery {order_no}")
-                _back_off(uow, settings, order_no, now, counts)
-                continue
-            failures_in_a_row = 0
-            row = next((r for r in result.orders if r.order_no == order_no), None)
-            if row is None:
-                log.warning("sweep: the bank does not list order %s", order_no, extra={"order_no": order_no})
-                _back_off(uow, settings, order_no, now, counts)
-                counts.still_pending += 1
-                continue
-            counts.found += 1
-            _settle(uow, settings, row, now, counts, "targeted")
-        if len(claimed) < settings.sweep_batch:
-            return
+            # Up to `width` OrderQuery calls in flight (each request still waits for its slot in the
+            # bank budget); the writes stay on this thread, one short transaction per order.
+            # Slow start: one call at first, twice as many after each answer, back to one after a
+            # transport failure, so an outage is still found with OUTAGE_AFTER calls, not `width`.
+            waiting = iter(claimed)
+            in_flight: dict[Future[OrderQueryResult], str] = {}
+            stopped = False
+            limit = 1
+            while True:
+                while not stopped and len(in_flight) < limit:
+                    order_no = next(waiting, None)
+                    if order_no is None:
+                        break
+                    in_flight[pool.submit(_query_one, client, order_no)] = order_no
+                if not in_flight:
+                    break
+                done, _pending = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    order_no = in_flight.pop(future)
+                    failures_in_a_row = _targeted_result(uow, settings, now, counts, order_no, future,
+                                                         failures_in_a_row)
+                    limit = 1 if failures_in_a_row else min(width, limit * 2)
+                if not stopped and failures_in_a_row >= OUTAGE_AFTER:
+                    # The bank is down: the rest of the claim keeps its lease and is due again after it.
+                    counts.notes.append("targeted: stopped after repeated transport errors")
+                    stopped = True
+            if stopped:
+                return
+            if len(claimed) < settings.sweep_batch:
+                return
+
+
+def _query_one(client: BankClient, order_no: str) -> OrderQueryResult:
+    return client.query_orders(order_no=order_no)
+
+
+def _targeted_result(
+    uow: UnitOfWork, settings: Settings, now: datetime, counts: SweepCounts, order_no: str,
+    future: Future[OrderQueryResult], failures_in_a_row: int,
+) -> int:
+    """Apply one OrderQuery answer (or failure); returns the transport failures in a row so far."""
+    try:
+        result = future.result()
+    except BankTransportError as exc:
+        _bank_error(counts, exc, f"OrderQuery {order_no}")
+        return failures_in_a_row + 1
+    except Exception as exc:  # QPayError, ValueError, a surprise: never the end of the pass
+        # Not an outage, and asking again at once will not help: back off this order.
+        _bank_error(counts, exc, f"OrderQuery {order_no}")
+        _back_off(uow, settings, order_no, now, counts)
+        return 0
+    row = next((r for r in result.orders if r.order_no == order_no), None)
+    if row is None:
+        log.warning("sweep: the bank does not list order %s", order_no, extra={"order_no": order_no})
+        _back_off(uow, settings, order_no, now, counts)
+        counts.still_pending += 1
+        return 0
+    counts.found += 1
+    _settle(uow, settings, row, now, counts, "targeted")
+    return 0
 
 
 def _back_off(uow: UnitOfWork, settings: Settings, order_no: str, now: datetime, counts: SweepCounts) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -9,6 +11,7 @@ from sqlalchemy import select
 import core.services.sweep as sweep_module
 from core.models import Order, OrderEvent, PayToken, SweepRun
 from core.services.sweep import run_sweep
+from core.settings import load_settings
 from tests.unit.workers.conftest import NOW, FakeBank, add_order, add_token, row, status_of
 
 
@@ -230,3 +233,54 @@ def test_a_reply_the_parser_chokes_on_never_ends_the_pass(uow, settings):
     assert counts.errors == 1
     assert status_of(uow, "T1") == "paid"
     assert _runs(uow)[-1].errors == 1
+
+
+class SlowBank(FakeBank):
+    """OrderQuery that takes `delay` seconds and records how many calls were in flight at once."""
+
+    def __init__(self, rows, delay: float) -> None:
+        super().__init__(rows=rows)
+        self.delay = delay
+        self.in_flight = 0
+        self.most = 0
+        self.lock = threading.Lock()
+
+    def query_orders(self, **kw):
+        with self.lock:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+        try:
+            time.sleep(self.delay)
+            return super().query_orders(**kw)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def test_targeted_calls_run_concurrently_up_to_sweep_concurrency(uow, db_url):
+    # given 40 due orders, half of them paid at the bank, and a bank answering in 50 ms
+    settings = load_settings({"DATABASE_URL": db_url, "SWEEP_BATCH": "50", "SWEEP_CONCURRENCY": "8"})
+    for i in range(40):
+        add_order(uow, f"C{i:02d}", next_check_at=NOW - timedelta(minutes=1))
+    bank = SlowBank([row(f"C{i:02d}", pay_date=None, pay_status="1A400" if i % 2 else "1A200")
+                     for i in range(40)], delay=0.05)
+    started = time.monotonic()
+    counts = run_sweep(uow, bank, settings, lambda _: True, now=NOW)
+    elapsed = time.monotonic() - started
+    # then every order was queried once, never more than 8 at a time, and far faster than in series
+    assert len([c for c in bank.calls if c.get("order_no")]) == 40
+    assert bank.most == 8
+    assert elapsed < 40 * 0.05 / 2
+    assert (counts.settled, counts.still_pending, counts.errors) == (20, 20, 0)
+    assert sum(status_of(uow, f"C{i:02d}") == "paid" for i in range(40)) == 20
+
+
+def test_a_bank_outage_in_the_targeted_step_stops_after_three_calls_whatever_the_concurrency(uow, db_url):
+    settings = load_settings({"DATABASE_URL": db_url, "SWEEP_BATCH": "50", "SWEEP_CONCURRENCY": "16"})
+    for i in range(20):
+        add_order(uow, f"D{i:02d}", next_check_at=NOW - timedelta(minutes=1))
+    bank = FakeBank(down=True)
+    counts = run_sweep(uow, bank, settings, lambda _: True, now=NOW)
+    assert len([c for c in bank.calls if c.get("order_no")]) == 3
+    assert "targeted: stopped after repeated transport errors" in (_runs(uow)[0].detail or "")
+    assert counts.errors == 1 + 3  # the bulk window and three targeted calls
