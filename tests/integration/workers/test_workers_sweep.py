@@ -1,8 +1,10 @@
-"""The sweep in a real worker against the sandbox: expiry and two passes at once."""
+"""The sweep in a real worker against the sandbox: expiry, two sweeps sent at once, two passes at once."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
+from functools import partial
 
 import pytest
 import requests
@@ -10,6 +12,9 @@ from sqlalchemy import select
 
 from core.db import transaction
 from core.models import Order
+from core.services.sweep import run_sweep
+from core.settings import load_settings
+from core.sinopac.client import QPayClient
 from tests.support.poll import wait_for
 
 pytestmark = pytest.mark.integration
@@ -52,7 +57,7 @@ def test_an_atm_order_the_bank_reports_overdue_becomes_expired(stack):
     assert (run.expired, run.errors) == (1, 0)
 
 
-def test_two_sweeps_at_once_settle_each_order_exactly_once(stack):
+def test_two_sweeps_sent_at_once_run_one_pass_that_settles_each_order_exactly_once(stack):
     # given twelve paid orders whose callbacks the bank dropped, all due for a check, and a slowish bank
     stack.faults(drop_callback_rate=1.0, latency_ms=40)
     orders = [stack.create_order("A" if i % 2 else "C", 100 + i) for i in range(12)]
@@ -60,16 +65,47 @@ def test_two_sweeps_at_once_settle_each_order_exactly_once(stack):
         stack.pay(order_no)
     wait_for(lambda: all(_due(stack, o) for o in orders), timeout=5, message="orders to be due")
     before = len(stack.sweep_runs())
-    # when two sweeps run at the same time (two pool processes)
+    # when two sweeps are sent at the same time (two pool threads take them)
     stack.enqueue_sweep()
     stack.enqueue_sweep()
-    runs = _new_runs(stack, before, 2)
-    # then every order is paid, with one paid event each, and the two passes together settled twelve
+    wait_for(lambda: "sweep skipped: another pass is running" in stack.logs(), timeout=30,
+             message="the second sweep to be skipped")
+    [run] = _new_runs(stack, before, 1)
+    # then one pass ran and paid every order, with one paid event each
     for order_no in orders:
         assert stack.status(order_no) == "paid"
         assert [e.to_status for e in stack.events(order_no)].count("paid") == 1
-    assert sum(r.settled for r in runs) == 12
-    assert sum(r.errors for r in runs) == 0
+    assert (run.settled, run.errors) == (12, 0)
+    assert len(stack.sweep_runs()) == before + 1
+
+
+def test_two_passes_that_do_overlap_settle_each_order_exactly_once(stack):
+    # given twelve paid orders due for a check, and a slowish bank
+    stack.faults(drop_callback_rate=1.0, latency_ms=40)
+    orders = [stack.create_order("A" if i % 2 else "C", 300 + i) for i in range(12)]
+    for order_no in orders:
+        stack.pay(order_no)
+    wait_for(lambda: all(_due(stack, o) for o in orders), timeout=5, message="orders to be due")
+    # when two passes run at once anyway (an operator's `sweep run` beside beat's, or a lock store
+    # that does not answer): here two threads of the real sweep, one bank client each
+    settings = load_settings({**stack.env, "SWEEP_CONCURRENCY": "4"})
+    results = []
+
+    def one_pass() -> None:
+        with QPayClient(settings) as client:
+            results.append(run_sweep(partial(transaction, stack.db_url), client, settings, lambda _: True))
+
+    threads = [threading.Thread(target=one_pass) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    # then every order is paid once, and the two passes together settled twelve
+    for order_no in orders:
+        assert stack.status(order_no) == "paid"
+        assert [e.to_status for e in stack.events(order_no)].count("paid") == 1
+    assert sum(r.settled for r in results) == 12
+    assert sum(r.errors for r in results) == 0
     # and the passes really overlapped
-    first, second = sorted(runs, key=lambda r: r.started_at)
-    assert second.started_at < first.finished_at, stack.logs()
+    first, second = sorted(stack.sweep_runs()[-2:], key=lambda r: r.started_at)
+    assert second.started_at < first.finished_at
