@@ -148,6 +148,8 @@ def resolve_token(
         return _failed(units, settings, token_id, token, exc, at, extra)
 
     src = Source(row.source) if row.source in Source._value2member_map_ else Source.BACKEND
+    if now is None:  # the moment it settles, after the bank answered (the event's and the token's time)
+        at = datetime.now(UTC)
     with units() as session:
         outcome = settle_from_pay_result(session, settings, result, source=src, pay_token=token, now=at,
                                          confirmation=confirmation)
