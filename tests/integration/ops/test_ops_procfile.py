@@ -7,6 +7,8 @@ stack of `make up` / `make demo` (Procfile.dev under honcho) must come up and go
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,3 +153,65 @@ def test_local_stack_of_make_up_starts_every_process_and_stops_cleanly(tmp_path:
     assert code != -9, log_path.read_text(errors="replace")[-3000:]
     for port in (config.web_port, config.sandbox_port, config.flower_port):
         wait_for(lambda p=port: not port_open("127.0.0.1", p), timeout=10, message=f"port {port} to close")
+
+
+def _ready_workers(log: str) -> int:
+    return log.count(" ready.")
+
+
+def test_one_worker_line_runs_worker_processes_workers_and_stops_them_all(tmp_path: Path, redis_url: str
+                                                                         ) -> None:
+    # given the Procfile's worker line with WORKER_PROCESSES=2
+    proc = _two_workers(tmp_path, redis_url)
+    try:
+        # then two Celery workers with two node names come up
+        assert "celery@" in proc.log()
+        assert "celery2@" in proc.log()
+        children = _children(proc.pid)
+        assert len(children) == 2
+        # when one of them dies, the launcher stops the other and exits, so the platform restarts the line
+        os.kill(children[0], signal.SIGKILL)
+        wait_for(lambda: not proc.alive(), timeout=60, message="the launcher to exit")
+        assert proc.popen is not None
+        assert proc.popen.returncode != 0
+        wait_for(lambda: not any(_exists(pid) for pid in children), timeout=30, message="both workers gone")
+    finally:
+        proc.stop()
+
+
+def test_a_sigterm_to_the_worker_line_is_a_warm_shutdown_of_every_worker(tmp_path: Path, redis_url: str
+                                                                         ) -> None:
+    proc = _two_workers(tmp_path, redis_url)
+    try:
+        children = _children(proc.pid)
+        assert proc.popen is not None
+        proc.popen.send_signal(signal.SIGTERM)  # the launcher alone, as a platform's first signal
+        assert proc.popen.wait(60) == 0
+        assert not any(_exists(pid) for pid in children)
+        assert proc.log().count("worker: Warm shutdown") == 2
+    finally:
+        proc.stop()
+
+
+def _two_workers(tmp_path: Path, redis_url: str) -> Proc:
+    """The Procfile's worker line with WORKER_PROCESSES=2, once both workers are ready."""
+    env = _env(tmp_path, redis_url, WORKER_PROCESSES="2", WORKER_CONCURRENCY="2")
+    assert _release(env).returncode == 0
+    command = "exec " + read_procfile("Procfile")["worker"]
+    proc = Proc("procfile-workers", ["/bin/sh", "-c", command], env).start()
+    return proc.wait_ready(lambda: _ready_workers(proc.log()) >= 2, timeout=90)
+
+
+def _children(pid: int) -> list[int]:
+    import psutil
+
+    return [c.pid for c in psutil.Process(pid).children()]
+
+
+def _exists(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
