@@ -126,6 +126,20 @@ def _expected_ready(env: dict[str, str]) -> int:
     return int(env.get("WORKER_PROCESSES") or os.cpu_count() or 1)
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its live descendants (workers.launch starts each
+    worker in a session of its own, so the process group does not hold them)."""
+    import psutil
+
+    total = 0.0
+    root = psutil.Process(pid)
+    for proc in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def store_orders(url: str, paid: list[drain.Paid]) -> None:
     drain.store(url, paid)
     with psycopg2.connect(harness.dsn(url)) as conn, conn.cursor() as cur:
@@ -241,7 +255,7 @@ def one_run(*, url: str, redis_url: str, sandbox_url: str, env: dict[str, str], 
     accepted = [0]
     try:
         web_cpu0 = harness.group_cpu_seconds(web.pid)
-        cpu0 = harness.group_cpu_seconds(worker.pid)
+        cpu0 = tree_cpu_seconds(worker.pid)
         with py_spy(worker.pid, profile) as raw:
             sender = threading.Thread(target=send_open_loop, args=(base, tokens[:n], rate, accepted),
                                       daemon=True)
@@ -257,7 +271,7 @@ def one_run(*, url: str, redis_url: str, sandbox_url: str, env: dict[str, str], 
                 if now - moved > stall:
                     break
                 time.sleep(0.5)  # pacing between polls of the database
-            cpu = harness.group_cpu_seconds(worker.pid) - cpu0
+            cpu = tree_cpu_seconds(worker.pid) - cpu0
             web_cpu = harness.group_cpu_seconds(web.pid) - web_cpu0
     finally:
         worker.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -213,15 +214,23 @@ class QPayClient:
         self._observer = observer
         self._budget = budget
         self._owns_http = http is None
-        self._http = http if http is not None else self._new_session(pool_size)
+        self._http = http if http is not None else self._new_session(pool_size, self._base)
 
     @staticmethod
-    def _new_session(pool_size: int) -> requests.Session:
+    def _new_session(pool_size: int, base: str) -> requests.Session:
         session = requests.Session()
         # No hidden urllib3 retries: a retry decision belongs to the caller, who knows what is safe.
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
+        # The environment's proxies (HTTPS_PROXY, NO_PROXY) and CA bundle (REQUESTS_CA_BUNDLE,
+        # CURL_CA_BUNDLE) are read once, here, instead of on every request (requests' trust_env: ~6% of
+        # a worker's CPU per settlement, bench/RESULTS.md). A client is built per process at start-up.
+        session.trust_env = False
+        session.proxies = requests.utils.get_environ_proxies(base)
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle:
+            session.verify = bundle
         return session
 
     def __repr__(self) -> str:

@@ -285,3 +285,19 @@ def test_pool_size_must_be_a_positive_count(bank: StubBank) -> None:
     for bad in (0, -1, True, 2.5):
         with pytest.raises(ValueError, match="pool_size"):
             QPayClient(make_settings(bank.base_url), pool_size=bad)  # type: ignore[arg-type]
+
+
+def test_the_environments_proxy_and_ca_bundle_are_read_once_when_the_client_is_built(monkeypatch) -> None:
+    # (requests would re-read the environment on every request; the client reads it at construction)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/bank-ca.pem")
+    settings = make_settings("https://bank.example/QPay.WebAPI/api/")
+    with QPayClient(settings) as client:
+        http = client._http
+        assert http.trust_env is False
+        assert http.proxies.get("https") == "http://proxy.example:3128"
+        assert http.verify == "/etc/ssl/bank-ca.pem"
+    monkeypatch.setenv("NO_PROXY", "bank.example")
+    with QPayClient(settings) as bypassed:
+        assert "https" not in bypassed._http.proxies
