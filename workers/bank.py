@@ -1,19 +1,25 @@
 """One QPayClient per worker process, whose observer records every bank call (docs/architecture.md).
 
-Neither the resolve task nor the sweep calls the bank inside a transaction, so each record gets a
-short transaction of its own after the call (a failure to record never fails the work).
+Neither the resolve task nor the sweep calls the bank inside a transaction, so a record gets a short
+transaction of its own after the call (a failure to record never fails the work), or, within the
+resolve task (records_with_the_work), is written by the task's next transaction, its write.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from core.budget import bank_budget
 from core.db import transaction
 from core.services.bank_calls import recorder
+from core.services.units import UnitOfWork
 from core.settings import get_settings
 from core.sinopac.client import DEFAULT_POOL_SIZE, QPayClient
 from core.sinopac.types import BankCallRecord
@@ -38,9 +44,48 @@ def _record_alone(record: BankCallRecord) -> None:
         log.exception("could not record a bank call (%s %s)", record.api_service, record.outcome)
 
 
+_deferred = threading.local()  # .pending: this thread's records waiting for its next transaction
+
+
 def _observe(record: BankCallRecord) -> None:
     metrics.bank_call(record)
+    pending: list[BankCallRecord] | None = getattr(_deferred, "pending", None)
+    if pending is not None:
+        pending.append(record)
+        return
     _record_alone(record)
+
+
+@contextmanager
+def records_with_the_work() -> Iterator[UnitOfWork]:
+    """A unit of work whose transactions also write this thread's bank call records made since the
+    last one: the resolve task's write transaction carries its OrderPayQuery and OrderQuery rows (one
+    commit for the work and its records instead of three; none while the bank answers). A record
+    whose transaction rolls back waits for the next; whatever is left at the end is written alone."""
+    _deferred.pending = []
+
+    @contextmanager
+    def unit() -> Iterator[Session]:
+        pending: list[BankCallRecord] = _deferred.pending
+        taken = pending[:]
+        del pending[:]
+        try:
+            with transaction() as session:
+                add = recorder(session)
+                for record in taken:
+                    add(record)
+                yield session
+        except BaseException:
+            pending[:0] = taken
+            raise
+
+    try:
+        yield unit
+    finally:
+        left: list[BankCallRecord] = _deferred.pending
+        _deferred.pending = None
+        for record in left:
+            _record_alone(record)
 
 
 def size_pool(concurrency: int) -> None:

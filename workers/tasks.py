@@ -21,7 +21,7 @@ from core.settings import Settings, get_settings
 from metrics import defs as metrics
 from workers import app
 from workers.backoff import retry_countdown
-from workers.bank import bank_client
+from workers.bank import bank_client, records_with_the_work
 from workers.celeryconfig import RESOLVE_HARD_LIMIT, RESOLVE_SOFT_LIMIT, SWEEP_HARD_LIMIT, SWEEP_SOFT_LIMIT
 from workers.sweeplock import exclusive_pass
 
@@ -47,9 +47,10 @@ def resolve_pay_token(self: Task, token_id: Any) -> str:
     error: str | None
     label: str | None = None
     try:
-        # A unit of work, not a session: no transaction is open while the bank answers (each bank
-        # call is recorded in a short transaction of its own, workers/bank.py).
-        outcome = resolve_token(transaction, bank_client(), settings, token_id)
+        # A unit of work, not a session: no transaction is open while the bank answers; the bank
+        # calls are recorded by the resolution's next transaction, its write (workers/bank.py).
+        with records_with_the_work() as unit_of_work:
+            outcome = resolve_token(unit_of_work, bank_client(), settings, token_id)
     except OperationalError as exc:
         # The database is unreachable: nothing was changed. Same backoff as a bank outage; after the
         # last retry the stored token is the sweep's (it re-enqueues unresolved tokens).

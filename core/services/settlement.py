@@ -176,7 +176,8 @@ def _common_mismatches(
     reasons = []
     if order.ts_no and ts_no and ts_no != order.ts_no:
         reasons.append(f"TSNo {ts_no} differs from the stored {order.ts_no}")
-    if ts_no:
+    # orders.ts_no is unique: when this order already holds the TSNo no other order can (no SELECT).
+    if ts_no and ts_no != order.ts_no:
         other = _ts_no_taken(session, ts_no, order.order_no)
         if other:
             reasons.append(f"TSNo {ts_no} already belongs to order {other}")

@@ -7,6 +7,7 @@ import logging
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from workers import bank as worker_bank
 from workers import tasks
 
 
@@ -77,6 +78,7 @@ def test_an_untrusted_bank_reply_raises_one_alert_naming_the_task_and_parks_the_
     token_id = add_token(uow, token, received=NOW)
     bank = FakeBankClient().script_pay(token, SignatureMismatch("OrderPayQuery: Sign does not verify"))
     monkeypatch.setattr(tasks, "transaction", uow)
+    monkeypatch.setattr(worker_bank, "transaction", uow)  # the resolution's own transactions
     monkeypatch.setattr(tasks, "bank_client", lambda: bank)
     monkeypatch.setattr(tasks, "get_settings", lambda: settings)
 
@@ -115,6 +117,7 @@ def test_an_unexpected_exception_counts_as_an_attempt_and_the_last_one_kills_the
 
     monkeypatch.setattr(tasks, "resolve_token", crash)
     monkeypatch.setattr(tasks, "transaction", uow)
+    monkeypatch.setattr(worker_bank, "transaction", uow)  # the resolution's own transactions
     monkeypatch.setattr(tasks, "get_settings", lambda: replace(settings, max_attempts=2))
     monkeypatch.setattr(tasks.resolve_pay_token, "retry", lambda **kw: Retry())
 
