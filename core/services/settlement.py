@@ -176,7 +176,7 @@ _ORDER_FACTS = select(Order.order_no, Order.amount, Order.currency, Order.pay_ty
                       Order.expires_at, Order.check_attempts)
 
 
-def _get_order(session: Session, order_no: str) -> OrderFacts | None:
+def _order_facts(session: Session, order_no: str) -> OrderFacts | None:
     # One Core SELECT, read now: another transaction may have moved the order a moment ago.
     row = session.execute(_ORDER_FACTS.where(Order.order_no == order_no)).first()
     return OrderFacts(*row) if row is not None else None
@@ -305,7 +305,7 @@ def settle_from_pay_result(
     if ts is None:
         log.error("PayQuery reply without TSResultContent", extra={"reason": "no TSResultContent"})
         return SettleOutcome("unknown_order", None, False, "reply has no TSResultContent")
-    order = _get_order(session, ts.order_no)
+    order = _order_facts(session, ts.order_no)
     if order is None:
         reason = f"OrderNo {ts.order_no} is not ours (no such order)"
         log.error("PayQuery names an unknown order %s", ts.order_no, extra={"order_no": ts.order_no})
@@ -419,7 +419,7 @@ def settle_from_query_row(
     pending with its next check scheduled (per-order backoff, no later than a coming expiry).
     """
     at = _now(now)
-    order = _get_order(session, row.order_no)
+    order = _order_facts(session, row.order_no)
     if order is None:
         log.warning("OrderQuery row for an unknown order %s", row.order_no, extra={"order_no": row.order_no})
         return SettleOutcome("unknown_order", row.order_no, False, "no such order")
