@@ -336,7 +336,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, full: bool = False) -> Non
     parser.add_argument("--rates", default="50,100", help="callbacks per second, comma-separated")
     parser.add_argument("--settle-latencies", default="100,0",
                         help="bank latency per request in ms, comma-separated (0 is the control)")
-    parser.add_argument("--seconds", type=float, default=60.0 if full else 20.0,
+    parser.add_argument("--settle-seconds", type=float, default=60.0 if full else 20.0,
                         help="how long callbacks are sent at each rate")
     parser.add_argument("--bank-rate", type=float, default=0.0,
                         help="QPAY_BANK_RATE for the run (0: no budget)")
@@ -347,7 +347,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, full: bool = False) -> Non
 
 def from_args(args: argparse.Namespace) -> SettleReport:
     return run(rates=[float(x) for x in args.rates.split(",")],
-               latencies=[int(x) for x in args.settle_latencies.split(",")], seconds=args.seconds,
+               latencies=[int(x) for x in args.settle_latencies.split(",")], seconds=args.settle_seconds,
                bank_rate=args.bank_rate, profile=args.profile, stall=args.settle_stall)
 
 

@@ -12,7 +12,9 @@ the due=1% row grows 10x per step together with its due count, at a flat cost pe
 
 The bank is an in-process fake (FakeBank below), not the sandbox: loading 10k pending orders into the
 sandbox through OrderCreate would dominate the run, and here we measure our side (the database), so
-bank time is zero by construction. Its calls are counted; one in ten pending orders is reported paid.
+bank time is zero unless `--sweep-bank-latency` gives each OrderQuery a time (a sleep), and no budget
+applies unless `--sweep-bank-rate` sets one. Its calls are counted; one in ten pending orders is
+reported paid. The CPU column is this process's CPU time over the pass per due order.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import io
 import math
 import re
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -33,6 +36,7 @@ import psycopg2
 from sqlalchemy import event
 
 from bench import cli, harness
+from core.budget import LocalBudget
 from core.sinopac.timefmt import to_bank_minute
 from core.sinopac.types import OrderQueryResult, OrderQueryRow, PayQueryResult
 
@@ -43,16 +47,30 @@ PAID_EVERY = 10
 
 
 class FakeBank:
-    """OrderQuery answers from a dict of the pending orders; bulk windows find nothing new."""
+    """OrderQuery answers from a dict of the pending orders; bulk windows find nothing new.
 
-    def __init__(self, pending: dict[str, tuple[int, str]], now: datetime) -> None:
+    `latency`: seconds each OrderQuery takes (a sleep, no CPU: a real call is a Nonce and an Order
+    request). `budget`: the bank request budget, two slots per call like the real client's.
+    """
+
+    def __init__(self, pending: dict[str, tuple[int, str]], now: datetime, *, latency: float = 0.0,
+                 budget: LocalBudget | None = None) -> None:
         self.pending = pending
         self.calls = 0
         self.expire = to_bank_minute(now + timedelta(days=3))
         self.pay_date = to_bank_minute(now - timedelta(minutes=5))
+        self.latency = latency
+        self.budget = budget
+        self._lock = threading.Lock()
 
     def query_orders(self, *, order_no: str | None = None, **_: Any) -> OrderQueryResult:
-        self.calls += 1
+        with self._lock:
+            self.calls += 1
+        if self.budget is not None:
+            self.budget.acquire()  # the Nonce request
+            self.budget.acquire()  # the Order request
+        if self.latency:
+            time.sleep(self.latency)  # the bank's answer time, simulated
         rows: tuple[OrderQueryRow, ...] = ()
         if order_no is not None and order_no in self.pending:
             amount, ts_no = self.pending[order_no]
@@ -80,6 +98,11 @@ class Pass:
     bank_calls: int
     counts: dict[str, int]
     shapes: Counter[str] = field(default_factory=Counter)
+    cpu_seconds: float = 0.0  # this process's CPU over the pass (the sweep's side: ORM, driver, Python)
+
+    @property
+    def cpu_ms_per_due(self) -> float:
+        return self.cpu_seconds * 1000 / self.due if self.due else math.nan
 
     @property
     def ms_per_due(self) -> float:
@@ -90,18 +113,27 @@ class Pass:
 class SweepReport:
     passes: list[Pass] = field(default_factory=list)
     load_seconds: dict[int, float] = field(default_factory=dict)
+    bank_latency_ms: float = 0.0
+    bank_rate: float = 0.0
+    concurrency: int = 0
 
     def markdown(self) -> str:
+        budget = "none" if self.bank_rate <= 0 else f"{self.bank_rate:g} requests/s (2 per call)"
         lines = [
             "### sweep (one pass of core.services.sweep.run_sweep; fake bank, real PostgreSQL)",
             "",
-            "| orders | pending | pass | due | seconds | SQL statements | bank calls | ms per due order |",
-            "|---:|---:|---|---:|---:|---:|---:|---:|",
+            f"fake bank: {self.bank_latency_ms:g} ms per OrderQuery; bank budget: {budget}; "
+            f"SWEEP_CONCURRENCY {self.concurrency}",
+            "",
+            "| orders | pending | pass | due | seconds | SQL statements | bank calls | ms per due order "
+            "| CPU ms per due order |",
+            "|---:|---:|---|---:|---:|---:|---:|---:|---:|",
         ]
         for p in self.passes:
             per = "—" if math.isnan(p.ms_per_due) else f"{p.ms_per_due:.2f}"
+            cpu = "—" if math.isnan(p.cpu_ms_per_due) else f"{p.cpu_ms_per_due:.2f}"
             lines.append(f"| {p.size:,} | {p.size // 100:,} | {p.label} | {p.due:,} | {p.seconds:.3f} | "
-                         f"{p.queries:,} | {p.bank_calls:,} | {per} |")
+                         f"{p.queries:,} | {p.bank_calls:,} | {per} | {cpu} |")
         biggest = max((p for p in self.passes if p.label == "due=1%"), key=lambda p: p.size, default=None)
         if biggest is not None and biggest.due:
             lines += ["", f"statements of the due=1% pass at {biggest.size:,} orders, per due order:", ""]
@@ -206,7 +238,8 @@ def _shape(sql: str) -> str:
     return text[:120]
 
 
-def measure_size(size: int, report: SweepReport) -> None:
+def measure_size(size: int, report: SweepReport, *, latency: float = 0.0, bank_rate: float = 0.0,
+                 concurrency: int = 16) -> None:
     from core.db import dispose_engines, session_factory, transaction
     from core.services.sweep import run_sweep
     from core.settings import load_settings
@@ -214,7 +247,8 @@ def measure_size(size: int, report: SweepReport) -> None:
     now = datetime.now(UTC)
     with harness.database() as url:
         report.load_seconds[size] = load(url, size, now)
-        settings = load_settings({"DATABASE_URL": url, "QPAY_API_BASE_URL": "http://127.0.0.1:9/api/"})
+        settings = load_settings({"DATABASE_URL": url, "QPAY_API_BASE_URL": "http://127.0.0.1:9/api/",
+                                  "SWEEP_CONCURRENCY": str(concurrency)})
         engine = session_factory(url).kw["bind"]
         statements = [0]
         shapes: Counter[str] = Counter()
@@ -224,7 +258,8 @@ def measure_size(size: int, report: SweepReport) -> None:
             statements[0] += 1
             shapes[_shape(sql)] += 1
 
-        bank = FakeBank(_pending(size), now)
+        bank = FakeBank(_pending(size), now, latency=latency,
+                        budget=LocalBudget(bank_rate) if bank_rate > 0 else None)
         enqueued: list[int] = []
 
         def enqueue(token_id: int) -> bool:  # the sweep's Enqueue: True = the broker took it
@@ -241,11 +276,11 @@ def measure_size(size: int, report: SweepReport) -> None:
                 statements[0] = 0
                 shapes.clear()
                 bank.calls = 0
-                t0 = time.perf_counter()
+                t0, cpu0 = time.perf_counter(), time.process_time()
                 counts = run_sweep(lambda: transaction(url), bank, settings, enqueue, now=at)
-                seconds = time.perf_counter() - t0
+                seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
                 report.passes.append(Pass(size, label, due, seconds, statements[0], bank.calls,
-                                          counts.as_dict(), Counter(shapes)))
+                                          counts.as_dict(), Counter(shapes), cpu))
                 print(f"  {size:>9,} orders  {label:8s} due {due:>6,}  {seconds:7.3f} s  "
                       f"{statements[0]:>6,} statements  {bank.calls:>6,} bank calls  {counts.as_dict()}",
                       flush=True)
@@ -254,10 +289,11 @@ def measure_size(size: int, report: SweepReport) -> None:
             dispose_engines()
 
 
-def run(sizes: list[int]) -> SweepReport:
-    report = SweepReport()
+def run(sizes: list[int], *, latency_ms: float = 0.0, bank_rate: float = 0.0, concurrency: int = 16
+        ) -> SweepReport:
+    report = SweepReport(bank_latency_ms=latency_ms, bank_rate=bank_rate, concurrency=concurrency)
     for size in sizes:
-        measure_size(size, report)
+        measure_size(size, report, latency=latency_ms / 1000, bank_rate=bank_rate, concurrency=concurrency)
     return report
 
 
@@ -274,10 +310,17 @@ def summary_line(report: SweepReport) -> str:
 def add_arguments(parser: argparse.ArgumentParser, *, full: bool = False) -> None:
     default = "10000,100000,1000000" if full else "10000,100000"
     parser.add_argument("--sizes", default=default, help=f"comma-separated table sizes (default {default})")
+    parser.add_argument("--sweep-bank-latency", type=float, default=0.0,
+                        help="ms each OrderQuery of the fake bank takes (default 0)")
+    parser.add_argument("--sweep-bank-rate", type=float, default=0.0,
+                        help="bank request budget in requests/s, 2 per OrderQuery (default 0: none)")
+    parser.add_argument("--sweep-concurrency", type=int, default=16,
+                        help="SWEEP_CONCURRENCY for the passes (default 16, the setting's default)")
 
 
 def from_args(args: argparse.Namespace) -> SweepReport:
-    return run([int(s) for s in args.sizes.split(",") if s.strip()])
+    return run([int(s) for s in args.sizes.split(",") if s.strip()], latency_ms=args.sweep_bank_latency,
+               bank_rate=args.sweep_bank_rate, concurrency=args.sweep_concurrency)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -75,7 +75,7 @@ class Settings:
     sweep_grace: float = 120.0
     sweep_window_overlap: float = 600.0
     sweep_batch: int = 500
-    sweep_concurrency: int = 8  # targeted OrderQuery calls in flight at once (the bank budget still applies)
+    sweep_concurrency: int = 16  # targeted OrderQuery calls in flight at once (the bank budget still applies)
     check_schedule: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0, 21600.0)
     flower_basic_auth: Secret | None = None
     # Bearer token Prometheus sends to the web's GET /metrics (unset: /metrics is open).
@@ -324,7 +324,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sweep_grace=env_float(env, "SWEEP_GRACE", 120.0, 0.0),
         sweep_window_overlap=env_float(env, "SWEEP_WINDOW_OVERLAP", 600.0, 0.0),
         sweep_batch=env_int(env, "SWEEP_BATCH", 500, 1),
-        sweep_concurrency=env_int(env, "SWEEP_CONCURRENCY", 8, 1, maximum=64),
+        sweep_concurrency=env_int(env, "SWEEP_CONCURRENCY", 16, 1, maximum=64),
         check_schedule=_schedule(env, "CHECK_SCHEDULE", (60.0, 300.0, 900.0, 3600.0, 21600.0)),
         flower_basic_auth=Secret(flower_auth) if flower_auth else None,
         metrics_token=Secret(metrics_token) if metrics_token else None,
