@@ -81,9 +81,11 @@ def create_app(
 
     from webhook import callbacks, health, orders_api
     from webhook.errors import register_error_handlers
+    from webhook.headers import register_security_headers
     from webhook.requestlog import register_request_logging
 
     register_request_logging(app)
+    register_security_headers(app)
     register_error_handlers(app)
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(orders_api.bp)
