@@ -22,6 +22,8 @@ DEFAULT_API_BASE_URL = "http://127.0.0.1:8100/QPay.WebAPI/api/"
 DEFAULT_DATABASE_URL = f"sqlite:///{PROJECT_DIR / 'var' / 'qpay.db'}"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6479/0"  # the embedded Redis that `make demo` / `make up` start
 HASH_KEY_NAMES = ("QPAY_HASH_A1", "QPAY_HASH_A2", "QPAY_HASH_B1", "QPAY_HASH_B2")
+# A bearer token anyone on the network may try to guess: `openssl rand -hex 32` gives 64 characters.
+MIN_API_TOKEN_LENGTH = 32
 
 # Public, published test keys (PROTOCOL vectors, `generated` inputs). They are used only when no key
 # is configured AND the bank is the local sandbox; they are worthless against the real bank.
@@ -82,6 +84,21 @@ class Settings:
     @property
     def api_is_local(self) -> bool:
         return _is_loopback(self.api_base_url)
+
+    def log_secrets(self) -> tuple[str, ...]:
+        """Every configured secret value, revealed only so the log formatter can mask it in every
+        process (core.logging.register_secrets): the API token and Flower's logins always, the shop's
+        keys unless they are the public sandbox ones."""
+        values: list[str] = []
+        if not self.sandbox_defaults:
+            shop = self.shop
+            values += [k.reveal() for k in shop.hash_keys] + [shop.hash_id.reveal(), shop.key_id.reveal()]
+        if self.api_token is not None:
+            values.append(self.api_token.reveal())
+        if self.flower_basic_auth is not None:
+            logins = [p.strip() for p in self.flower_basic_auth.reveal().split(",") if p.strip()]
+            values += logins + [login.partition(":")[2] for login in logins]
+        return tuple(values)
 
 
 def _is_loopback(url: str) -> bool:
@@ -180,6 +197,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError("QPAY_API_BASE_URL must be an http(s) URL")
     shop, sandbox_defaults = _shop(env, allow_sandbox_defaults=_is_loopback(api_base_url))
     token = env.get("API_TOKEN")
+    if token and len(token) < MIN_API_TOKEN_LENGTH and not _is_loopback(api_base_url):
+        raise SettingsError(
+            f"API_TOKEN must be at least {MIN_API_TOKEN_LENGTH} characters (e.g. `openssl rand -hex 32`); "
+            "shorter ones are accepted only against the local sandbox (a loopback QPAY_API_BASE_URL)"
+        )
     flower_auth = env.get("FLOWER_BASIC_AUTH")
     if flower_auth and ":" not in flower_auth:
         raise SettingsError("FLOWER_BASIC_AUTH must be user:password")

@@ -40,17 +40,6 @@ def _bank_client_factory(settings: Settings) -> ClientFactory:
     return factory
 
 
-def _register_secrets(settings: Settings) -> None:
-    # Revealed once, only so the log formatter can mask these values wherever they appear.
-    shop = settings.shop
-    register_secrets(
-        *(k.reveal() for k in shop.hash_keys),
-        shop.hash_id.reveal(),
-        shop.key_id.reveal(),
-        settings.api_token.reveal() if settings.api_token else None,
-    )
-
-
 def create_app(
     settings: Settings | None = None,
     *,
@@ -63,8 +52,7 @@ def create_app(
     if configure_logs:
         configure_logging(settings.log_level)
     install_record_factory()
-    if not settings.sandbox_defaults:
-        _register_secrets(settings)
+    register_secrets(*settings.log_secrets())
 
     app = Flask(__name__, static_folder=None)
     app.config.update(MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH, JSON_SORT_KEYS=False)

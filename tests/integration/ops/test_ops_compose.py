@@ -5,6 +5,7 @@ Needs PyYAML in the dev requirements.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -60,8 +61,51 @@ def test_app_processes_wait_for_migrations_and_broker(compose: dict[str, Any], n
     assert deps["redis"]["condition"] == "service_healthy"
 
 
-def test_web_waits_for_the_sandbox_bank(compose: dict[str, Any]) -> None:
-    assert compose["services"]["web"]["depends_on"]["sandbox"]["condition"] == "service_healthy"
+def test_web_waits_for_the_sandbox_bank_only_when_the_sandbox_runs(compose: dict[str, Any]) -> None:
+    spec = compose["services"]["web"]["depends_on"]["sandbox"]
+    assert spec["condition"] == "service_healthy"
+    assert spec["required"] is False  # without the sandbox profile, web starts against the real bank
+
+
+def test_the_sandbox_bank_runs_only_under_its_profile(compose: dict[str, Any]) -> None:
+    # Its pay and fault routes mark orders paid: it must never start by default.
+    assert compose["services"]["sandbox"]["profiles"] == ["sandbox"]
+    for name, service in compose["services"].items():
+        assert "sandbox" not in (service.get("profiles") or []) or name == "sandbox"
+
+
+@pytest.mark.parametrize(("name", "variable"), [
+    ("API_TOKEN", "API_TOKEN"),
+    ("FLOWER_BASIC_AUTH", "FLOWER_BASIC_AUTH"),
+    ("DATABASE_URL", "POSTGRES_PASSWORD"),
+])
+def test_compose_refuses_to_start_without_the_secrets(compose: dict[str, Any], name: str,
+                                                      variable: str) -> None:
+    # `${VAR:?message}`: compose stops with the message when VAR is unset or empty; no default secret.
+    required = re.compile(r"\$\{" + variable + r":\?[^}]+\}")
+    for service_name in ("migrate", "web", "worker", "beat", "flower", "sandbox"):
+        assert required.search(compose["services"][service_name]["environment"][name]), (service_name, name)
+
+
+def test_the_database_takes_its_password_from_the_required_variable(compose: dict[str, Any]) -> None:
+    password = compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    assert re.fullmatch(r"\$\{POSTGRES_PASSWORD:\?[^}]+\}", password)
+
+
+def test_no_default_password_or_token_is_left_in_the_file() -> None:
+    raw = (PROJECT_DIR / "docker-compose.yml").read_text()
+    assert "change-me" not in raw
+    assert "qpay:qpay@" not in raw
+    assert not re.search(r"POSTGRES_PASSWORD:\s*qpay\b", raw)
+
+
+def test_published_ports_bind_loopback_only(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    published = {name: service["ports"] for name, service in services.items() if "ports" in service}
+    assert set(published) == {"web", "flower", "sandbox"}
+    for name, ports in published.items():
+        for port in ports:
+            assert str(port).startswith("127.0.0.1:"), (name, port)
 
 
 @pytest.mark.parametrize(("name", "program"), [
