@@ -60,7 +60,7 @@ class Settings:
     read_timeout: float = 30.0
     # URLs may hold passwords: kept out of repr.
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
-    redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
+    broker_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
     api_token: Secret | None = None
     public_base_url: str = "http://127.0.0.1:8000"
     # Resolution retries (workers): exponential backoff base and cap in seconds, bound on retries.
@@ -123,6 +123,13 @@ def database_url_from(env: Mapping[str, str], fallback: str | None = None) -> st
     """DATABASE_URL as every process must use it (services, migrations, scripts): normalised, with
     `fallback` (or the SQLite file under var/) when it is unset."""
     return normalize_database_url(env.get("DATABASE_URL") or fallback or DEFAULT_DATABASE_URL)
+
+
+def broker_url_from(env: Mapping[str, str]) -> str:
+    """The Celery broker: BROKER_URL, else REDIS_URL (the name Heroku's Redis add-on sets), else the
+    embedded Redis of `make demo` / `make up`. BROKER_URL wins, so an AMQP broker can sit beside a
+    Redis that only holds beat's lock."""
+    return env.get("BROKER_URL") or env.get("REDIS_URL") or DEFAULT_REDIS_URL
 
 
 def env_float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
@@ -218,7 +225,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         connect_timeout=env_float(env, "QPAY_CONNECT_TIMEOUT", 5.0, 0.01),
         read_timeout=env_float(env, "QPAY_READ_TIMEOUT", 30.0, 0.01),
         database_url=database_url_from(env),
-        redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
+        broker_url=broker_url_from(env),
         api_token=Secret(token) if token else None,
         public_base_url=(env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:8000").rstrip("/"),
         retry_base=retry_base,

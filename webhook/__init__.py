@@ -62,7 +62,7 @@ def create_app(
         settings=settings,
         shops=frozenset({settings.shop_no}),
         unit_of_work=unit_of_work or (lambda: transaction(database_url)),
-        enqueuer=enqueuer or CeleryEnqueuer(settings.redis_url),
+        enqueuer=enqueuer or CeleryEnqueuer(settings.broker_url),
         client_factory=client_factory or _bank_client_factory(settings),
         probes=ThreadPoolExecutor(max_workers=4, thread_name_prefix="readyz"),
     )

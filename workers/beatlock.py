@@ -6,8 +6,9 @@ the other checks again every few seconds and takes over within BEAT_LOCK_TTL sec
 dies. The sweep is safe even if two passes do overlap (core/services/sweep.py); the lock only keeps
 the schedule from being doubled.
 
-The lock lives in BEAT_LOCK_URL, by default REDIS_URL when that is a redis:// or rediss:// URL. With a
-sentinel:// or amqp:// broker set BEAT_LOCK_URL to a plain Redis URL, or beat refuses to start.
+The lock lives in BEAT_LOCK_URL, by default the broker when that is a redis:// or rediss:// URL, else
+REDIS_URL when that is one (BROKER_URL=amqp://... beside a Redis add-on). With a sentinel:// or amqp://
+broker and no plain Redis URL, beat refuses to start.
 """
 
 from __future__ import annotations
@@ -49,13 +50,18 @@ return 0
 def lock_url(env: dict[str, str] | None = None, broker_url: str = "") -> str:
     """The Redis that holds the lock; a clear error when none is configured."""
     env = dict(os.environ) if env is None else env
-    url = env.get("BEAT_LOCK_URL") or broker_url
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise RuntimeError(
-            "the beat owner lock needs a plain Redis URL: set BEAT_LOCK_URL when REDIS_URL is a "
-            "sentinel:// or amqp:// broker"
-        )
-    return url
+    plain = ("redis://", "rediss://", "unix://")
+    if env.get("BEAT_LOCK_URL"):
+        candidates = [env["BEAT_LOCK_URL"]]
+    else:
+        candidates = [broker_url, env.get("REDIS_URL", "")]
+    for url in candidates:
+        if url.startswith(plain):
+            return url
+    raise RuntimeError(
+        "the beat owner lock needs a plain Redis URL: set BEAT_LOCK_URL (or REDIS_URL) when the broker "
+        "is a sentinel:// or amqp:// URL"
+    )
 
 
 class OwnerLock:

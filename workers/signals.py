@@ -11,13 +11,16 @@ from celery.signals import (
     setup_logging,
     task_postrun,
     task_prerun,
+    task_received,
     worker_process_init,
+    worker_ready,
 )
 
 from core.db import dispose_engines
 from core.db import size_pool as size_db_pool
 from core.logging import bind_context, configure_logging, register_secrets, reset_context
 from core.settings import get_settings
+from workers import recovery
 from workers.bank import reset_client, size_pool
 
 _bound: dict[str, Token[Any]] = {}
@@ -46,6 +49,22 @@ def _fresh_connections(**_: Any) -> None:
     """Two processes talking over one inherited socket corrupt each other's conversation."""
     dispose_engines()
     reset_client()
+
+
+@worker_ready.connect
+def _start_liveness(sender: Any = None, **_: Any) -> None:
+    """A dead worker's unacknowledged tasks are restored in seconds, not after the visibility
+    timeout (workers/recovery.py); the first pass also restores a crashed predecessor's."""
+    if sender is not None:
+        recovery.ensure_started(sender.app)
+
+
+@task_received.connect
+def _record_owner(sender: Any = None, request: Any = None, **_: Any) -> None:
+    if sender is None or request is None:
+        return
+    if recovery.ensure_started(sender.app):
+        recovery.record_owner(sender.app, getattr(request.message, "delivery_tag", None))
 
 
 @task_prerun.connect
