@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 import uuid
 from typing import Any
 
@@ -40,6 +39,7 @@ REAP_INTERVAL = 3.0
 _worker_id = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 _lock = threading.Lock()
 _state: dict[str, bool] = {}  # "enabled": this worker's broker is Redis and the thread runs
+_stop = threading.Event()
 
 
 def worker_id() -> str:
@@ -56,6 +56,7 @@ def ensure_started(app: Celery) -> bool:
             with app.connection_for_write() as conn:
                 enabled = conn.transport.driver_type == "redis"
             if enabled:
+                _stop.clear()
                 _heartbeat(app)
                 threading.Thread(target=_loop, args=(app,), name="qpay-liveness", daemon=True).start()
             _state["enabled"] = enabled
@@ -114,7 +115,7 @@ def _loop(app: Celery) -> None:
     """Heartbeat every LIVENESS_TTL / 5 s, reap every REAP_INTERVAL s, until the process ends."""
     tick = min(LIVENESS_TTL / 5, REAP_INTERVAL)
     since_reap = REAP_INTERVAL  # reap at once: a replacement clears its predecessor's messages
-    while True:
+    while not _stop.is_set():
         try:
             _heartbeat(app)
             if since_reap >= REAP_INTERVAL:
@@ -122,5 +123,11 @@ def _loop(app: Celery) -> None:
                 reap(app)
         except Exception as exc:  # broker down: keep trying; redelivery falls back to the timeout
             log.warning("worker liveness: broker unreachable", extra={"error": type(exc).__name__})
-        time.sleep(tick)
+        _stop.wait(tick)
         since_reap += tick
+
+
+def stop() -> None:
+    """End the thread (a worker process simply exits; tests that started one call this)."""
+    _stop.set()
+    _state.clear()
