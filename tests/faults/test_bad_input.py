@@ -184,7 +184,7 @@ def test_a_malformed_chunked_body_is_a_400_logged_at_info(stack: Stack, path: st
     if path == "/qpay/return":
         assert headers["content-type"].startswith("text/html")
         assert "frame-ancestors 'none'" in headers["content-security-policy"]
-        assert b"could not read this payment notice" in page
+        assert b"body could not be read" in page
     else:
         assert json.loads(page)["error"].startswith("body could not be read")
     assert stored_tokens(stack) == before_tokens

@@ -25,6 +25,7 @@ def needles(stack: Stack, keys: ShopKeys) -> dict[str, str]:
     found = keys.needles()
     found["API token"] = stack.api_token
     found["Flower password"] = stack.flower_auth.split(":", 1)[1]
+    found["checkout secret"] = stack.checkout_secret
     return found
 
 

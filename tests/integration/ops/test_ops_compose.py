@@ -77,6 +77,7 @@ def test_the_sandbox_bank_runs_only_under_its_profile(compose: dict[str, Any]) -
 @pytest.mark.parametrize(("name", "variable"), [
     ("API_TOKEN", "API_TOKEN"),
     ("FLOWER_BASIC_AUTH", "FLOWER_BASIC_AUTH"),
+    ("CHECKOUT_SECRET", "CHECKOUT_SECRET"),
     ("DATABASE_URL", "POSTGRES_PASSWORD"),
 ])
 def test_compose_refuses_to_start_without_the_secrets(compose: dict[str, Any], name: str,
@@ -126,6 +127,12 @@ def test_app_services_share_the_database_and_broker_of_compose(compose: dict[str
         assert "@postgres:5432/" in env["DATABASE_URL"]
         assert env["REDIS_URL"] == "redis://redis:6379/0"
         assert compose["services"][name]["build"] == "."
+
+
+def test_web_signs_checkout_links_with_a_secret_of_its_own(compose: dict[str, Any]) -> None:
+    """No default: a known signing secret would let anyone make checkout links (`${VAR:?message}`)."""
+    value = compose["services"]["web"]["environment"]["CHECKOUT_SECRET"]
+    assert re.fullmatch(r"\$\{CHECKOUT_SECRET:\?[^}]+\}", value)
 
 
 def test_beat_is_never_scaled(compose: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ from tests.unit.webhook.helpers import SHOP, TOKEN
     ("post", "/qpay/backend", {"json": {"ShopNo": SHOP, "PayToken": TOKEN}}, 200),
     ("post", "/qpay/backend", {"json": {"ShopNo": SHOP}}, 400),
     ("get", "/qpay/backend", {}, 405),
-    ("post", "/qpay/return", {"data": {"ShopNo": SHOP, "PayToken": TOKEN}}, 200),
+    ("post", "/qpay/return", {"data": {"ShopNo": SHOP, "PayToken": TOKEN}}, 303),
     ("get", f"/qpay/tokens/{TOKEN}/status", {}, 404),
     ("get", "/api/orders/A1", {}, 401),
     ("get", "/healthz", {}, 200),
@@ -23,10 +23,15 @@ def test_every_answer_says_nosniff(client, method, path, kwargs, status):
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
 
 
-@pytest.mark.parametrize("form", [{"ShopNo": SHOP, "PayToken": TOKEN}, {"ShopNo": SHOP}])
-def test_the_pages_may_not_be_framed_rebased_or_post_elsewhere(client, form):
-    # given the follow page and the 400 page
-    resp = client.post("/qpay/return", data=form)
+@pytest.mark.parametrize("page", ["return page", "400 page"])
+def test_the_pages_may_not_be_framed_rebased_or_post_elsewhere(client, page):
+    # given the payment's return page and the 400 page
+    if page == "return page":
+        client.post("/qpay/return", data={"ShopNo": SHOP, "PayToken": TOKEN})
+        resp = client.get(f"/qpay/return/{TOKEN}")
+    else:
+        resp = client.post("/qpay/return", data={"ShopNo": SHOP})
+    assert resp.mimetype == "text/html"
     # then both carry the one policy, with the three directives that script-src does not cover
     policy = resp.headers["Content-Security-Policy"]
     directives = {d.strip().split(" ")[0]: d.strip() for d in policy.split(";")}
