@@ -74,6 +74,8 @@ class Settings:
     sweep_batch: int = 500
     check_schedule: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0, 21600.0)
     flower_basic_auth: Secret | None = None
+    # Bearer token Prometheus sends to the web's GET /metrics (unset: /metrics is open).
+    metrics_token: Secret | None = None
     log_level: str = "INFO"
     sandbox_defaults: bool = False
     # The customer's pages (webhook/customer.py): checkout links are signed with checkout_secret (unset:
@@ -93,7 +95,7 @@ class Settings:
 
     def log_secrets(self) -> tuple[str, ...]:
         """Every configured secret value, revealed only so the log formatter can mask it in every
-        process (core.logging.register_secrets): the API token, the checkout secret and Flower's logins
+        process (core.logging.register_secrets): the API, checkout and metrics secrets and Flower's logins
         always, the shop's keys unless they are the public sandbox ones."""
         values: list[str] = []
         if not self.sandbox_defaults:
@@ -103,6 +105,8 @@ class Settings:
             values.append(self.api_token.reveal())
         if self.checkout_secret is not None:
             values.append(self.checkout_secret.reveal())
+        if self.metrics_token is not None:
+            values.append(self.metrics_token.reveal())
         if self.flower_basic_auth is not None:
             logins = [p.strip() for p in self.flower_basic_auth.reveal().split(",") if p.strip()]
             values += logins + [login.partition(":")[2] for login in logins]
@@ -259,6 +263,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             f"API_TOKEN must be at least {MIN_API_TOKEN_LENGTH} characters (e.g. `openssl rand -hex 32`); "
             "shorter ones are accepted only against the local sandbox (a loopback QPAY_API_BASE_URL)"
         )
+    metrics_token = env.get("METRICS_TOKEN")
     flower_auth = env.get("FLOWER_BASIC_AUTH")
     if flower_auth and ":" not in flower_auth:
         raise SettingsError("FLOWER_BASIC_AUTH must be user:password")
@@ -287,6 +292,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sweep_batch=env_int(env, "SWEEP_BATCH", 500, 1),
         check_schedule=_schedule(env, "CHECK_SCHEDULE", (60.0, 300.0, 900.0, 3600.0, 21600.0)),
         flower_basic_auth=Secret(flower_auth) if flower_auth else None,
+        metrics_token=Secret(metrics_token) if metrics_token else None,
         log_level=level,
         sandbox_defaults=sandbox_defaults,
         checkout_secret=_checkout_secret(env),

@@ -19,6 +19,8 @@ from core.db import transaction
 from core.logging import configure_logging, install_record_factory, register_secrets
 from core.settings import Settings, get_settings
 from core.sinopac.client import BankClient, Observer, QPayClient
+from core.sinopac.types import BankCallRecord
+from metrics import defs as metrics
 from webhook.deps import ClientFactory, Deps, UnitOfWork
 from webhook.enqueue import CeleryEnqueuer, Enqueuer
 
@@ -39,6 +41,19 @@ def _bank_client_factory(settings: Settings) -> ClientFactory:
         return QPayClient(settings, http=http, observer=observer)
 
     return factory
+
+
+def _counting(factory: ClientFactory) -> ClientFactory:
+    """Every bank call of the web (the orders API) also moves the bank metrics, whatever the factory."""
+
+    def counting_factory(observer: Observer) -> BankClient:
+        def observe(record: BankCallRecord) -> None:
+            metrics.bank_call(record)
+            observer(record)
+
+        return factory(observe)
+
+    return counting_factory
 
 
 def create_app(
@@ -68,11 +83,11 @@ def create_app(
         shops=frozenset({settings.shop_no}),
         unit_of_work=unit_of_work or (lambda: transaction(database_url)),
         enqueuer=enqueuer or CeleryEnqueuer(settings.broker_url),
-        client_factory=client_factory or _bank_client_factory(settings),
+        client_factory=_counting(client_factory or _bank_client_factory(settings)),
         probes=ThreadPoolExecutor(max_workers=4, thread_name_prefix="readyz"),
     )
 
-    from webhook import callbacks, customer, health, orders_api
+    from webhook import callbacks, customer, health, orders_api, scrape
     from webhook.errors import register_error_handlers
     from webhook.headers import register_security_headers
     from webhook.requestlog import register_request_logging
@@ -84,6 +99,7 @@ def create_app(
     app.register_blueprint(orders_api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(customer.bp)
+    scrape.install(app)
 
     if importlib.util.find_spec("webhook.cli") is not None:
         importlib.import_module("webhook.cli").register_cli(app)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+from kombu import Exchange, Queue
+
 from core.queues import (
     AMQP_TRANSPORT_OPTIONS,
     CALLBACK_QUEUE,
@@ -48,10 +50,9 @@ if AMQP:
     # RabbitMQ returns a dead connection's unacknowledged messages at once; no visibility timeout.
     broker_transport_options = {**AMQP_TRANSPORT_OPTIONS, "connect_timeout": 5, "read_timeout": 30,
                                 "write_timeout": 30}
-    # Quorum queues on topic exchanges (core/queues.py). Celery sees the quorum queues, turns global
+    # Quorum queues on topic exchanges (task_queues below). Celery sees the quorum queues, turns global
     # QoS off (quorum queues refuse it) and starts native delayed delivery: a retry's countdown waits
     # in the broker's delay queues, not unacknowledged in a worker.
-    task_queues = amqp_queues()
     worker_detect_quorum_queues = True
     # A countdown is routed by whole seconds: one under a second would be refused (Celery's
     # calculate_routing_key), so the first retry delay must be at least 1 s (RESOLVE_RETRY_BASE >= 2).
@@ -130,6 +131,13 @@ task_routes = {
     SWEEP_TASK: {"queue": SWEEP_QUEUE},
 }
 task_default_queue = CALLBACK_QUEUE
+# Declared, so Flower's Broker view and /api/queues/length list both queues even when no worker is
+# online to report what it consumes (Flower then falls back to these names). Each with its own
+# exchange and routing key, exactly as Celery creates a missing queue: a bare Queue(name) would be
+# bound to the default exchange and key, and a sweep would then be delivered to both queues.
+# On RabbitMQ: quorum queues on topic exchanges, declared as the web's sender declares them (core/queues.py).
+task_queues: object = amqp_queues() if AMQP else tuple(
+    Queue(name, Exchange(name, type="direct"), routing_key=name) for name in (CALLBACK_QUEUE, SWEEP_QUEUE))
 
 # -- beat -------------------------------------------------------------------------------------------
 timezone = "UTC"
