@@ -23,6 +23,7 @@ from typing import Any
 import redis
 from celery.beat import PersistentScheduler
 
+from core.budget import shared_redis_url
 from metrics import defs as metrics
 
 log = logging.getLogger(__name__)
@@ -51,19 +52,13 @@ return 0
 
 def lock_url(env: dict[str, str] | None = None, broker_url: str = "") -> str:
     """The Redis that holds the lock; a clear error when none is configured."""
-    env = dict(os.environ) if env is None else env
-    plain = ("redis://", "rediss://", "unix://")
-    if env.get("BEAT_LOCK_URL"):
-        candidates = [env["BEAT_LOCK_URL"]]
-    else:
-        candidates = [broker_url, env.get("REDIS_URL", "")]
-    for url in candidates:
-        if url.startswith(plain):
-            return url
-    raise RuntimeError(
-        "the beat owner lock needs a plain Redis URL: set BEAT_LOCK_URL (or REDIS_URL) when the broker "
-        "is a sentinel:// or amqp:// URL"
-    )
+    url = shared_redis_url(dict(os.environ) if env is None else env, broker_url)
+    if url is None:
+        raise RuntimeError(
+            "the beat owner lock needs a plain Redis URL: set BEAT_LOCK_URL (or REDIS_URL) when the broker "
+            "is a sentinel:// or amqp:// URL"
+        )
+    return url
 
 
 class OwnerLock:
