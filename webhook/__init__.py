@@ -59,19 +59,6 @@ def _counting(factory: ClientFactory) -> ClientFactory:
     return counting_factory
 
 
-def _register_secrets(settings: Settings) -> None:
-    # Revealed once, only so the log formatter can mask these values wherever they appear.
-    shop = settings.shop
-    register_secrets(
-        *(k.reveal() for k in shop.hash_keys),
-        shop.hash_id.reveal(),
-        shop.key_id.reveal(),
-        settings.api_token.reveal() if settings.api_token else None,
-        settings.metrics_token.reveal() if settings.metrics_token else None,
-        settings.checkout_secret.reveal() if settings.checkout_secret else None,
-    )
-
-
 def create_app(
     settings: Settings | None = None,
     *,
@@ -84,8 +71,7 @@ def create_app(
     if configure_logs:
         configure_logging(settings.log_level)
     install_record_factory()
-    if not settings.sandbox_defaults:
-        _register_secrets(settings)
+    register_secrets(*settings.log_secrets())
     if settings.api_token is not None and settings.checkout_secret is None:  # orders API open, no links
         logging.getLogger(__name__).warning(
             "CHECKOUT_SECRET is not set: orders get no checkout_url and /checkout pages answer 404")
@@ -99,16 +85,18 @@ def create_app(
         settings=settings,
         shops=frozenset({settings.shop_no}),
         unit_of_work=unit_of_work or (lambda: transaction(database_url)),
-        enqueuer=enqueuer or CeleryEnqueuer(settings.redis_url),
+        enqueuer=enqueuer or CeleryEnqueuer(settings.broker_url),
         client_factory=_counting(client_factory or _bank_client_factory(settings)),
         probes=ThreadPoolExecutor(max_workers=4, thread_name_prefix="readyz"),
     )
 
     from webhook import callbacks, customer, health, orders_api, scrape
     from webhook.errors import register_error_handlers
+    from webhook.headers import register_security_headers
     from webhook.requestlog import register_request_logging
 
     register_request_logging(app)
+    register_security_headers(app)
     register_error_handlers(app)
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(orders_api.bp)
