@@ -5,7 +5,8 @@ Two passes at once are safe (core/services/sweep.py), but no use: a pass that ov
 So a pass first takes `qpay:sweep:running` (SET NX EX, the beat lock's scripts); a pass that finds it
 taken is skipped (beat sends another one in SWEEP_INTERVAL). A thread renews the lease every third of
 its TTL, so a pass may run as long as it needs, and a worker that dies mid-pass frees it within the
-TTL. Without a shared Redis (an AMQP broker and no BEAT_LOCK_URL) the lock is per process. If the
+TTL. The lease lives where the bank budget's slots do (core.budget.shared_redis_url); without a
+shared Redis (an AMQP broker, no BEAT_LOCK_URL nor Redis REDIS_URL) the lock is per process. If the
 Redis does not answer, the pass runs anyway: the sweep is the safety net, and overlap is only waste.
 """
 

@@ -130,7 +130,7 @@ def _enqueue_resolve(token_id: int) -> bool:
 def sweep() -> dict[str, int]:
     """One reconciliation pass (core/services/sweep.py), skipped while another one runs."""
     settings = get_settings()
-    with exclusive_pass(settings.redis_url) as ours:
+    with exclusive_pass(settings.broker_url) as ours:
         if not ours:
             log.info("sweep skipped: another pass is running", extra={"outcome": "skipped"})
             metrics.sweep_run("skipped")

@@ -16,6 +16,7 @@ from workers import sweeplock, tasks
 @pytest.fixture
 def url(monkeypatch) -> Iterator[str]:
     monkeypatch.delenv("BEAT_LOCK_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
     with TempRedis() as server:
         yield server.url
 
@@ -46,6 +47,7 @@ def test_the_lease_is_renewed_while_a_long_pass_runs(fake, url):
 
 def test_an_unreachable_lock_store_lets_the_pass_run(monkeypatch, caplog):
     monkeypatch.delenv("BEAT_LOCK_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
     url = "redis://127.0.0.1:1/0"  # nothing listens on port 1
     with sweeplock.exclusive_pass(url) as ours:
         assert ours is True
@@ -54,6 +56,7 @@ def test_an_unreachable_lock_store_lets_the_pass_run(monkeypatch, caplog):
 
 def test_without_a_shared_redis_the_lock_is_per_process(monkeypatch):
     monkeypatch.delenv("BEAT_LOCK_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
     with sweeplock.exclusive_pass("amqp://guest@127.0.0.1//") as first:
         assert first
         with sweeplock.exclusive_pass("amqp://guest@127.0.0.1//") as second:
