@@ -186,9 +186,9 @@ def test_a_sigterm_to_the_worker_line_is_a_warm_shutdown_of_every_worker(tmp_pat
         children = _children(proc.pid)
         assert proc.popen is not None
         proc.popen.send_signal(signal.SIGTERM)  # the launcher alone, as a platform's first signal
-        assert proc.popen.wait(60) == 0
+        assert proc.popen.wait(60) == 0, proc.log()[-4000:]
         assert not any(_exists(pid) for pid in children)
-        assert proc.log().count("worker: Warm shutdown") == 2
+        assert proc.log().count("worker: Warm shutdown") == 2, proc.log()[-4000:]
     finally:
         proc.stop()
 
