@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from core.budget import bank_budget
 from core.db import transaction
-from core.services.bank_calls import recorder
+from core.services.bank_calls import record_calls, recorder
 from core.services.units import UnitOfWork
 from core.settings import get_settings
 from core.sinopac.client import DEFAULT_POOL_SIZE, QPayClient
@@ -71,9 +71,7 @@ def records_with_the_work() -> Iterator[UnitOfWork]:
         del pending[:]
         try:
             with transaction() as session:
-                add = recorder(session)
-                for record in taken:
-                    add(record)
+                record_calls(session, taken)
                 yield session
         except BaseException:
             pending[:0] = taken

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from core.models import Order, OrderEvent
@@ -132,8 +132,9 @@ def transition(
             .execution_options(synchronize_session=False)
         )
         if result.rowcount == 1:  # type: ignore[attr-defined]
-            session.add(
-                OrderEvent(
+            # A Core INSERT: no ORM unit of work for a row nobody reads back here.
+            session.execute(
+                insert(OrderEvent).values(
                     order_no=order_no,
                     from_status=current.value,
                     to_status=target.value,
@@ -144,7 +145,6 @@ def transition(
                     at=at,
                 )
             )
-            session.flush()
             _expire_cached(session, order_no)
             return True
     raise RuntimeError(f"order {order_no}: status kept changing under us ({_MAX_TRIES} tries)")
