@@ -16,8 +16,10 @@ from requests.adapters import HTTPAdapter
 
 from core.db import transaction
 from core.logging import configure_logging, install_record_factory, register_secrets
+from core.services.events import set_publisher
 from core.settings import Settings, get_settings
 from core.sinopac.client import BankClient, Observer, QPayClient
+from core.webhook_signing import redaction_values
 from webhook.deps import ClientFactory, Deps, UnitOfWork
 from webhook.enqueue import CeleryEnqueuer, Enqueuer
 
@@ -51,6 +53,12 @@ def _register_secrets(settings: Settings) -> None:
     )
 
 
+def _register_webhook_secret(settings: Settings) -> None:
+    # Registered even with the sandbox's public bank keys: the shop's signing key is always real.
+    if settings.shop_webhook_secret is not None:
+        register_secrets(*redaction_values(settings.shop_webhook_secret.reveal()))
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -65,6 +73,7 @@ def create_app(
     install_record_factory()
     if not settings.sandbox_defaults:
         _register_secrets(settings)
+    _register_webhook_secret(settings)
 
     app = Flask(__name__, static_folder=None)
     app.config.update(MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH, JSON_SORT_KEYS=False)
@@ -79,7 +88,11 @@ def create_app(
         probes=ThreadPoolExecutor(max_workers=4, thread_name_prefix="readyz"),
     )
 
-    from webhook import callbacks, health, orders_api
+    # Events committed here (an order created, an operator's decision) start their delivery at once.
+    send_event = getattr(app.extensions["qpay"].enqueuer, "send_event", None)
+    set_publisher(send_event if settings.shop_webhook_url is not None else None)
+
+    from webhook import callbacks, events_api, health, orders_api
     from webhook.errors import register_error_handlers
     from webhook.requestlog import register_request_logging
 
@@ -87,6 +100,7 @@ def create_app(
     register_error_handlers(app)
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(orders_api.bp)
+    app.register_blueprint(events_api.bp)
     app.register_blueprint(health.bp)
 
     if importlib.util.find_spec("webhook.cli") is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from core.queues import CALLBACK_QUEUE, RESOLVE_TASK, SWEEP_QUEUE, SWEEP_TASK
+from core.queues import CALLBACK_QUEUE, NOTIFY_QUEUE, NOTIFY_TASK, RESOLVE_TASK, SWEEP_QUEUE, SWEEP_TASK
 from core.settings import SettingsError, env_float, get_settings
 
 _settings = get_settings()
@@ -98,10 +98,13 @@ worker_send_task_events = True
 task_send_sent_event = True
 
 # -- routing ----------------------------------------------------------------------------------------
-# Fresh payments and sweeps never share a queue, so a big sweep cannot delay a callback.
+# Fresh payments, sweeps and shop notifications never share a queue, so a big sweep or a dead shop
+# endpoint cannot delay a callback.
 task_routes = {
     RESOLVE_TASK: {"queue": CALLBACK_QUEUE},
     SWEEP_TASK: {"queue": SWEEP_QUEUE},
+    # Pushes to the shop: a dead shop endpoint never sits in front of a payment.
+    NOTIFY_TASK: {"queue": NOTIFY_QUEUE},
 }
 task_default_queue = CALLBACK_QUEUE
 

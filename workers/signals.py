@@ -11,6 +11,7 @@ from celery.signals import (
     setup_logging,
     task_postrun,
     task_prerun,
+    worker_init,
     worker_process_init,
 )
 
@@ -18,6 +19,7 @@ from core.db import dispose_engines
 from core.db import size_pool as size_db_pool
 from core.logging import bind_context, configure_logging, register_secrets, reset_context
 from core.settings import get_settings
+from core.webhook_signing import redaction_values
 from workers.bank import reset_client, size_pool
 
 _bound: dict[str, Token[Any]] = {}
@@ -32,6 +34,8 @@ def _json_logs(**_: Any) -> None:
         # Revealed once, only so the formatter can mask these values wherever they appear.
         shop = settings.shop
         register_secrets(*(k.reveal() for k in shop.hash_keys), shop.hash_id.reveal(), shop.key_id.reveal())
+    if settings.shop_webhook_secret is not None:  # registered even with the sandbox's public bank keys
+        register_secrets(*redaction_values(settings.shop_webhook_secret.reveal()))
 
 
 @celeryd_after_setup.connect
@@ -42,6 +46,19 @@ def _size_pools(instance: Any = None, **_: Any) -> None:
     if isinstance(concurrency, int):
         size_pool(concurrency)
         size_db_pool(concurrency)
+        from workers.notify import delivery_slots
+
+        delivery_slots(concurrency)
+
+
+@worker_init.connect
+def _publish_events(**_: Any) -> None:
+    """Order events committed in this worker (settlements, the sweep) start their delivery at once."""
+    if get_settings().shop_webhook_url is not None:
+        from core.services.events import set_publisher
+        from workers.notify import send_delivery
+
+        set_publisher(send_delivery)
 
 
 @worker_process_init.connect
@@ -49,6 +66,9 @@ def _fresh_connections(**_: Any) -> None:
     """Two processes talking over one inherited socket corrupt each other's conversation."""
     dispose_engines()
     reset_client()
+    from workers.notify import reset_pool
+
+    reset_pool()
 
 
 @task_prerun.connect

@@ -12,6 +12,7 @@ from typing import Any
 from celery import Task
 from sqlalchemy.exc import OperationalError
 
+from core.backoff import retry_countdown
 from core.db import transaction
 from core.queues import CALLBACK_QUEUE, RESOLVE_TASK, SWEEP_QUEUE, SWEEP_TASK
 from core.services.bank_calls import recorder
@@ -19,9 +20,9 @@ from core.services.resolution import resolve_token
 from core.services.sweep import run_sweep
 from core.settings import get_settings
 from workers import app
-from workers.backoff import retry_countdown
 from workers.bank import bank_client, recording_into
 from workers.celeryconfig import RESOLVE_HARD_LIMIT, RESOLVE_SOFT_LIMIT, SWEEP_HARD_LIMIT, SWEEP_SOFT_LIMIT
+from workers.notify import send_delivery
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,9 @@ def _enqueue_resolve(token_id: int) -> bool:
 def sweep() -> dict[str, int]:
     """One reconciliation pass (core/services/sweep.py); safe to run while another one runs."""
     try:
-        counts = run_sweep(transaction, bank_client(), get_settings(), _enqueue_resolve)
+        settings = get_settings()
+        relay = send_delivery if settings.shop_webhook_url is not None else None
+        counts = run_sweep(transaction, bank_client(), settings, _enqueue_resolve, relay=relay)
     except OperationalError as exc:
         # The database is unreachable: nothing can be read or settled now; beat sends the next pass.
         log.warning("sweep skipped: database unavailable (%s)", type(exc.orig).__name__,
