@@ -167,7 +167,8 @@ def event_json(row: ShopEvent) -> dict[str, Any]:
 
 
 def reopen(session: Session, event_ids: list[int], *, now: datetime) -> list[int]:
-    """Make events due for delivery again now (redelivery); returns the ids that exist."""
+    """Make events due for delivery again now, delivered or failed alike (an operator's redelivery);
+    the ids that exist. The caller enqueues them after its commit (or the sweep relays them)."""
     if not event_ids:
         return []
     session.execute(
@@ -176,7 +177,5 @@ def reopen(session: Session, event_ids: list[int], *, now: datetime) -> list[int
         .values(state="pending", next_attempt_at=now, delivered_at=None)
         .execution_options(synchronize_session=False)
     )
-    found = list(session.scalars(select(ShopEvent.id).where(ShopEvent.id.in_(event_ids))
-                                 .order_by(ShopEvent.id)))
-    session.info.setdefault(_NEW_EVENTS, []).extend(found)
-    return found
+    stmt = select(ShopEvent.id).where(ShopEvent.id.in_(event_ids)).order_by(ShopEvent.id)
+    return list(session.scalars(stmt))
