@@ -14,7 +14,9 @@ same port.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -65,6 +67,7 @@ class ShopEndpoint:
         self._release = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._open: set[socket.socket] = set()
 
     @property
     def url(self) -> str:
@@ -78,6 +81,16 @@ class ShopEndpoint:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def setup(self) -> None:
+                super().setup()
+                with endpoint._lock:
+                    endpoint._open.add(self.connection)
+
+            def finish(self) -> None:
+                with endpoint._lock:
+                    endpoint._open.discard(self.connection)
+                super().finish()
+
             def do_POST(self) -> None:
                 endpoint._handle(self)
 
@@ -87,6 +100,7 @@ class ShopEndpoint:
         ThreadingHTTPServer.allow_reuse_address = True
         server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         server.daemon_threads = True
+        server.block_on_close = False  # stop() must not wait for kept-alive connections to end
         self.port = int(server.server_address[1])
         self._release.clear()
         self._server = server
@@ -98,9 +112,20 @@ class ShopEndpoint:
         """Close the listening socket: connections are refused until start()."""
         self._release.set()
         server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()  # the listening socket: new connections are refused
+        with self._lock:  # and the kept-alive ones are cut: a server that is down answers nothing
+            for conn in self._open:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+            self._open.clear()
+
+    def hang(self) -> None:
+        """From now on, take each POST and do not answer (until `release()`)."""
+        self._release.clear()
+        self.mode = "hang"
 
     def release(self) -> None:
         """Let hanging requests go (they are then dropped without an answer)."""

@@ -80,6 +80,8 @@ def post_event(url: str, body: bytes, headers: dict[str, str],
             if resp.length_remaining or resp.length_remaining is None:
                 resp.close()  # whatever is left unread is dropped with its connection
             resp.release_conn()
+    except urllib3.exceptions.NewConnectionError as exc:  # (urllib3 files it under timeouts; it is not)
+        error = f"connection failed: {_reason(exc)}"
     except urllib3.exceptions.TimeoutError:
         error = f"timeout after {timeout:g}s"
     except urllib3.exceptions.HTTPError as exc:
