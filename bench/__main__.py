@@ -9,9 +9,9 @@ import argparse
 import time
 from datetime import UTC, datetime
 
-from bench import cli, drain, harness, ingest, loadgen, machine, sweep
+from bench import cli, drain, harness, ingest, loadgen, machine, notify, sweep
 
-MODULES: dict[str, cli.Part] = {"ingest": ingest, "drain": drain, "sweep": sweep}
+MODULES: dict[str, cli.Part] = {"ingest": ingest, "drain": drain, "sweep": sweep, "notify": notify}
 PARTS = tuple(MODULES)
 
 
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true",
                         help="the issue's sizes: 30 s x 3 rounds of ingest, 10,000 callbacks, 1M orders")
     parser.add_argument("--only", default=",".join(PARTS),
-                        help="comma-separated subset of ingest,drain,sweep")
+                        help="comma-separated subset of ingest,drain,sweep,notify")
     full = cli.wants_full(argv)
     for module in MODULES.values():
         module.add_arguments(parser, full=full)
