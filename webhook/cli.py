@@ -1,4 +1,4 @@
-"""The on-call engineer's commands, under `flask --app webhook` (DESIGN.md §6).
+"""The on-call engineer's commands, under `flask --app webhook` (docs/architecture.md, Operations).
 
     orders show <order_no>             status, bank calls, events and tokens as one timeline, then the
                                        shop notifications with their delivery state
