@@ -78,7 +78,7 @@ class Settings:
     # Shop notifications (core/services/notify.py): where each order event is POSTed, the signing key
     # (whsec_<base64>, raw bytes decoded once here), retry backoff base and cap, and the age at which an
     # undelivered event is given up (seconds).
-    shop_webhook_url: str | None = None
+    shop_webhook_url: str | None = field(default=None, repr=False)  # may hold basic-auth credentials
     shop_webhook_secret: Secret | None = None
     webhook_retry_base: float = 5.0
     webhook_retry_cap: float = 3600.0

@@ -268,3 +268,48 @@ def test_a_hanging_endpoint_times_out(shop: ShopEndpoint) -> None:
     assert result.http_status is None
     assert result.error == "timeout after 0.5s"
     assert 400 <= result.duration_ms < 3000
+
+
+# -- the task: at most half the slots deliver at once ----------------------------------------------
+
+
+def test_a_delivery_that_finds_every_delivery_slot_busy_goes_back_to_the_queue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from workers import notify as task_module
+
+    resent: list[tuple[int, float | None]] = []
+    monkeypatch.setattr(task_module, "send_delivery", lambda i, countdown=None: resent.append((i, countdown)))
+    monkeypatch.setattr(task_module, "deliver", lambda *_a, **_k: pytest.fail("must not deliver"))
+    task_module.delivery_slots(4)  # two delivery slots
+    assert task_module._slots.acquire(blocking=False)
+    assert task_module._slots.acquire(blocking=False)
+    try:
+        assert task_module.deliver_event.run(7) == "busy"
+    finally:
+        task_module._slots.release()
+        task_module._slots.release()
+    [(event_id, countdown)] = resent
+    assert event_id == 7
+    assert countdown is not None
+    assert task_module.BUSY_COUNTDOWN[0] <= countdown <= task_module.BUSY_COUNTDOWN[1]
+
+
+@pytest.mark.parametrize("concurrency", [1, 2, 3, 16])
+def test_delivery_slots_are_half_the_concurrency_and_at_least_one(concurrency: int) -> None:
+    from workers import notify as task_module
+
+    task_module.delivery_slots(concurrency)
+    taken = 0
+    while task_module._slots.acquire(blocking=False):
+        taken += 1
+    for _ in range(taken):
+        task_module._slots.release()
+    assert taken == max(1, concurrency // 2)
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, "7", None])
+def test_the_task_refuses_anything_but_an_event_id(bad: object) -> None:
+    from workers import notify as task_module
+
+    assert task_module.deliver_event.run(bad) == "bad_argument"
