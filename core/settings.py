@@ -186,7 +186,7 @@ def _webhook_secret(env: Mapping[str, str], url: str | None) -> Secret | None:
     if not raw:
         if url:
             raise SettingsError("SHOP_WEBHOOK_SECRET is required when SHOP_WEBHOOK_URL is set "
-                                "(flask --app webhook events new-secret prints one)")
+                                "(`SHOP_WEBHOOK_URL= flask --app webhook events new-secret` prints one)")
         return None
     if not raw.startswith(WEBHOOK_SECRET_PREFIX):
         raise SettingsError(f"SHOP_WEBHOOK_SECRET must start with {WEBHOOK_SECRET_PREFIX}")

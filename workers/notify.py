@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 UnitOfWork = Callable[[], AbstractContextManager[Session]]
 
 BUSY_COUNTDOWN = (0.5, 2.0)  # seconds before a delivery that found no free slot tries again
+# The longest retry wait sent as a broker countdown. A countdown message sits unacknowledged in a
+# worker's memory until it is due, so a long outage of the shop with many events would pile them up
+# there; longer waits are the sweep's relay (it sends each event once it is due).
+MAX_COUNTDOWN = min(300.0, VISIBILITY_TIMEOUT / 2)
 _slots = threading.BoundedSemaphore(1)
 _http: urllib3.PoolManager | None = None
 _http_lock = threading.Lock()
@@ -136,10 +140,9 @@ def deliver_event(self: Task, event_id: Any) -> str:
         _slots.release()
     if settled is None:
         return "noop"
-    # A broker countdown must stay well inside the visibility window (celeryconfig); a longer wait is
-    # the sweep's: the event is due then, and the relay sends it.
+    # A longer wait than MAX_COUNTDOWN is the sweep's: the event is due then, and the relay sends it.
     countdown = settled.countdown
-    if settled.verdict == "retry" and countdown is not None and countdown <= VISIBILITY_TIMEOUT / 2:
+    if settled.verdict == "retry" and countdown is not None and countdown <= MAX_COUNTDOWN:
         send_delivery(event_id, countdown=countdown)
     return settled.verdict
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
@@ -313,3 +313,62 @@ def test_the_task_refuses_anything_but_an_event_id(bad: object) -> None:
     from workers import notify as task_module
 
     assert task_module.deliver_event.run(bad) == "bad_argument"
+
+
+@pytest.mark.parametrize(("countdown", "sent"), [(4.0, True), (300.0, True), (301.0, False)])
+def test_a_short_retry_is_a_broker_countdown_and_a_long_one_is_the_sweeps(
+    monkeypatch: pytest.MonkeyPatch, countdown: float, sent: bool
+) -> None:
+    from workers import notify as task_module
+
+    resent: list[float | None] = []
+    monkeypatch.setattr(task_module, "send_delivery", lambda _i, countdown=None: resent.append(countdown))
+    monkeypatch.setattr(task_module, "deliver", lambda *_a, **_k: notify.Settled("retry", countdown))
+    task_module.delivery_slots(2)
+    assert task_module.deliver_event.run(9) == "retry"
+    assert resent == ([countdown] if sent else [])
+
+
+# -- the sweep's relay ----------------------------------------------------------------------------------
+
+
+def test_the_sweep_relays_undelivered_events_with_no_live_delivery(uow: UoW, db_url: str) -> None:
+    from core.services.sweep import run_sweep
+    from tests.unit.workers.conftest import FakeBank
+
+    settings = settings_for(db_url, "http://127.0.0.1:9/h", SWEEP_GRACE="60")
+    old = add_event(uow, "R1", created=NOW - timedelta(minutes=10))  # the broker was down: never sent
+    fresh = add_event(uow, "R2", created=NOW - timedelta(seconds=10))  # within the grace
+    held = add_event(uow, "R3", created=NOW - timedelta(minutes=10))
+    done = add_event(uow, "R4", created=NOW - timedelta(minutes=10))
+    with uow() as s:
+        assert notify.claim(s, held, now=NOW) is not None  # a live delivery holds it
+        s.execute(update(ShopEvent).where(ShopEvent.id == done).values(state="delivered"))
+    relayed: list[int] = []
+    counts = run_sweep(uow, FakeBank(), settings, lambda _t: True, now=NOW,
+                       relay=lambda i: relayed.append(i) is None)
+    assert relayed == [old]
+    assert counts.events_relayed == 1
+    assert event_row(uow, old).last_enqueued_at == NOW
+    assert fresh not in relayed
+    # the next pass within the grace does not send it again; after the grace it does
+    again: list[int] = []
+    run_sweep(uow, FakeBank(), settings, lambda _t: True, now=NOW + timedelta(seconds=30),
+              relay=lambda i: again.append(i) is None)
+    assert again == []
+    later: list[int] = []
+    run_sweep(uow, FakeBank(), settings, lambda _t: True, now=NOW + timedelta(minutes=2),
+              relay=lambda i: later.append(i) is None)
+    assert sorted(later) == sorted([old, fresh, held])  # the claim on `held` ran out too
+
+
+def test_a_relay_the_broker_refuses_counts_an_error_and_stays_due(uow: UoW, db_url: str) -> None:
+    from core.services.sweep import run_sweep
+    from tests.unit.workers.conftest import FakeBank
+
+    settings = settings_for(db_url, "http://127.0.0.1:9/h", SWEEP_GRACE="60")
+    event_id = add_event(uow, "R5", created=NOW - timedelta(minutes=10))
+    counts = run_sweep(uow, FakeBank(), settings, lambda _t: True, now=NOW, relay=lambda _i: False)
+    assert counts.events_relayed == 0
+    assert counts.errors == 1
+    assert event_row(uow, event_id).last_enqueued_at is None
