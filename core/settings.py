@@ -85,6 +85,12 @@ class Settings:
     webhook_max_age: float = 3 * 86400.0
     log_level: str = "INFO"
     sandbox_defaults: bool = False
+    # The customer's pages (webhook/customer.py): checkout links are signed with checkout_secret (unset:
+    # no checkout_url, no checkout page); the shop's name and the way back to it once an order is final.
+    checkout_secret: Secret | None = None
+    shop_name: str | None = None
+    shop_return_url: str | None = None  # a template with {order_no}, validated by shop_return_template
+    shop_return_delay: int = 5
 
     @property
     def shop_no(self) -> str:
@@ -133,7 +139,8 @@ def env_float(env: Mapping[str, str], name: str, default: float, minimum: float 
     return value
 
 
-def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0,
+            maximum: int | None = None) -> int:
     """A whole number from the environment, like `env_float`."""
     raw = env.get(name)
     if raw is None or raw == "":
@@ -144,6 +151,8 @@ def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -
         raise SettingsError(f"{name} must be a whole number") from None
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{name} must be at most {maximum}")
     return value
 
 
@@ -158,6 +167,45 @@ def _schedule(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> 
     if not steps or any(s <= 0 for s in steps):
         raise SettingsError(f"{name} must list positive seconds")
     return steps
+
+
+MIN_CHECKOUT_SECRET = 32
+MAX_SHOP_RETURN_DELAY = 600
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def shop_return_template(env: Mapping[str, str]) -> str | None:
+    """SHOP_RETURN_URL: an absolute http(s) URL whose only placeholder is `{order_no}`.
+
+    Fixed by the operator, never taken from a request, so the pages cannot be made to redirect elsewhere.
+    """
+    raw = (env.get("SHOP_RETURN_URL") or "").strip()
+    if not raw:
+        return None
+    parsed = urlparse(raw.replace("{order_no}", "ORDER"))
+    if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+        raise SettingsError("SHOP_RETURN_URL must be an absolute http or https URL")
+    rest = raw.replace("{order_no}", "")
+    if "{" in rest or "}" in rest or _CONTROL.search(raw) or " " in raw:
+        raise SettingsError("SHOP_RETURN_URL may hold only the placeholder {order_no}, and no spaces")
+    return raw
+
+
+def _checkout_secret(env: Mapping[str, str]) -> Secret | None:
+    raw = env.get("CHECKOUT_SECRET") or ""
+    if not raw:
+        return None
+    if len(raw) < MIN_CHECKOUT_SECRET:
+        raise SettingsError(f"CHECKOUT_SECRET must be at least {MIN_CHECKOUT_SECRET} characters "
+                            "(e.g. python -c 'import secrets; print(secrets.token_hex(32))')")
+    return Secret(raw)
+
+
+def _shop_name(env: Mapping[str, str]) -> str | None:
+    name = (env.get("SHOP_NAME") or "").strip()
+    if len(name) > 60 or _CONTROL.search(name):
+        raise SettingsError("SHOP_NAME must be at most 60 characters, without control characters")
+    return name or None
 
 
 def _shop(env: Mapping[str, str], allow_sandbox_defaults: bool) -> tuple[ShopCredentials, bool]:
@@ -257,6 +305,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         webhook_max_age=env_float(env, "SHOP_WEBHOOK_MAX_AGE", 3 * 86400.0, 1.0),
         log_level=level,
         sandbox_defaults=sandbox_defaults,
+        checkout_secret=_checkout_secret(env),
+        shop_name=_shop_name(env),
+        shop_return_url=shop_return_template(env),
+        shop_return_delay=env_int(env, "SHOP_RETURN_DELAY", 5, 0, maximum=MAX_SHOP_RETURN_DELAY),
     )
 
 

@@ -395,7 +395,7 @@ def main() -> int:
     api_token = secrets.token_hex(16)
     shop_endpoint = ShopEndpoint(new_secret(), port=int(os.environ.get("SHOP_PORT", "0"))).start()
     env = {**DEMO_ENV, "API_TOKEN": api_token, "SHOP_WEBHOOK_URL": shop_endpoint.url,
-           "SHOP_WEBHOOK_SECRET": shop_endpoint.secret}
+           "SHOP_WEBHOOK_SECRET": shop_endpoint.secret, "CHECKOUT_SECRET": secrets.token_hex(32)}
     database_url = normalize_database_url(os.environ.get("DATABASE_URL") or fresh_database())
     config = StackConfig(
         database_url=database_url,

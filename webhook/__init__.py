@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
@@ -50,6 +51,7 @@ def _register_secrets(settings: Settings) -> None:
         shop.hash_id.reveal(),
         shop.key_id.reveal(),
         settings.api_token.reveal() if settings.api_token else None,
+        settings.checkout_secret.reveal() if settings.checkout_secret else None,
     )
 
 
@@ -74,10 +76,14 @@ def create_app(
     if not settings.sandbox_defaults:
         _register_secrets(settings)
     _register_webhook_secret(settings)
+    if settings.api_token is not None and settings.checkout_secret is None:  # orders API open, no links
+        logging.getLogger(__name__).warning(
+            "CHECKOUT_SECRET is not set: orders get no checkout_url and /checkout pages answer 404")
 
     app = Flask(__name__, static_folder=None)
     app.config.update(MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH, JSON_SORT_KEYS=False)
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.jinja_env.trim_blocks = app.jinja_env.lstrip_blocks = True  # the customer pages' templates/
     database_url = settings.database_url
     app.extensions["qpay"] = Deps(
         settings=settings,
@@ -92,7 +98,7 @@ def create_app(
     send_event = getattr(app.extensions["qpay"].enqueuer, "send_event", None)
     set_publisher(send_event if settings.shop_webhook_url is not None else None)
 
-    from webhook import callbacks, events_api, health, orders_api
+    from webhook import callbacks, customer, events_api, health, orders_api
     from webhook.errors import register_error_handlers
     from webhook.requestlog import register_request_logging
 
@@ -102,6 +108,7 @@ def create_app(
     app.register_blueprint(orders_api.bp)
     app.register_blueprint(events_api.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(customer.bp)
 
     if importlib.util.find_spec("webhook.cli") is not None:
         importlib.import_module("webhook.cli").register_cli(app)

@@ -94,7 +94,7 @@ def create() -> Response:
                 failure = exc  # commit anyway: the BankCall row says what the bank did
             else:
                 bind_context(order_no=order.order_no)
-                body = order_summary(order)
+                body = order_summary(order, d.settings)
     except OrderValidationError as exc:
         field = _FIELD_NAMES.get(exc.field, exc.field)
         raise InvalidInput(f"{field}: {exc.message}", field=field) from None
@@ -120,6 +120,6 @@ def show(order_no: str) -> Response:
         order = get_order(session, order_no)
         if order is None:
             return error_response(404, "order not found")
-        body = order_detail(order)
+        body = order_detail(order, deps().settings)
         body["events"] = [event_body(e) for e in order_history(session, order_no)]
     return jsonify(body)

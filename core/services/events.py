@@ -32,6 +32,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from core.models import Order, ShopEvent
 from core.services.order_json import order_detail
+from core.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,11 @@ def _is_postgres(session: Session) -> bool:
 def record_event(
     session: Session, order: Order, from_status: str | None, to_status: str, source: str, at: datetime
 ) -> ShopEvent:
-    """Write the event of one order change into the caller's transaction; `order` as it now stands."""
+    """Write the event of one order change into the caller's transaction; `order` as it now stands.
+
+    The order is shown with the process's settings (get_settings(): the checkout link is built from
+    CHECKOUT_SECRET), as the orders API of the same deployment shows it.
+    """
     row = ShopEvent(order_no=order.order_no, type=f"order.{to_status}", body="", created_at=at,
                     state="pending", attempts=0, next_attempt_at=at)
     if _is_postgres(session):
@@ -78,8 +83,8 @@ def record_event(
         "id": event_name(row.id),
         "type": row.type,
         "timestamp": at.isoformat(),
-        "data": {"order": order_detail(order), "from_status": from_status, "to_status": to_status,
-                 "source": source},
+        "data": {"order": order_detail(order, get_settings()), "from_status": from_status,
+                 "to_status": to_status, "source": source},
     }, ensure_ascii=False, separators=(",", ":"))
     session.flush()
     session.info.setdefault(_NEW_EVENTS, []).append(row.id)

@@ -9,7 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from core.checkout import checkout_url
 from core.models import Order
+from core.settings import Settings
 
 
 def iso(value: datetime | None) -> str | None:
@@ -21,8 +23,9 @@ def twd(amount: int) -> int | float:
     return amount // 100 if amount % 100 == 0 else amount / 100
 
 
-def order_summary(order: Order) -> dict[str, Any]:
-    """What `POST /api/orders` answers: identity, amount and how to pay."""
+def order_summary(order: Order, settings: Settings) -> dict[str, Any]:
+    """What `POST /api/orders` answers: identity, amount, how to pay (the bank's details and our hosted
+    checkout link, None without CHECKOUT_SECRET)."""
     body: dict[str, Any] = {
         "order_no": order.order_no,
         "shop_no": order.shop_no,
@@ -37,12 +40,13 @@ def order_summary(order: Order) -> dict[str, Any]:
         body["atm_pay_no"] = order.atm_pay_no
     else:
         body["card_pay_url"] = order.card_pay_url
+    body["checkout_url"] = checkout_url(settings, order.order_no)
     return body
 
 
-def order_detail(order: Order) -> dict[str, Any]:
+def order_detail(order: Order, settings: Settings) -> dict[str, Any]:
     """What `GET /api/orders/<no>` answers, without its `events` (the event body's `data.order`)."""
-    body = order_summary(order)
+    body = order_summary(order, settings)
     body.update(
         product_name=order.product_name,
         status_reason=order.status_reason,

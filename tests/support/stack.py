@@ -89,6 +89,7 @@ class Stack:
 
     def __post_init__(self) -> None:
         self.api_token = secrets.token_hex(16)
+        self.checkout_secret = secrets.token_hex(32)
         self.flower_auth = f"ops:{secrets.token_hex(8)}"
         self.sandbox_port = free_port()
         self.web_port = free_port()
@@ -101,6 +102,7 @@ class Stack:
             REDIS_URL=self.redis_url,
             QPAY_API_BASE_URL=self.sandbox_url + API_PATH,
             API_TOKEN=self.api_token,
+            CHECKOUT_SECRET=self.checkout_secret,
             PUBLIC_BASE_URL=self.web_url,
             QPAY_CONNECT_TIMEOUT="1",
             QPAY_READ_TIMEOUT="2",
@@ -201,10 +203,15 @@ class Stack:
 
     def create_order(self, amount_twd: int = 500, pay_type: str = "A") -> str:
         """A new order through the orders API; returns its OrderNo."""
+        return str(self.create_order_body(amount_twd, pay_type)["order_no"])
+
+    def create_order_body(self, amount_twd: int = 500, pay_type: str = "A",
+                          product_name: str = "fault test") -> dict[str, Any]:
+        """A new order through the orders API; the API's whole answer (checkout_url, atm_pay_no...)."""
         resp = self.http.post(f"{self.web_url}/api/orders", headers=self._api_headers(), timeout=15,
-                              json={"amount": amount_twd, "pay_type": pay_type, "product_name": "fault test"})
+                              json={"amount": amount_twd, "pay_type": pay_type, "product_name": product_name})
         assert resp.status_code in (200, 201), f"create order: {resp.status_code} {resp.text[:500]}"
-        return str(resp.json()["order_no"])
+        return dict(resp.json())
 
     def create_orders(self, count: int, amount_twd: int = 500, pay_type: str = "A") -> list[str]:
         return [self.create_order(amount_twd + i, pay_type) for i in range(count)]
