@@ -83,6 +83,8 @@ class Settings:
     webhook_retry_base: float = 5.0
     webhook_retry_cap: float = 3600.0
     webhook_max_age: float = 3 * 86400.0
+    # Bearer token Prometheus sends to the web's GET /metrics (unset: /metrics is open).
+    metrics_token: Secret | None = None
     log_level: str = "INFO"
     sandbox_defaults: bool = False
     # The customer's pages (webhook/customer.py): checkout links are signed with checkout_secret (unset:
@@ -268,6 +270,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError("QPAY_API_BASE_URL must be an http(s) URL")
     shop, sandbox_defaults = _shop(env, allow_sandbox_defaults=_is_loopback(api_base_url))
     token = env.get("API_TOKEN")
+    metrics_token = env.get("METRICS_TOKEN")
     flower_auth = env.get("FLOWER_BASIC_AUTH")
     if flower_auth and ":" not in flower_auth:
         raise SettingsError("FLOWER_BASIC_AUTH must be user:password")
@@ -303,6 +306,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         webhook_retry_base=webhook_base,
         webhook_retry_cap=env_float(env, "SHOP_WEBHOOK_RETRY_CAP", 3600.0, webhook_base),
         webhook_max_age=env_float(env, "SHOP_WEBHOOK_MAX_AGE", 3 * 86400.0, 1.0),
+        metrics_token=Secret(metrics_token) if metrics_token else None,
         log_level=level,
         sandbox_defaults=sandbox_defaults,
         checkout_secret=_checkout_secret(env),

@@ -20,7 +20,9 @@ from core.logging import configure_logging, install_record_factory, register_sec
 from core.services.events import set_publisher
 from core.settings import Settings, get_settings
 from core.sinopac.client import BankClient, Observer, QPayClient
+from core.sinopac.types import BankCallRecord
 from core.webhook_signing import redaction_values
+from metrics import defs as metrics
 from webhook.deps import ClientFactory, Deps, UnitOfWork
 from webhook.enqueue import CeleryEnqueuer, Enqueuer
 
@@ -43,6 +45,19 @@ def _bank_client_factory(settings: Settings) -> ClientFactory:
     return factory
 
 
+def _counting(factory: ClientFactory) -> ClientFactory:
+    """Every bank call of the web (the orders API) also moves the bank metrics, whatever the factory."""
+
+    def counting_factory(observer: Observer) -> BankClient:
+        def observe(record: BankCallRecord) -> None:
+            metrics.bank_call(record)
+            observer(record)
+
+        return factory(observe)
+
+    return counting_factory
+
+
 def _register_secrets(settings: Settings) -> None:
     # Revealed once, only so the log formatter can mask these values wherever they appear.
     shop = settings.shop
@@ -51,6 +66,7 @@ def _register_secrets(settings: Settings) -> None:
         shop.hash_id.reveal(),
         shop.key_id.reveal(),
         settings.api_token.reveal() if settings.api_token else None,
+        settings.metrics_token.reveal() if settings.metrics_token else None,
         settings.checkout_secret.reveal() if settings.checkout_secret else None,
     )
 
@@ -90,7 +106,7 @@ def create_app(
         shops=frozenset({settings.shop_no}),
         unit_of_work=unit_of_work or (lambda: transaction(database_url)),
         enqueuer=enqueuer or CeleryEnqueuer(settings.redis_url),
-        client_factory=client_factory or _bank_client_factory(settings),
+        client_factory=_counting(client_factory or _bank_client_factory(settings)),
         probes=ThreadPoolExecutor(max_workers=4, thread_name_prefix="readyz"),
     )
 
@@ -98,7 +114,7 @@ def create_app(
     send_event = getattr(app.extensions["qpay"].enqueuer, "send_event", None)
     set_publisher(send_event if settings.shop_webhook_url is not None else None)
 
-    from webhook import callbacks, customer, events_api, health, orders_api
+    from webhook import callbacks, customer, events_api, health, orders_api, scrape
     from webhook.errors import register_error_handlers
     from webhook.requestlog import register_request_logging
 
@@ -109,6 +125,7 @@ def create_app(
     app.register_blueprint(events_api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(customer.bp)
+    scrape.install(app)
 
     if importlib.util.find_spec("webhook.cli") is not None:
         importlib.import_module("webhook.cli").register_cli(app)

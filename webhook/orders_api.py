@@ -6,11 +6,10 @@ closed (503), never open.
 
 from __future__ import annotations
 
-import hmac
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 from sqlalchemy.exc import IntegrityError
 
 from core.logging import bind_context
@@ -19,6 +18,7 @@ from core.services.bank_calls import recorder
 from core.services.order_json import iso, order_detail, order_summary, twd
 from core.services.orders import NewOrder, OrderValidationError, create_order, get_order, order_history
 from core.sinopac.errors import BankProtocolError, BankRejection, BankTransportError, QPayError
+from webhook.auth import bearer_refusal
 from webhook.bodies import read_capped
 from webhook.deps import deps
 from webhook.errors import error_response
@@ -43,14 +43,7 @@ def authenticate() -> Response | None:
     token = deps().settings.api_token
     if token is None:
         return error_response(503, "API_TOKEN is not configured")
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.strip().encode("utf-8", "replace"), token.reveal().encode("utf-8")
-    ):
-        response = error_response(401, "missing or wrong bearer token")
-        response.headers["WWW-Authenticate"] = 'Bearer realm="qpay"'
-        return response
-    return None
+    return bearer_refusal(token)
 
 
 def event_body(event: OrderEvent) -> dict[str, Any]:

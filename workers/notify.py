@@ -31,6 +31,7 @@ from core.services import notify
 from core.services.events import event_name
 from core.settings import Settings, get_settings
 from core.webhook_signing import secret_key, signed_headers
+from metrics import defs as metrics
 from workers import app
 from workers.celeryconfig import VISIBILITY_TIMEOUT
 
@@ -43,6 +44,8 @@ BUSY_COUNTDOWN = (0.5, 2.0)  # seconds before a delivery that found no free slot
 # worker's memory until it is due, so a long outage of the shop with many events would pile them up
 # there; longer waits are the sweep's relay (it sends each event once it is due).
 MAX_COUNTDOWN = min(300.0, VISIBILITY_TIMEOUT / 2)
+# qpay_event_deliveries_total's result for each attempt's verdict (a failed attempt will be retried).
+_METRIC_RESULT = {"delivered": "delivered", "retry": "failed", "failed": "gave_up"}
 _slots = threading.BoundedSemaphore(1)
 _http: urllib3.PoolManager | None = None
 _http_lock = threading.Lock()
@@ -114,6 +117,7 @@ def deliver(event_id: int, settings: Settings, uow: UnitOfWork = transaction) ->
     result = post_event(url, body, headers)
     with uow() as session:
         settled = notify.settle(session, settings, claimed, result, started=started, now=datetime.now(UTC))
+    metrics.event_delivery(_METRIC_RESULT[settled.verdict])
     extra = {"event_id": claimed.name, "order_no": claimed.order_no, "attempt": claimed.attempt,
              "http_status": result.http_status, "duration_ms": result.duration_ms}
     if settled.verdict == "delivered":

@@ -1,7 +1,7 @@
 """Shop notifications: the event outbox (shop_events) and its delivery attempts (shop_event_attempts).
 
 Revision ID: 0003
-Revises: 0002
+Revises: 0005
 Create Date: 2026-11-29
 
 Self-contained like 0001 (no import of core.models). Works on PostgreSQL and SQLite (partial indexes
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003"
-down_revision: str | None = "0002"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -58,13 +58,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_shop_event_attempts"),
     )
     op.create_index("ix_shop_event_attempts_event_id", "shop_event_attempts", ["event_id"])
-    with op.batch_alter_table("sweep_runs") as batch:
-        batch.add_column(sa.Column("events_relayed", sa.Integer(), nullable=False, server_default="0"))
+    # A plain ADD COLUMN on both backends (a batch copy of the table on SQLite could drop the WHERE of
+    # its partial index).
+    op.add_column("sweep_runs", sa.Column("events_relayed", sa.Integer(), nullable=False, server_default="0"))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("sweep_runs") as batch:
-        batch.drop_column("events_relayed")
+    op.drop_column("sweep_runs", "events_relayed")  # SQLite 3.35+ drops a column in place
     op.drop_index("ix_shop_event_attempts_event_id", table_name="shop_event_attempts")
     op.drop_table("shop_event_attempts")
     op.drop_index("ix_shop_events_pending", table_name="shop_events")
