@@ -372,3 +372,19 @@ def test_a_relay_the_broker_refuses_counts_an_error_and_stays_due(uow: UoW, db_u
     assert counts.events_relayed == 0
     assert counts.errors == 1
     assert event_row(uow, event_id).last_enqueued_at is None
+
+
+def test_each_attempt_is_counted_in_the_deliveries_metric(uow: UoW, db_url: str, shop: ShopEndpoint) -> None:
+    from prometheus_client import REGISTRY
+
+    def count(result: str) -> float:
+        return REGISTRY.get_sample_value("qpay_event_deliveries_total", {"result": result}) or 0.0
+
+    before = (count("delivered"), count("failed"))
+    event_id = add_event(uow)
+    settings = settings_for(db_url, shop.url, SHOP_WEBHOOK_RETRY_BASE="0.01", SHOP_WEBHOOK_RETRY_CAP="0.02")
+    shop.mode = "503"
+    deliver(event_id, settings, uow)
+    shop.mode = "ok"
+    deliver(event_id, settings, uow)
+    assert (count("delivered"), count("failed")) == (before[0] + 1, before[1] + 1)
