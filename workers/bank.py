@@ -1,20 +1,17 @@
 """One QPayClient per worker process, whose observer records every bank call (docs/architecture.md).
 
-Where a record is written depends on the caller: the resolve task records into its own transaction
-(on SQLite a second, nested transaction would wait for the first one's write lock), while the sweep
-calls the bank outside any transaction, so there each record gets a short transaction of its own.
+Neither the resolve task nor the sweep calls the bank inside a transaction, so each record gets a
+short transaction of its own after the call (a failure to record never fails the work).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 
 from sqlalchemy.exc import OperationalError
 
+from core.budget import bank_budget
 from core.db import transaction
 from core.services.bank_calls import recorder
 from core.settings import get_settings
@@ -24,8 +21,6 @@ from metrics import defs as metrics
 
 log = logging.getLogger(__name__)
 
-Sink = Callable[[BankCallRecord], None]
-_sink: ContextVar[Sink | None] = ContextVar("qpay_bank_call_sink", default=None)
 _client: QPayClient | None = None
 _client_pid: int | None = None
 _pool_size = DEFAULT_POOL_SIZE
@@ -45,17 +40,7 @@ def _record_alone(record: BankCallRecord) -> None:
 
 def _observe(record: BankCallRecord) -> None:
     metrics.bank_call(record)
-    (_sink.get() or _record_alone)(record)
-
-
-@contextmanager
-def recording_into(sink: Sink) -> Iterator[None]:
-    """Within this block, bank calls of this thread are recorded by `sink` (e.g. the task's session)."""
-    token = _sink.set(sink)
-    try:
-        yield
-    finally:
-        _sink.reset(token)
+    _record_alone(record)
 
 
 def size_pool(concurrency: int) -> None:
@@ -69,7 +54,9 @@ def bank_client() -> QPayClient:
     """This process's client, built on first use (never inherited across a fork: sockets are not)."""
     global _client, _client_pid
     if _client is None or _client_pid != os.getpid():
-        _client = QPayClient(get_settings(), observer=_observe, pool_size=_pool_size)
+        settings = get_settings()
+        _client = QPayClient(settings, observer=_observe, pool_size=_pool_size,
+                             budget=bank_budget(settings))
         _client_pid = os.getpid()
     return _client
 

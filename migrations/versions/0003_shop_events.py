@@ -1,7 +1,7 @@
 """Shop notifications: the event outbox (shop_events) and its delivery attempts (shop_event_attempts).
 
 Revision ID: 0003
-Revises: 0005
+Revises: 0004
 Create Date: 2026-11-29
 
 Self-contained like 0001 (no import of core.models). Works on PostgreSQL and SQLite (partial indexes
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003"
-down_revision: str | None = "0005"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
