@@ -27,11 +27,6 @@ def secret_key(secret: str) -> bytes:
     return base64.b64decode(secret.removeprefix(WEBHOOK_SECRET_PREFIX))
 
 
-def redaction_values(secret: str) -> tuple[str, str]:
-    """What the log formatter must mask: the secret as configured and its bare base64 key."""
-    return secret, secret.removeprefix(WEBHOOK_SECRET_PREFIX)
-
-
 def signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     """The `webhook-signature` header value for one attempt."""
     mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()

@@ -22,7 +22,6 @@ from core.services.events import set_publisher
 from core.settings import Settings, get_settings
 from core.sinopac.client import BankClient, Observer, QPayClient
 from core.sinopac.types import BankCallRecord
-from core.webhook_signing import redaction_values
 from metrics import defs as metrics
 from webhook.deps import ClientFactory, Deps, UnitOfWork
 from webhook.enqueue import CeleryEnqueuer, Enqueuer
@@ -61,25 +60,6 @@ def _counting(factory: ClientFactory) -> ClientFactory:
     return counting_factory
 
 
-def _register_secrets(settings: Settings) -> None:
-    # Revealed once, only so the log formatter can mask these values wherever they appear.
-    shop = settings.shop
-    register_secrets(
-        *(k.reveal() for k in shop.hash_keys),
-        shop.hash_id.reveal(),
-        shop.key_id.reveal(),
-        settings.api_token.reveal() if settings.api_token else None,
-        settings.metrics_token.reveal() if settings.metrics_token else None,
-        settings.checkout_secret.reveal() if settings.checkout_secret else None,
-    )
-
-
-def _register_webhook_secret(settings: Settings) -> None:
-    # Registered even with the sandbox's public bank keys: the shop's signing key is always real.
-    if settings.shop_webhook_secret is not None:
-        register_secrets(*redaction_values(settings.shop_webhook_secret.reveal()))
-
-
 def create_app(
     settings: Settings | None = None,
     *,
@@ -92,9 +72,7 @@ def create_app(
     if configure_logs:
         configure_logging(settings.log_level)
     install_record_factory()
-    if not settings.sandbox_defaults:
-        _register_secrets(settings)
-    _register_webhook_secret(settings)
+    register_secrets(*settings.log_secrets())
     if settings.api_token is not None and settings.checkout_secret is None:  # orders API open, no links
         logging.getLogger(__name__).warning(
             "CHECKOUT_SECRET is not set: orders get no checkout_url and /checkout pages answer 404")
@@ -108,7 +86,7 @@ def create_app(
         settings=settings,
         shops=frozenset({settings.shop_no}),
         unit_of_work=unit_of_work or (lambda: transaction(database_url)),
-        enqueuer=enqueuer or CeleryEnqueuer(settings.redis_url),
+        enqueuer=enqueuer or CeleryEnqueuer(settings.broker_url),
         client_factory=_counting(client_factory or _bank_client_factory(settings)),
         probes=ThreadPoolExecutor(max_workers=4, thread_name_prefix="readyz"),
     )
@@ -119,9 +97,11 @@ def create_app(
 
     from webhook import callbacks, customer, events_api, health, orders_api, scrape
     from webhook.errors import register_error_handlers
+    from webhook.headers import register_security_headers
     from webhook.requestlog import register_request_logging
 
     register_request_logging(app)
+    register_security_headers(app)
     register_error_handlers(app)
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(orders_api.bp)
