@@ -9,10 +9,10 @@ import argparse
 import time
 from datetime import UTC, datetime
 
-from bench import cli, drain, harness, ingest, loadgen, machine, scrape, settle, sweep
+from bench import cli, drain, harness, ingest, loadgen, machine, notify, scrape, settle, sweep
 
 MODULES: dict[str, cli.Part] = {"ingest": ingest, "drain": drain, "settle": settle, "sweep": sweep,
-                                "scrape": scrape}
+                                "scrape": scrape, "notify": notify}
 PARTS = tuple(MODULES)
 
 
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the issue's sizes: 30 s x 3 rounds of ingest, 10,000 callbacks, 1M orders "
                              "(sweep and scrape)")
     parser.add_argument("--only", default=",".join(PARTS),
-                        help="comma-separated subset of ingest,drain,settle,sweep,scrape")
+                        help="comma-separated subset of ingest,drain,settle,sweep,scrape,notify")
     full = cli.wants_full(argv)
     for module in MODULES.values():
         module.add_arguments(parser, full=full)

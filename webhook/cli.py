@@ -1,6 +1,8 @@
 """The on-call engineer's commands, under `flask --app webhook` (docs/architecture.md, Operations).
 
-    orders show <order_no>             status, bank calls, events and tokens as one timeline
+    orders show <order_no>             status, bank calls, events and tokens as one timeline, then the
+                                       shop notifications with their delivery state
+    events ...                         the shop notifications (webhook/events_cli.py)
     orders stuck [--older-than 30m]    pending work older than that, tokens not yet resolved, untrusted
                                        and dead tokens (any age), reviews (late payments included)
     orders requery <order_no>          OrderQuery by OrderNo now and settle from the bank's answer
@@ -40,6 +42,7 @@ from core.sinopac.errors import QPayError
 from core.sinopac.types import BankCallRecord
 from core.states import Source, TokenState
 from webhook.deps import deps
+from webhook.events_cli import events_cli, order_event_lines
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -168,6 +171,9 @@ def orders_show(order_no: str) -> None:
         click.echo("timeline (UTC):")
         for line in timeline(session, order):
             click.echo(f"  {_when(line.at)}  {line.kind:<5}  {line.text}")
+        click.echo("shop notifications (UTC):")
+        for at, text in order_event_lines(session, order.order_no):
+            click.echo(f"  {_when(at)}  {text}")
         if order.status in ("pending", "needs_review"):
             untrusted = _untrusted_count(session)
             if untrusted:
@@ -408,7 +414,9 @@ def sweep_run() -> None:
     client = _bank(record_alone)
     try:
         # send_resolve is the sweep's Enqueue as it stands: False when the broker is down.
-        counts = run_sweep(deps().unit_of_work, client, _settings(), _enqueuer())
+        send_event = getattr(deps().enqueuer, "send_event", None)
+        relay = send_event if _settings().shop_webhook_url is not None else None
+        counts = run_sweep(deps().unit_of_work, client, _settings(), _enqueuer(), relay=relay)
     finally:
         _close(client)
     click.echo("sweep: " + ", ".join(f"{k}={v}" for k, v in counts.as_dict().items()))
@@ -449,7 +457,7 @@ def db_upgrade(revision: str) -> None:
 
 def register_cli(app: Flask) -> None:
     """Attach the ops commands to `app` (create_app calls this)."""
-    for group in (orders_cli, tokens_cli, sweep_cli, db_cli):
+    for group in (orders_cli, tokens_cli, sweep_cli, db_cli, events_cli):
         app.cli.add_command(group)
 
 

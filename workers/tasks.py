@@ -13,6 +13,7 @@ from typing import Any
 from celery import Task
 from sqlalchemy.exc import OperationalError
 
+from core.backoff import retry_countdown
 from core.db import transaction
 from core.queues import CALLBACK_QUEUE, RESOLVE_TASK, SWEEP_QUEUE, SWEEP_TASK
 from core.services.resolution import record_failed_attempt, resolve_token
@@ -20,9 +21,9 @@ from core.services.sweep import run_sweep
 from core.settings import Settings, get_settings
 from metrics import defs as metrics
 from workers import app
-from workers.backoff import retry_countdown
 from workers.bank import bank_client, records_with_the_work
 from workers.celeryconfig import RESOLVE_HARD_LIMIT, RESOLVE_SOFT_LIMIT, SWEEP_HARD_LIMIT, SWEEP_SOFT_LIMIT
+from workers.notify import send_delivery
 from workers.sweeplock import exclusive_pass
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,8 @@ def sweep() -> dict[str, int]:
 
 def _sweep_pass(settings: Settings) -> dict[str, int]:
     try:
-        counts = run_sweep(transaction, bank_client(), settings, _enqueue_resolve)
+        relay = send_delivery if settings.shop_webhook_url is not None else None
+        counts = run_sweep(transaction, bank_client(), settings, _enqueue_resolve, relay=relay)
     except OperationalError as exc:
         # The database is unreachable: nothing can be read or settled now; beat sends the next pass.
         log.warning("sweep skipped: database unavailable (%s)", type(exc.orig).__name__,

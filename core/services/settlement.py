@@ -1,8 +1,9 @@
 """Order transitions and the settlement rules: only the bank's verified word moves an order.
 
 Every change is one conditional UPDATE (`... WHERE status = <current>`) whose row count says whether
-this call made it, plus one OrderEvent. Two settlers racing on one order (a callback and a sweep, or
-twenty workers) therefore produce exactly one transition and one event; the losers see a no-op.
+this call made it, plus one OrderEvent and the shop's ShopEvent (the notification outbox). Two
+settlers racing on one order (a callback and a sweep, or twenty workers) therefore produce exactly one
+transition and one event; the losers see a no-op.
 Mismatches never pay an order: they park it in needs_review with the reason, logged loudly.
 """
 
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session
 from core.models import Order, OrderEvent
 from core.services import paystatus
 from core.services.due import next_check_at
+from core.services.events import record_event
 from core.settings import Settings
 from core.sinopac.timefmt import from_bank_minute
 from core.sinopac.types import OrderQueryRow, PayQueryResult
@@ -146,6 +148,10 @@ def transition(
                 )
             )
             _expire_cached(session, order_no)
+            # The shop's notification, in this same transaction (core/services/events.py).
+            moved = _get_order(session, order_no)
+            if moved is not None:
+                record_event(session, moved, current.value, target.value, src.value, at)
             return True
     raise RuntimeError(f"order {order_no}: status kept changing under us ({_MAX_TRIES} tries)")
 
@@ -155,6 +161,13 @@ def _expire_cached(session: Session, order_no: str) -> None:
     for obj in list(session.identity_map.values()):
         if isinstance(obj, Order) and obj.order_no == order_no:
             session.expire(obj)
+
+
+def _get_order(session: Session, order_no: str) -> Order | None:
+    """The whole order as it now stands (the shop's event shows it); populate_existing: another
+    transaction may have moved it since this session cached it."""
+    stmt = select(Order).where(Order.order_no == order_no).execution_options(populate_existing=True)
+    return session.scalars(stmt).first()
 
 
 @dataclass(frozen=True, slots=True)
