@@ -1,6 +1,6 @@
 """Typed settings read from the environment, validated once at start-up.
 
-Every variable is documented in README.md (Configuration). Secrets are wrapped in `Secret`, so
+Every variable is documented in docs/configuration.md. Secrets are wrapped in `Secret`, so
 they never appear in a repr, a log line or an exception message.
 """
 
