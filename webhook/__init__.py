@@ -34,21 +34,16 @@ def _bank_client_factory(settings: Settings) -> ClientFactory:
     http.mount("https://", adapter)
     http.mount("http://", adapter)
 
-    def factory(observer: Observer) -> BankClient:
-        return QPayClient(settings, http=http, observer=observer)
+    def factory(observer: Observer, shop_no: str | None = None) -> BankClient:
+        return QPayClient(settings, shop=settings.shop_for(shop_no), http=http, observer=observer)
 
     return factory
 
 
 def _register_secrets(settings: Settings) -> None:
-    # Revealed once, only so the log formatter can mask these values wherever they appear.
-    shop = settings.shop
-    register_secrets(
-        *(k.reveal() for k in shop.hash_keys),
-        shop.hash_id.reveal(),
-        shop.key_id.reveal(),
-        settings.api_token.reveal() if settings.api_token else None,
-    )
+    # Revealed once, only so the log formatter can mask these values wherever they appear: every key
+    # set of every shop (active and next), and the API token.
+    register_secrets(*settings.secrets())
 
 
 def create_app(
@@ -72,7 +67,7 @@ def create_app(
     database_url = settings.database_url
     app.extensions["qpay"] = Deps(
         settings=settings,
-        shops=frozenset({settings.shop_no}),
+        shops=settings.shop_numbers,
         unit_of_work=unit_of_work or (lambda: transaction(database_url)),
         enqueuer=enqueuer or CeleryEnqueuer(settings.redis_url),
         client_factory=client_factory or _bank_client_factory(settings),

@@ -16,7 +16,14 @@ from sqlalchemy.exc import IntegrityError
 from core.logging import bind_context
 from core.models import Order, OrderEvent
 from core.services.bank_calls import recorder
-from core.services.orders import NewOrder, OrderValidationError, create_order, get_order, order_history
+from core.services.orders import (
+    NewOrder,
+    OrderValidationError,
+    create_order,
+    get_order,
+    order_history,
+    shop_of,
+)
 from core.sinopac.errors import BankProtocolError, BankRejection, BankTransportError, QPayError
 from webhook.bodies import read_capped
 from webhook.deps import deps
@@ -24,6 +31,7 @@ from webhook.errors import error_response
 from webhook.validation import (
     MAX_API_BODY,
     ORDER_NO_RE,
+    SHOP_NO_RE,
     InvalidInput,
     decode_json_object,
     validate_order_request,
@@ -61,6 +69,7 @@ def _twd(amount: int) -> int | float:
 
 def order_body(order: Order) -> dict[str, Any]:
     body: dict[str, Any] = {
+        "shop_no": order.shop_no,
         "order_no": order.order_no,
         "status": order.status,
         "amount": _twd(order.amount),
@@ -104,13 +113,15 @@ def create() -> Response:
     data = decode_json_object(read_capped(MAX_API_BODY))
     req = validate_order_request(data)
     new = NewOrder(req.amount_twd, req.pay_type, req.product_name, req.order_no, req.expire_days,
-                   req.expire_minutes)
+                   req.expire_minutes, req.shop_no)
     d = deps()
     failure: QPayError | None = None
     body: dict[str, Any] = {}
     try:
+        shop_no = shop_of(d.settings, new.shop_no)
+        bind_context(shop_no=shop_no)
         with d.unit_of_work() as session:
-            client = d.client_factory(recorder(session))
+            client = d.client_factory(recorder(session), shop_no=shop_no)
             try:
                 order = create_order(session, client, d.settings, new)
             except QPayError as exc:
@@ -138,9 +149,15 @@ def create() -> Response:
 def show(order_no: str) -> Response:
     if not ORDER_NO_RE.fullmatch(order_no):
         raise InvalidInput("order_no must be 1-50 characters of A-Z a-z 0-9 _ -", field="order_no")
+    shop_no = request.args.get("shop_no") or None
+    if shop_no is not None and not SHOP_NO_RE.fullmatch(shop_no):
+        raise InvalidInput("shop_no must be 1-20 characters of A-Z a-z 0-9 _", field="shop_no")
+    if shop_no is None and len(deps().settings.all_shops) > 1:
+        raise InvalidInput("shop_no is required (?shop_no=...): this deployment serves several shops",
+                           field="shop_no")
     bind_context(order_no=order_no)
     with deps().unit_of_work() as session:
-        order = get_order(session, order_no)
+        order = get_order(session, order_no, shop_no)
         if order is None:
             return error_response(404, "order not found")
         body = order_body(order)
@@ -150,6 +167,6 @@ def show(order_no: str) -> Response:
             created_at=_iso(order.created_at),
             updated_at=_iso(order.updated_at),
             paid_at=_iso(order.paid_at),
-            events=[event_body(e) for e in order_history(session, order_no)],
+            events=[event_body(e) for e in order_history(session, order_no, order.shop_no)],
         )
     return jsonify(body)

@@ -1,4 +1,4 @@
-"""One QPayClient per worker process, whose observer records every bank call (DESIGN.md §2.5).
+"""One QPayClient per shop per worker process, whose observer records every bank call (DESIGN.md §2.5).
 
 Where a record is written depends on the caller: the resolve task records into its own transaction
 (on SQLite a second, nested transaction would wait for the first one's write lock), while the sweep
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 Sink = Callable[[BankCallRecord], None]
 _sink: ContextVar[Sink | None] = ContextVar("qpay_bank_call_sink", default=None)
-_client: QPayClient | None = None
+_clients: dict[str, QPayClient] = {}
 _client_pid: int | None = None
 _pool_size = DEFAULT_POOL_SIZE
 
@@ -63,17 +63,29 @@ def size_pool(concurrency: int) -> None:
     _pool_size = max(DEFAULT_POOL_SIZE, concurrency)
 
 
-def bank_client() -> QPayClient:
-    """This process's client, built on first use (never inherited across a fork: sockets are not)."""
-    global _client, _client_pid
-    if _client is None or _client_pid != os.getpid():
-        _client = QPayClient(get_settings(), observer=_observe, pool_size=_pool_size)
+def client_for(shop_no: str) -> QPayClient:
+    """This process's client of shop `shop_no`, built on first use (never inherited across a fork:
+    sockets are not); raises core.shops.UnknownShop for a shop that is not configured."""
+    global _client_pid
+    if _client_pid != os.getpid():
+        _clients.clear()
         _client_pid = os.getpid()
-    return _client
+    client = _clients.get(shop_no)
+    if client is None:
+        settings = get_settings()
+        shop = settings.shop_for(shop_no)
+        client = QPayClient(settings, shop=shop, observer=_observe, pool_size=_pool_size)
+        _clients[shop_no] = client
+    return client
+
+
+def bank_client() -> QPayClient:
+    """This process's client of the default (first) shop."""
+    return client_for(get_settings().shop_no)
 
 
 def reset_client() -> None:
-    """Forget the client after a fork; the parent's copy is left for the parent to close."""
-    global _client, _client_pid
-    _client = None
+    """Forget the clients after a fork; the parent's copies are left for the parent to close."""
+    global _client_pid
+    _clients.clear()
     _client_pid = None

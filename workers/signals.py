@@ -30,8 +30,7 @@ def _json_logs(**_: Any) -> None:
     configure_logging(settings.log_level)
     if not settings.sandbox_defaults:
         # Revealed once, only so the formatter can mask these values wherever they appear.
-        shop = settings.shop
-        register_secrets(*(k.reveal() for k in shop.hash_keys), shop.hash_id.reveal(), shop.key_id.reveal())
+        register_secrets(*settings.secrets())
 
 
 @celeryd_after_setup.connect

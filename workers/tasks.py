@@ -20,7 +20,7 @@ from core.services.sweep import run_sweep
 from core.settings import get_settings
 from workers import app
 from workers.backoff import retry_countdown
-from workers.bank import bank_client, recording_into
+from workers.bank import client_for, recording_into
 from workers.celeryconfig import RESOLVE_HARD_LIMIT, RESOLVE_SOFT_LIMIT, SWEEP_HARD_LIMIT, SWEEP_SOFT_LIMIT
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def resolve_pay_token(self: Task, token_id: Any) -> str:
     error: str | None
     try:
         with transaction() as session, recording_into(recorder(session)):
-            outcome = resolve_token(session, bank_client(), settings, token_id)
+            outcome = resolve_token(session, client_for, settings, token_id)
     except OperationalError as exc:
         # The database is unreachable: nothing was changed. Same backoff as a bank outage; after the
         # last retry the stored token is the sweep's (it re-enqueues unresolved tokens).
@@ -103,7 +103,7 @@ def _enqueue_resolve(token_id: int) -> bool:
 def sweep() -> dict[str, int]:
     """One reconciliation pass (core/services/sweep.py); safe to run while another one runs."""
     try:
-        counts = run_sweep(transaction, bank_client(), get_settings(), _enqueue_resolve)
+        counts = run_sweep(transaction, client_for, get_settings(), _enqueue_resolve)
     except OperationalError as exc:
         # The database is unreachable: nothing can be read or settled now; beat sends the next pass.
         log.warning("sweep skipped: database unavailable (%s)", type(exc.orig).__name__,

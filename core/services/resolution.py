@@ -22,11 +22,13 @@ from sqlalchemy.orm import Session
 from core.models import PayToken
 from core.services.settlement import settle_from_pay_result
 from core.settings import Settings
+from core.shops import UnknownShop
+from core.sinopac.client import client_of
 from core.sinopac.errors import BankProtocolError, BankRejection, BankTransportError
 from core.states import Source, TokenState
 
 if TYPE_CHECKING:
-    from core.sinopac.client import BankClient
+    from core.sinopac.client import BankClient, ClientFor
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +60,15 @@ def _update_token(session: Session, token_id: int, **values: object) -> bool:
 
 
 def resolve_token(
-    session: Session, client: BankClient, settings: Settings, token_id: int, *, now: datetime | None = None
+    session: Session,
+    client: BankClient | ClientFor,
+    settings: Settings,
+    token_id: int,
+    *,
+    now: datetime | None = None,
 ) -> ResolveOutcome:
-    """Resolve one stored PayToken; idempotent, and never commits (the task does).
+    """Resolve one stored PayToken with its shop's keys (`client`: that client, or a ClientFor);
+    idempotent, and never commits (the task does).
 
     transient (timeouts, 5xx, 429): attempts and last_error recorded, the caller retries later.
     rejected: the bank refused the token (BankRejection) or it names no order of ours.
@@ -70,9 +78,9 @@ def resolve_token(
     """
     at = now if now is not None else datetime.now(UTC)
     row = session.execute(
-        select(PayToken.pay_token, PayToken.state, PayToken.order_no, PayToken.source).where(
-            PayToken.id == token_id
-        )
+        select(
+            PayToken.pay_token, PayToken.state, PayToken.order_no, PayToken.source, PayToken.shop_no
+        ).where(PayToken.id == token_id)
     ).first()
     if row is None:
         log.warning("resolve: no pay token with id %s", token_id, extra={"token_id": token_id})
@@ -80,10 +88,19 @@ def resolve_token(
     if row.state != TokenState.RECEIVED:
         return ResolveOutcome("noop", order_no=row.order_no)
     token = row.pay_token
-    extra = {"pay_token": _short(token), "token_id": token_id}
+    extra = {"pay_token": _short(token), "token_id": token_id, "shop_no": row.shop_no}
     attempts = PayToken.attempts + 1
     try:
-        result = client.pay_query(token)
+        shop_client = client_of(client, row.shop_no)
+    except UnknownShop as exc:
+        # The shop was removed from the configuration: keep the token (the sweep offers it again), so
+        # putting the shop back resolves it; nothing is lost or decided without its keys.
+        error = str(exc)
+        _update_token(session, token_id, attempts=attempts, last_error=error)
+        log.warning("resolve %s: %s", _short(token), error, extra=extra)
+        return ResolveOutcome("transient", error=error)
+    try:
+        result = shop_client.pay_query(token)
     except BankTransportError as exc:
         error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR]
         _update_token(session, token_id, attempts=attempts, last_error=error)
@@ -104,7 +121,8 @@ def resolve_token(
         return ResolveOutcome("protocol_error", error=error, token_label=_short(token))
 
     source = Source(row.source) if row.source in Source._value2member_map_ else Source.BACKEND
-    outcome = settle_from_pay_result(session, settings, result, source=source, pay_token=token, now=at)
+    outcome = settle_from_pay_result(session, settings, result, source=source, pay_token=token, now=at,
+                                     shop_no=row.shop_no)
     if outcome.kind == "unknown_order":
         _update_token(
             session,

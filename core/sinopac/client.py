@@ -21,6 +21,7 @@ from requests.adapters import HTTPAdapter
 
 from core.secrets import Secret
 from core.settings import Settings
+from core.shops import KeySetName, ShopCredentials
 from core.sinopac import envelope, results
 from core.sinopac.errors import (
     BankConnectionError,
@@ -31,11 +32,15 @@ from core.sinopac.errors import (
     BankTransportError,
     MalformedReply,
     QPayError,
+    SignatureMismatch,
+    UndecryptableReply,
 )
 from core.sinopac.timefmt import to_bank_date, to_bank_minute
 from core.sinopac.types import BankCallRecord, OrderCreateResult, OrderQueryResult, PayQueryResult
 
-__all__ = ["DEFAULT_POOL_SIZE", "BankClient", "Observer", "QPayClient", "short_token"]
+__all__ = [
+    "DEFAULT_POOL_SIZE", "BankClient", "ClientFor", "Observer", "QPayClient", "client_of", "short_token",
+]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +91,17 @@ class BankClient(Protocol):
     ) -> OrderQueryResult: ...
 
     def pay_query(self, pay_token: str) -> PayQueryResult: ...
+
+
+# The bank client of a shop, by ShopNo (raises core.shops.UnknownShop for a shop not configured).
+ClientFor = Callable[[str], BankClient]
+
+
+def client_of(clients: BankClient | ClientFor, shop_no: str) -> BankClient:
+    """`clients` is one shop's client (single-shop callers, tests) or a ClientFor: the shop's client."""
+    if hasattr(clients, "pay_query"):
+        return clients  # type: ignore[return-value]
+    return clients(shop_no)  # type: ignore[operator]
 
 
 def short_token(pay_token: str) -> str:
@@ -144,28 +160,29 @@ class QPayClient:
         self,
         settings: Settings,
         *,
+        shop: ShopCredentials | None = None,
         http: requests.Session | None = None,
         observer: Observer | None = None,
         pool_size: int = DEFAULT_POOL_SIZE,
     ) -> None:
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
             raise ValueError("pool_size must be a whole number of connections, at least 1")
-        self._shop_no = settings.shop_no
-        self._hash_id: Secret = settings.shop.hash_id
-        self._key_id: Secret = settings.shop.key_id
-        key_id = self._key_id.reveal()
-        if not (key_id.isascii() and key_id.isprintable() and key_id == key_id.strip()):
-            raise ValueError("QPAY_KEY_ID must be printable ASCII (it is sent as the X-KeyID header)")
-        # Every string whose appearance in an error would be a leak.
-        self._secrets = tuple(
-            s
-            for s in (
-                self._hash_id.reveal(),
-                self._key_id.reveal(),
-                *(k.reveal() for k in settings.shop.hash_keys),
-            )
-            if s
+        creds = settings.shop if shop is None else shop
+        self._shop_no = creds.shop_no
+        # The active set signs every request; a reply is opened with it, then with the other set (a key
+        # change at the bank in progress) before it is called untrusted.
+        self._key_sets: tuple[tuple[KeySetName, Secret, Secret], ...] = tuple(
+            (name, keys.hash_id, keys.key_id) for name, keys in creds.key_sets()
         )
+        self._hash_id: Secret = creds.hash_id
+        self._key_id: Secret = creds.key_id
+        for name, _, key_id in self._key_sets:
+            value = key_id.reveal()
+            if not (value.isascii() and value.isprintable() and value == value.strip()):
+                raise ValueError(f"shop {self._shop_no}: the {name} X-KeyID must be printable ASCII "
+                                 "(it is sent as a header)")
+        # Every string whose appearance in an error would be a leak.
+        self._secrets = tuple(s for s in creds.secrets() if s)
         self._base = (
             settings.api_base_url if settings.api_base_url.endswith("/") else settings.api_base_url + "/"
         )
@@ -185,6 +202,26 @@ class QPayClient:
 
     def __repr__(self) -> str:
         return f"QPayClient(shop_no={self._shop_no!r}, base={self._base!r})"
+
+    @property
+    def shop_no(self) -> str:
+        return self._shop_no
+
+    def with_key_set(self, name: KeySetName) -> QPayClient:
+        """A client of the same shop that signs with `name` as its active set (for `shops check`)."""
+        chosen = [ks for ks in self._key_sets if ks[0] == name]
+        if not chosen:
+            raise ValueError(f"shop {self._shop_no} has no {name} key set")
+        twin = object.__new__(QPayClient)
+        twin.__dict__.update(self.__dict__)
+        twin._key_sets = (chosen[0], *(ks for ks in self._key_sets if ks[0] != name))
+        twin._hash_id, twin._key_id = chosen[0][1], chosen[0][2]
+        twin._owns_http = False
+        return twin
+
+    def nonce(self) -> str:
+        """A bare Nonce call (§2): the cheapest question the bank answers for this shop's X-KeyID."""
+        return self._nonce("Nonce", [None], None)
 
     def close(self) -> None:
         """Release pooled connections (only of a session this client created itself)."""
@@ -342,6 +379,7 @@ class QPayClient:
         started_at = datetime.now(UTC)
         t0 = time.monotonic()
         status: list[int | None] = [None]
+        key_set: list[str] = [""]
         error: QPayError | None = None
         try:
             nonce = self._nonce(service, status, token)
@@ -349,7 +387,7 @@ class QPayClient:
                 service, message, shop_no=self._shop_no, nonce=nonce, hash_id=self._hash_id.reveal()
             )
             reply = self._post(service, "Order", body, status, token)
-            return parse(envelope.open_reply(service, reply, hash_id=self._hash_id.reveal()))
+            return parse(self._open(service, reply, key_set))
         except QPayError as exc:
             error = exc
             raise
@@ -363,8 +401,36 @@ class QPayClient:
                     http_status=status[0],
                     outcome="ok" if error is None else _outcome_of(error),
                     error=None if error is None else str(error),
+                    shop_no=self._shop_no,
+                    key_set=key_set[0],
                 )
             )
+
+    def _open(self, service: str, reply: Any, key_set: list[str]) -> dict[str, Any]:
+        """Open a reply with the active set, then with the other one; key_set[0] names the one that
+        verified it.
+
+        A BankRejection is a verified reply too (Status F): it is raised at once, as is a reply that
+        no set can open (the first set's error, the one an operator expects to read).
+        """
+        first: BankProtocolError | None = None
+        for name, hash_id_, _ in self._key_sets:
+            try:
+                inner = envelope.open_reply(service, reply, hash_id=hash_id_.reveal())
+            except (UndecryptableReply, SignatureMismatch) as exc:
+                first = first or exc
+                continue
+            except BankRejection:
+                key_set[0] = name
+                raise
+            key_set[0] = name
+            if name != self._key_sets[0][0]:
+                log.warning("shop %s: %s reply verified with the %s key set, not the %s one (a key change "
+                            "at the bank?)", self._shop_no, service, name, self._key_sets[0][0],
+                            extra={"shop_no": self._shop_no, "key_set": name})
+            return inner
+        assert first is not None
+        raise first
 
     def _emit(self, record: BankCallRecord) -> None:
         if self._observer is None:

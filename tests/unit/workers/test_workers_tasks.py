@@ -77,7 +77,7 @@ def test_an_untrusted_bank_reply_raises_one_alert_naming_the_task_and_parks_the_
     token_id = add_token(uow, token, received=NOW)
     bank = FakeBankClient().script_pay(token, SignatureMismatch("OrderPayQuery: Sign does not verify"))
     monkeypatch.setattr(tasks, "transaction", uow)
-    monkeypatch.setattr(tasks, "bank_client", lambda: bank)
+    monkeypatch.setattr(tasks, "client_for", lambda shop_no: bank)
     monkeypatch.setattr(tasks, "get_settings", lambda: settings)
 
     # When the resolve task runs
