@@ -28,6 +28,7 @@ __all__ = [
     "ShopCredentials",
     "ShopsError",
     "UnknownShop",
+    "key_fingerprint",
     "parse_shops",
     "shops_from_env",
 ]
@@ -55,6 +56,13 @@ class UnknownShop(LookupError):
         self.shop_no = shop_no
 
 
+def key_fingerprint(hash_id: Secret, key_id: Secret) -> str:
+    """12 hex digits that tell key sets apart in listings (the bank's side prints the same); a one-way
+    digest of the HashID and X-KeyID, never a key."""
+    material = f"qpay-key-fingerprint:{hash_id.reveal()}:{key_id.reveal()}"
+    return hashlib.sha256(material.encode()).hexdigest()[:12]
+
+
 @dataclass(frozen=True)
 class KeySet:
     """Four hash keys and the X-KeyID that goes with them."""
@@ -68,9 +76,7 @@ class KeySet:
 
     @property
     def fingerprint(self) -> str:
-        """12 hex digits that tell key sets apart in listings; a one-way digest, never a key."""
-        material = f"qpay-key-fingerprint:{self.hash_id.reveal()}:{self.key_id.reveal()}"
-        return hashlib.sha256(material.encode()).hexdigest()[:12]
+        return key_fingerprint(self.hash_id, self.key_id)
 
     def secrets(self) -> tuple[str, ...]:
         """Every value of this set that must never appear in a log line or an error."""

@@ -18,8 +18,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from core.settings import SettingsError
 from sandbox import pages, wire
 from sandbox.bank import PayError
+from sandbox.config import shop_from_keys
 from sandbox.faults import Decision, FaultError
 from sandbox.runtime import Sandbox
 
@@ -32,6 +34,7 @@ DOCS = "docs/sandbox.md"
 _API = re.compile(r"^(?:/[^/]+)*/QPay\.WebAPI/api/(Nonce|Order)/?$", re.IGNORECASE)
 _ORDER = re.compile(r"^/sandbox/orders/([^/]+)(?:/(pay|expire))?/?$")
 _PAGE = re.compile(r"^/sandbox/(card|atm)/([^/]+)/?$")
+_SHOP_KEYS = re.compile(r"^/sandbox/shops/([A-Za-z0-9_]{1,20})/keys(?:/(retire))?/?$")
 
 
 class BadRequest(Exception):
@@ -142,6 +145,7 @@ class Handler(BaseHTTPRequestHandler):
             ("/", lambda: self._json(200, {"service": "QPay sandbox bank", "docs": DOCS})),
             ("/sandbox/faults", lambda: self._json(200, self.sb.faults.snapshot())),
             ("/sandbox/stats", lambda: self._json(200, self.sb.bank.stats())),
+            ("/sandbox/shops", lambda: self._json(200, self.sb.bank.shop_views())),
             (_ORDER, self._order_view),
             (_PAGE, self._page_get),
         ])
@@ -154,6 +158,7 @@ class Handler(BaseHTTPRequestHandler):
             (_API, self._api),
             ("/sandbox/faults", self._faults_post),
             ("/sandbox/reset", self._reset),
+            (_SHOP_KEYS, self._shop_keys),
             (_ORDER, self._order_post),
             (_PAGE, self._page_post),
         ])
@@ -168,7 +173,8 @@ class Handler(BaseHTTPRequestHandler):
         service = "Nonce" if nonce else body.get("APIService") if isinstance(body, dict) else None
         service = service if isinstance(service, str) and service else "Unknown"
         self.sb.bank.count(service)
-        decision = self.sb.faults.decide(service, order_call=not nonce)
+        shop_no = body.get("ShopNo") if isinstance(body, dict) else None
+        decision = self.sb.faults.decide(service, order_call=not nonce, shop_no=shop_no)
         if decision.latency and self.sb.stopping.wait(decision.latency):
             return self._drop()
         if decision.action and not decision.after:
@@ -203,9 +209,11 @@ class Handler(BaseHTTPRequestHandler):
             self.sb.bank.count_outcome("envelope_error")
             get = body.get if isinstance(body, dict) else (lambda _k: "")
             return wire.error_body(exc.description, shop_no=get("ShopNo"), service=get("APIService"))
+        if shop.key_id != self.sb.bank.shops[shop.shop_no].key_id:
+            self.sb.bank.count_outcome("previous_keys")  # a key change in progress: the old set still works
         inner = self.sb.order_call(shop, service, message)
         self.sb.bank.count_outcome("ok" if inner.get("Status") == "S" else "rejected")
-        return wire.seal_reply(shop, service, inner)
+        return wire.seal_reply(wire.reply_keys(self.sb.bank, shop), service, inner)
 
     def _apply(self, decision: Decision, reply: dict[str, Any] | None) -> None:
         self.sb.bank.count_outcome(f"fault_{decision.action}")
@@ -236,6 +244,25 @@ class Handler(BaseHTTPRequestHandler):
             self._json(200, self.sb.faults.update(patch))
         except FaultError as exc:
             self._error(400, str(exc))
+
+    def _shop_keys(self, shop_no: str, action: str | None) -> None:
+        """A key change at the bank: new keys for a shop (the old ones stay accepted unless
+        keep_previous is false), or `/retire` to stop accepting the previous set."""
+        body = self._json_body()
+        try:
+            if action == "retire":
+                return self._json(200, self.sb.bank.retire_previous_keys(shop_no))
+            if not isinstance(body, dict):
+                return self._error(400, "send a JSON object: the new a1, a2, b1, b2 and key_id")
+            keep, reply_with = body.get("keep_previous", True), body.get("reply_with", "current")
+            if not isinstance(keep, bool) or reply_with not in ("current", "request"):
+                return self._error(400, 'keep_previous: true or false; reply_with: "current" or "request"')
+            return self._json(200, self.sb.bank.change_keys(shop_from_keys(shop_no, body),
+                                                            keep_previous=keep, reply_with=reply_with))
+        except SettingsError as exc:
+            return self._error(400, str(exc))
+        except KeyError:
+            return self._error(404, f"no shop {shop_no}")
 
     def _reset(self) -> None:
         self._body()

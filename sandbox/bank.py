@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import secrets
 import threading
 import time
@@ -302,6 +303,34 @@ class Bank:
                 "live_nonces": len(self._nonces),
                 "uptime_seconds": round(time.monotonic() - self._started, 3),
             }
+
+    # -- key changes -----------------------------------------------------------------------------
+
+    def change_keys(self, new: Shop, *, keep_previous: bool, reply_with: str) -> dict[str, Any]:
+        """The shop's keys become `new`; its current set stays accepted (as `previous`) if asked.
+        KeyError for an unknown shop."""
+        with self._lock:
+            old = self.shops[new.shop_no]
+            previous = dataclasses.replace(old, previous=None) if keep_previous else None
+            self.shops[new.shop_no] = dataclasses.replace(new, previous=previous, reply_with=reply_with)
+            return self._shop_view(self.shops[new.shop_no])
+
+    def retire_previous_keys(self, shop_no: str) -> dict[str, Any]:
+        """End a key change: only the current set is accepted from now on."""
+        with self._lock:
+            self.shops[shop_no] = dataclasses.replace(self.shops[shop_no], previous=None)
+            return self._shop_view(self.shops[shop_no])
+
+    def shop_views(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [self._shop_view(shop) for shop in self.shops.values()]
+
+    @staticmethod
+    def _shop_view(shop: Shop) -> dict[str, Any]:
+        """Fingerprints only (core.shops.key_fingerprint), never keys."""
+        previous = shop.previous.fingerprint if shop.previous else None
+        return {"shop_no": shop.shop_no, "keys": shop.fingerprint, "previous": previous,
+                "reply_with": shop.reply_with}
 
     def reset(self) -> None:
         with self._lock:

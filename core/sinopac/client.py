@@ -30,6 +30,7 @@ from core.sinopac.errors import (
     BankRejection,
     BankTimeout,
     BankTransportError,
+    EnvelopeRefused,
     MalformedReply,
     QPayError,
     SignatureMismatch,
@@ -221,7 +222,7 @@ class QPayClient:
 
     def nonce(self) -> str:
         """A bare Nonce call (§2): the cheapest question the bank answers for this shop's X-KeyID."""
-        return self._nonce("Nonce", [None], None)
+        return self._nonce("Nonce", [None], None, self._key_id)
 
     def close(self) -> None:
         """Release pooled connections (only of a session this client created itself)."""
@@ -382,12 +383,20 @@ class QPayClient:
         key_set: list[str] = [""]
         error: QPayError | None = None
         try:
-            nonce = self._nonce(service, status, token)
-            body = envelope.seal_request(
-                service, message, shop_no=self._shop_no, nonce=nonce, hash_id=self._hash_id.reveal()
-            )
-            reply = self._post(service, "Order", body, status, token)
-            return parse(self._open(service, reply, key_set))
+            try:
+                reply = self._exchange(service, message, status, token, self._key_sets[0])
+                inner = self._open(service, reply, key_set)
+            except EnvelopeRefused:
+                if len(self._key_sets) < 2:
+                    raise
+                # A key change at the bank: it no longer takes the active set. Nothing was processed,
+                # so the same request signed with the other set is safe, and waits for no retry.
+                log.warning("shop %s: the bank refused the %s key set on %s; sending with the %s set",
+                            self._shop_no, self._key_sets[0][0], service, self._key_sets[1][0],
+                            extra={"shop_no": self._shop_no, "key_set": self._key_sets[1][0]})
+                reply = self._exchange(service, message, status, token, self._key_sets[1])
+                inner = self._open(service, reply, key_set)
+            return parse(inner)
         except QPayError as exc:
             error = exc
             raise
@@ -432,6 +441,21 @@ class QPayClient:
         assert first is not None
         raise first
 
+    def _exchange(
+        self,
+        service: str,
+        message: Mapping[str, Any],
+        status: list[int | None],
+        token: str | None,
+        signer: tuple[KeySetName, Secret, Secret],
+    ) -> Any:
+        """Nonce, then the sealed Order request, both under `signer`'s X-KeyID; the raw reply."""
+        _, hash_id_, key_id = signer
+        nonce = self._nonce(service, status, token, key_id)
+        body = envelope.seal_request(service, message, shop_no=self._shop_no, nonce=nonce,
+                                     hash_id=hash_id_.reveal())
+        return self._post(service, "Order", body, status, token, key_id)
+
     def _emit(self, record: BankCallRecord) -> None:
         if self._observer is None:
             return
@@ -440,9 +464,13 @@ class QPayClient:
         except Exception:  # the observer is bookkeeping; it must never break a bank call
             log.warning("bank call observer failed for %s", record.api_service, exc_info=True)
 
-    def _nonce(self, service: str, status: list[int | None], token: str | None) -> str:
-        reply = self._post(service, "Nonce", {"ShopNo": self._shop_no}, status, token)
+    def _nonce(self, service: str, status: list[int | None], token: str | None, key_id: Secret) -> str:
+        reply = self._post(service, "Nonce", {"ShopNo": self._shop_no}, status, token, key_id)
         nonce = reply.get("Nonce") if isinstance(reply, dict) else None
+        if isinstance(reply, dict) and nonce is None and ("Status" in reply or "Description" in reply):
+            description = _CONTROL.sub(" ", str(reply.get("Description")))[:80]
+            raise EnvelopeRefused(f"{service}: Nonce refused with an unsigned error (Description={description})",
+                                  service=service)
         if not isinstance(nonce, str) or not nonce or not nonce.isascii() or not nonce.isprintable():
             raise MalformedReply(f"{service}: Nonce reply lacks a usable Nonce", service=service)
         return nonce
@@ -454,13 +482,14 @@ class QPayClient:
         body: Mapping[str, Any],
         status: list[int | None],
         token: str | None,
+        key_id: Secret,
     ) -> Any:
         what = f"{service}: {endpoint}"
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         headers = {
             "Content-Type": "application/json; charset=utf-8",
             "Accept": "application/json",
-            "X-KeyID": self._key_id.reveal(),
+            "X-KeyID": key_id.reveal(),
         }
         try:
             response = self._http.post(

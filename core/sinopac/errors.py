@@ -7,6 +7,7 @@
     │   └── BankHTTPError         HTTP 5xx or 429 (other statuses are protocol errors)
     ├── BankProtocolError         NOT retryable, security-relevant: the reply cannot be trusted
     │   ├── MalformedReply        non-JSON body, missing envelope fields, unexpected HTTP status
+    │   │   └── EnvelopeRefused   an unsigned envelope-level Status F (bad Sign, wrong X-KeyID, ...)
     │   ├── UndecryptableReply    Message does not decrypt with our HashID and the reply's nonce
     │   └── SignatureMismatch     the reply's Sign does not verify
     └── BankRejection             NOT retryable: the bank processed the call and answered Status F
@@ -51,6 +52,11 @@ class BankProtocolError(QPayError):
 
 class MalformedReply(BankProtocolError):
     pass
+
+
+class EnvelopeRefused(MalformedReply):
+    """The bank refused the request's envelope with an unsigned error (PROTOCOL.md §7, UNVERIFIED
+    shape): nothing was processed, so the client may send it again signed with its other key set."""
 
 
 class UndecryptableReply(BankProtocolError):
