@@ -469,8 +469,8 @@ class QPayClient:
         nonce = reply.get("Nonce") if isinstance(reply, dict) else None
         if isinstance(reply, dict) and nonce is None and ("Status" in reply or "Description" in reply):
             description = _CONTROL.sub(" ", str(reply.get("Description")))[:80]
-            raise EnvelopeRefused(f"{service}: Nonce refused with an unsigned error (Description={description})",
-                                  service=service)
+            raise EnvelopeRefused(f"{service}: Nonce refused with an unsigned error "
+                                  f"(Description={description})", service=service)
         if not isinstance(nonce, str) or not nonce or not nonce.isascii() or not nonce.isprintable():
             raise MalformedReply(f"{service}: Nonce reply lacks a usable Nonce", service=service)
         return nonce
