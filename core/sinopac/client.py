@@ -189,6 +189,7 @@ class QPayClient:
         )
         self._timeout = (settings.connect_timeout, settings.read_timeout)
         self._observer = observer
+        self._resend_with_other = True
         self._owns_http = http is None
         self._http = http if http is not None else self._new_session(pool_size)
 
@@ -216,6 +217,7 @@ class QPayClient:
         twin = object.__new__(QPayClient)
         twin.__dict__.update(self.__dict__)
         twin._key_sets = (chosen[0], *(ks for ks in self._key_sets if ks[0] != name))
+        twin._resend_with_other = False  # the question is whether the bank takes this set
         twin._hash_id, twin._key_id = chosen[0][1], chosen[0][2]
         twin._owns_http = False
         return twin
@@ -387,7 +389,7 @@ class QPayClient:
                 reply = self._exchange(service, message, status, token, self._key_sets[0])
                 inner = self._open(service, reply, key_set)
             except EnvelopeRefused:
-                if len(self._key_sets) < 2:
+                if len(self._key_sets) < 2 or not self._resend_with_other:
                     raise
                 # A key change at the bank: it no longer takes the active set. Nothing was processed,
                 # so the same request signed with the other set is safe, and waits for no retry.

@@ -80,6 +80,9 @@ def test_with_key_set_signs_with_the_chosen_set(bank: StubBank) -> None:
         twin.query_orders(order_no="A1")
         assert client.with_key_set("active").nonce()
     assert [seen.headers.get("X-KeyID") for seen in bank.seen] == ["next-key-id", "next-key-id", KEY_ID]
+    bank.hash_id = HASH_ID  # before the change at the bank: the next set is refused, not replaced
+    with _client(bank, records, **NEXT) as client, pytest.raises(EnvelopeRefused):
+        client.with_key_set("next").query_orders(order_no="A1")
     with pytest.raises(ValueError, match="no next key set"):
         QPayClient(make_settings(bank.base_url)).with_key_set("next")
 
