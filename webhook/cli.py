@@ -30,7 +30,7 @@ from typing import Any, NoReturn
 
 import click
 from flask import Flask
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -462,6 +462,7 @@ CHECK_ORDER_NO = "QPAYKEYCHECK"  # the harmless OrderQuery of `shops check`: an 
 
 @click.group("shops", invoke_without_command=True, cls=AppGroup)
 @click.pass_context
+@with_appcontext
 def shops_cli(ctx: click.Context) -> None:
     """The configured shops with their key fingerprints (never the keys); `shops check` asks the bank."""
     if ctx.invoked_subcommand is not None:
