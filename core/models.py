@@ -1,4 +1,4 @@
-"""SQLAlchemy 2.0 typed models: the schema every process shares (DESIGN.md §3).
+"""SQLAlchemy 2.0 typed models: the schema every process shares (docs/pipeline.md, Tables).
 
 Times are timezone-aware UTC (`UTCDateTime` stores them naive-UTC on SQLite and as timestamptz on
 PostgreSQL). Amounts are integers ×100, as the bank counts. Migrations live in migrations/.

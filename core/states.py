@@ -1,4 +1,4 @@
-"""The order state machine as a table of allowed moves (DESIGN.md §2)."""
+"""The order state machine as a table of allowed moves (docs/architecture.md, State machines)."""
 
 from __future__ import annotations
 

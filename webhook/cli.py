@@ -1,4 +1,4 @@
-"""The on-call engineer's commands, under `flask --app webhook` (DESIGN.md §6).
+"""The on-call engineer's commands, under `flask --app webhook` (docs/architecture.md, Operations).
 
     shops                              the configured shops, with key fingerprints (never keys)
     shops check                        ask the bank (Nonce, a harmless OrderQuery) with each key set of

@@ -1,4 +1,4 @@
-"""The resolve task's retry delay: capped exponential backoff with equal jitter (DESIGN.md §2.4).
+"""The resolve task's retry delay: capped exponential backoff with equal jitter (docs/architecture.md).
 
 Equal jitter (half fixed, half random) rather than full jitter: callbacks for one outage arrive
 together, the random half spreads their retries apart, and the fixed half guarantees the gaps grow

@@ -1,4 +1,5 @@
-"""One QPayClient per shop per worker process, whose observer records every bank call (DESIGN.md §2.5).
+"""One QPayClient per shop per worker process, whose observer records every bank call
+(docs/architecture.md).
 
 Where a record is written depends on the caller: the resolve task records into its own transaction
 (on SQLite a second, nested transaction would wait for the first one's write lock), while the sweep

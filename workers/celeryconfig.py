@@ -1,4 +1,4 @@
-"""Celery settings (DESIGN.md §4), read once from the environment when the app is built.
+"""Celery settings (docs/architecture.md), read once from the environment when the app is built.
 
 Every reliability setting says why it is there. Read by `workers/__init__.py` through
 `app.config_from_object("workers.celeryconfig")`; nothing here talks to the broker or the database.
@@ -56,7 +56,7 @@ task_publish_retry_policy = {"max_retries": 3, "interval_start": 0, "interval_st
 
 # -- delivery guarantees ----------------------------------------------------------------------------
 # Acknowledge after the task ran, not before: a worker that dies mid-task leaves the message to be
-# delivered again. Safe because every task is idempotent (DESIGN.md §2.2).
+# delivered again. Safe because every task is idempotent (docs/architecture.md, guarantee 2).
 task_acks_late = True
 # ...and when the pool child is killed (SIGKILL, OOM) the parent requeues the message at once instead
 # of acknowledging it as failed.

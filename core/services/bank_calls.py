@@ -1,4 +1,4 @@
-"""Every bank call becomes a BankCall row (DESIGN.md §2.5): the client's observer writes them."""
+"""Every bank call becomes a BankCall row (docs/architecture.md): the client's observer writes them."""
 
 from __future__ import annotations
 

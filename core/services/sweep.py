@@ -1,4 +1,4 @@
-"""The reconciliation sweep: whatever the callbacks missed, the sweep finds (DESIGN.md §1).
+"""The reconciliation sweep: whatever the callbacks missed, the sweep finds (docs/architecture.md).
 
 One pass, three steps, each in short transactions with every bank call outside them:
   1. requeue   tokens stored but still unresolved after the grace period are enqueued again (the

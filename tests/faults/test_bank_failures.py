@@ -1,6 +1,6 @@
 """Scenario 4: the bank fails every call for a while (5xx, hangs past the read timeout, replies cut in
 half), then recovers. Nothing is applied from a failed call, and every payment settles afterwards
-(DESIGN.md §2.4: transient failures heal themselves; protocol errors wait for the sweep)."""
+(docs/architecture.md: transient failures heal themselves; protocol errors wait for the sweep)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Scenario 6: only the bank's signed word changes an order (DESIGN.md §2.3).
+"""Scenario 6: only the bank's signed word changes an order (docs/architecture.md, guarantee 3).
 
 Forged callbacks change nothing and crash nothing; a bank reply whose Sign does not verify is never
 applied; an amount that differs from the stored order ends in needs_review. The mismatch is made by
