@@ -134,6 +134,7 @@ class Stack:
         )
         self.env.update(self.extra_env)
         self.procs: dict[str, Proc] = {}
+        self.retired: list[Proc] = []  # processes a redeploy replaced (their logs still count)
         self._worker_seq = 0
         self._engine: Engine | None = None
         self.http = requests.Session()
@@ -169,7 +170,9 @@ class Stack:
         """A deploy with a changed configuration: web, workers and beat stop and start again with
         `env` merged in (an empty value removes the variable); the bank keeps running."""
         for name in [n for n in self.procs if n != "sandbox" and n != "flower"]:
-            self.procs.pop(name).stop(timeout=20)
+            proc = self.procs.pop(name)
+            proc.stop(timeout=20)
+            self.retired.append(proc)
         self.env.update(env)
         for name in [k for k, v in env.items() if v == ""]:
             del self.env[name]
@@ -221,7 +224,8 @@ class Stack:
         return self.start_worker()
 
     def logs(self) -> dict[str, str]:
-        return {name: proc.log() for name, proc in self.procs.items()}
+        current = {name: proc.log() for name, proc in self.procs.items()}
+        return {**{f"{p.name} (before redeploy {i})": p.log() for i, p in enumerate(self.retired)}, **current}
 
     # --- the shop --------------------------------------------------------------------------------
 

@@ -41,6 +41,14 @@ def _flask(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60, check=False)
 
 
+def _assert_no_secret_logged(stack: Stack, *keys: ShopKeys) -> None:
+    """Every key of every set of every shop is redacted from every process's log."""
+    logs = stack.logs()
+    leaks = [(proc, name) for key in keys for name, value in key.needles().items()
+             for proc, text in logs.items() if value.lower() in text.lower()]
+    assert leaks == []
+
+
 def _pay_batch(stack: Stack, shops: list[str], per_shop: int, amount: int) -> list[str]:
     """Orders of every shop created and paid interleaved (one, two, one, two, ...)."""
     orders = [stack.create_order(amount + i, shop_no=shop) for i in range(per_shop) for shop in shops]
@@ -93,6 +101,7 @@ def test_two_shops_interleaved_each_resolved_with_its_own_keys_and_one_shops_out
         assert not [t for t in stack.pay_tokens() if t.state == "untrusted"]
         sweeps = _rows(stack, "SELECT DISTINCT shop_no FROM sweep_runs")
         assert {s.shop_no for s in sweeps} == set(shops)  # the sweep reconciles every shop
+        _assert_no_secret_logged(stack, one, two)
 
 
 @pytest.fixture
@@ -173,3 +182,4 @@ def test_the_key_change_runbook_with_payments_flowing_at_each_step(
     calls = _rows(stack, "SELECT outcome FROM bank_calls WHERE key <> 'QPAYKEYCHECK'")  # not `shops check`'s
     assert {c.outcome for c in calls} == {"ok"}
     assert requests.get(f"{stack.web_url}/healthz", timeout=5).status_code == 200
+    _assert_no_secret_logged(stack, stack.keys, old, new)
