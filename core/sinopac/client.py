@@ -21,7 +21,7 @@ from requests.adapters import HTTPAdapter
 
 from core.secrets import Secret
 from core.settings import Settings
-from core.shops import KeySetName, ShopCredentials
+from core.shops import KeySetName, ShopCredentials, key_fingerprint
 from core.sinopac import envelope, results
 from core.sinopac.errors import (
     BankConnectionError,
@@ -93,6 +93,10 @@ class BankClient(Protocol):
 
     def pay_query(self, pay_token: str) -> PayQueryResult: ...
 
+
+# Per shop and key configuration: the key set the bank refused and the other one it then took (every
+# client of this process shares it; the web builds a client per request).
+_REFUSED: dict[tuple[str, ...], KeySetName] = {}
 
 # The bank client of a shop, by ShopNo (raises core.shops.UnknownShop for a shop not configured).
 ClientFor = Callable[[str], BankClient]
@@ -190,6 +194,9 @@ class QPayClient:
         self._timeout = (settings.connect_timeout, settings.read_timeout)
         self._observer = observer
         self._resend_with_other = True
+        # Which refusal memory this client shares: its shop and exact key sets (a new deploy's other
+        # configuration starts afresh).
+        self._refusal_key = (self._shop_no, *(key_fingerprint(h, k) for _, h, k in self._key_sets))
         self._owns_http = http is None
         self._http = http if http is not None else self._new_session(pool_size)
 
@@ -384,20 +391,24 @@ class QPayClient:
         status: list[int | None] = [None]
         key_set: list[str] = [""]
         error: QPayError | None = None
+        signers = self._signers()
         try:
             try:
-                reply = self._exchange(service, message, status, token, self._key_sets[0])
+                reply = self._exchange(service, message, status, token, signers[0])
                 inner = self._open(service, reply, key_set)
             except EnvelopeRefused:
-                if len(self._key_sets) < 2 or not self._resend_with_other:
+                if len(signers) < 2:
                     raise
-                # A key change at the bank: it no longer takes the active set. Nothing was processed,
-                # so the same request signed with the other set is safe, and waits for no retry.
+                # A key change at the bank: it no longer takes this set. Nothing was processed, so the
+                # same request signed with the other set is safe, and waits for no retry.
                 log.warning("shop %s: the bank refused the %s key set on %s; sending with the %s set",
-                            self._shop_no, self._key_sets[0][0], service, self._key_sets[1][0],
-                            extra={"shop_no": self._shop_no, "key_set": self._key_sets[1][0]})
-                reply = self._exchange(service, message, status, token, self._key_sets[1])
+                            self._shop_no, signers[0][0], service, signers[1][0],
+                            extra={"shop_no": self._shop_no, "key_set": signers[1][0]})
+                reply = self._exchange(service, message, status, token, signers[1])
                 inner = self._open(service, reply, key_set)
+                # The bank took the other set: sign with it first from now on (in this process), so a
+                # bank that switched at once refuses one request per process, not every one.
+                _REFUSED[self._refusal_key] = signers[0][0]
             return parse(inner)
         except QPayError as exc:
             error = exc
@@ -442,6 +453,16 @@ class QPayClient:
             return inner
         assert first is not None
         raise first
+
+    def _signers(self) -> tuple[tuple[KeySetName, Secret, Secret], ...]:
+        """The sets to sign with, in order: the active one first, unless the bank refused it in this
+        process since start (then the other). Only one set without fallback for `with_key_set`."""
+        if not self._resend_with_other:
+            return self._key_sets[:1]
+        refused = _REFUSED.get(self._refusal_key)
+        if refused == self._key_sets[0][0] and len(self._key_sets) > 1:
+            return (self._key_sets[1], self._key_sets[0])
+        return self._key_sets
 
     def _exchange(
         self,

@@ -183,3 +183,27 @@ def test_the_key_change_runbook_with_payments_flowing_at_each_step(
     assert {c.outcome for c in calls} == {"ok"}
     assert requests.get(f"{stack.web_url}/healthz", timeout=5).status_code == 200
     _assert_no_secret_logged(stack, stack.keys, old, new)
+
+
+def test_a_bank_that_switches_keys_at_once_refuses_one_request_per_process_and_loses_nothing(
+    pg_url: str, redis_server: TempRedis
+) -> None:
+    keys = ShopKeys.random()
+    new = keys.with_new_keys()
+    names = ("A1", "A2", "B1", "B2")
+    next_env = {f"QPAY_NEXT_HASH_{n}": k for n, k in zip(names, new.hash_keys, strict=True)}
+    with Stack(pg_url, redis_server.url, keys=keys, beat=False, worker_concurrency=2,
+               extra_env={**next_env, "QPAY_NEXT_KEY_ID": new.key_id}) as stack:
+        orders = [stack.create_order(300 + i) for i in range(6)]
+        # The bank switches to the new keys and no longer takes the old ones at all.
+        switched = stack.http.post(f"{stack.sandbox_url}/sandbox/shops/{keys.shop_no}/keys", timeout=10,
+                                   json={**new.keys_json(), "keep_previous": False})
+        assert switched.status_code == 200, switched.text
+        for order_no in orders:
+            stack.pay(order_no)
+        assert set(stack.wait_final(orders, timeout=60).values()) == {"paid"}
+        tokens = stack.pay_tokens()
+        assert {(t.state, t.attempts) for t in tokens} == {("resolved", 1)}  # no retry, none untrusted
+        refused = _sandbox_outcomes(stack).get("envelope_error", 0)
+        assert 1 <= refused <= stack.worker_concurrency  # one per worker process that asked, at most
+        _assert_no_secret_logged(stack, keys, new)

@@ -3,10 +3,12 @@ and a request the bank refuses under the active set is sent again under the othe
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from core.sinopac import client as client_module
 from core.sinopac.client import QPayClient
 from core.sinopac.crypto import hash_id
 from core.sinopac.errors import BankProtocolError, EnvelopeRefused, SignatureMismatch
@@ -19,6 +21,14 @@ NEXT = {"QPAY_NEXT_HASH_A1": "1111111111111111", "QPAY_NEXT_HASH_A2": "222222222
         "QPAY_NEXT_HASH_B1": "3333333333333333", "QPAY_NEXT_HASH_B2": "4444444444444444",
         "QPAY_NEXT_KEY_ID": "next-key-id"}
 NEXT_HASH_ID = hash_id("1111111111111111", "2222222222222222", "3333333333333333", "4444444444444444")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process() -> Iterator[None]:
+    """What the bank refused is remembered per process: every test starts as a fresh one."""
+    client_module._REFUSED.clear()
+    yield
+    client_module._REFUSED.clear()
 
 
 def _client(bank: StubBank, records: list[BankCallRecord], **env: str) -> QPayClient:
@@ -63,6 +73,20 @@ def test_a_request_refused_under_the_active_set_is_sent_again_under_the_next(ban
     order_calls = [seen.headers.get("X-KeyID") for seen in bank.seen if seen.path.endswith("/Order")]
     assert order_calls == [KEY_ID, "next-key-id"]
     assert [(r.outcome, r.key_set) for r in records] == [("ok", "next")]
+
+    # The next call, by any client of this process with these keys, goes to the set the bank took.
+    bank.seen.clear()
+    with _client(bank, records, **NEXT) as client:
+        client.query_orders(order_no="A2")
+    assert [seen.headers.get("X-KeyID") for seen in bank.seen] == ["next-key-id", "next-key-id"]
+
+    # And should the bank refuse that one later (the change undone), the active set is tried again.
+    bank.hash_id = HASH_ID
+    bank.seen.clear()
+    with _client(bank, records, **NEXT) as client:
+        client.query_orders(order_no="A3")
+    order_calls = [seen.headers.get("X-KeyID") for seen in bank.seen if seen.path.endswith("/Order")]
+    assert order_calls == ["next-key-id", KEY_ID]
 
 
 def test_a_refusal_with_no_other_set_is_an_envelope_refusal(bank: StubBank) -> None:
