@@ -19,7 +19,7 @@ def token_status(session: Session, pay_token: str) -> str | None:
     row = session.execute(
         select(PayToken.state, Order.status)
         .select_from(PayToken)
-        .outerjoin(Order, Order.order_no == PayToken.order_no)
+        .outerjoin(Order, (Order.order_no == PayToken.order_no) & (Order.shop_no == PayToken.shop_no))
         .where(PayToken.pay_token == pay_token)
     ).first()
     if row is None:
