@@ -179,8 +179,6 @@ class QPayClient:
         self._key_sets: tuple[tuple[KeySetName, Secret, Secret], ...] = tuple(
             (name, keys.hash_id, keys.key_id) for name, keys in creds.key_sets()
         )
-        self._hash_id: Secret = creds.hash_id
-        self._key_id: Secret = creds.key_id
         for name, _, key_id in self._key_sets:
             value = key_id.reveal()
             if not (value.isascii() and value.isprintable() and value == value.strip()):
@@ -225,13 +223,12 @@ class QPayClient:
         twin.__dict__.update(self.__dict__)
         twin._key_sets = (chosen[0], *(ks for ks in self._key_sets if ks[0] != name))
         twin._resend_with_other = False  # the question is whether the bank takes this set
-        twin._hash_id, twin._key_id = chosen[0][1], chosen[0][2]
         twin._owns_http = False
         return twin
 
     def nonce(self) -> str:
         """A bare Nonce call (§2): the cheapest question the bank answers for this shop's X-KeyID."""
-        return self._nonce("Nonce", [None], None, self._key_id)
+        return self._nonce("Nonce", [None], None, self._key_sets[0][2])
 
     def close(self) -> None:
         """Release pooled connections (only of a session this client created itself)."""
