@@ -7,6 +7,7 @@ they never appear in a repr, a log line or an exception message.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -60,6 +61,12 @@ class Settings:
     log_level: str = "INFO"
     sandbox_defaults: bool = False
     shops: tuple[ShopCredentials, ...] = ()  # every shop served, `shop` first; () means just `shop`
+    # The customer's pages (webhook/customer.py): checkout links are signed with checkout_secret (unset:
+    # no checkout_url, no checkout page); the shop's name and the way back to it once an order is final.
+    checkout_secret: Secret | None = None
+    shop_name: str | None = None
+    shop_return_url: str | None = None  # a template with {order_no}, validated by shop_return_template
+    shop_return_delay: int = 5
 
     @property
     def shop_no(self) -> str:
@@ -85,8 +92,7 @@ class Settings:
     def secrets(self) -> tuple[str, ...]:
         """Every configured secret value, for the log redaction (core.logging.register_secrets)."""
         values = [v for shop in self.all_shops for v in shop.secrets()]
-        if self.api_token is not None:
-            values.append(self.api_token.reveal())
+        values += [s.reveal() for s in (self.api_token, self.checkout_secret) if s is not None]
         return tuple(values)
 
     @property
@@ -132,7 +138,8 @@ def env_float(env: Mapping[str, str], name: str, default: float, minimum: float 
     return value
 
 
-def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0,
+            maximum: int | None = None) -> int:
     """A whole number from the environment, like `env_float`."""
     raw = env.get(name)
     if raw is None or raw == "":
@@ -143,6 +150,8 @@ def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -
         raise SettingsError(f"{name} must be a whole number") from None
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{name} must be at most {maximum}")
     return value
 
 
@@ -157,6 +166,45 @@ def _schedule(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> 
     if not steps or any(s <= 0 for s in steps):
         raise SettingsError(f"{name} must list positive seconds")
     return steps
+
+
+MIN_CHECKOUT_SECRET = 32
+MAX_SHOP_RETURN_DELAY = 600
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def shop_return_template(env: Mapping[str, str]) -> str | None:
+    """SHOP_RETURN_URL: an absolute http(s) URL whose only placeholder is `{order_no}`.
+
+    Fixed by the operator, never taken from a request, so the pages cannot be made to redirect elsewhere.
+    """
+    raw = (env.get("SHOP_RETURN_URL") or "").strip()
+    if not raw:
+        return None
+    parsed = urlparse(raw.replace("{order_no}", "ORDER"))
+    if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+        raise SettingsError("SHOP_RETURN_URL must be an absolute http or https URL")
+    rest = raw.replace("{order_no}", "")
+    if "{" in rest or "}" in rest or _CONTROL.search(raw) or " " in raw:
+        raise SettingsError("SHOP_RETURN_URL may hold only the placeholder {order_no}, and no spaces")
+    return raw
+
+
+def _checkout_secret(env: Mapping[str, str]) -> Secret | None:
+    raw = env.get("CHECKOUT_SECRET") or ""
+    if not raw:
+        return None
+    if len(raw) < MIN_CHECKOUT_SECRET:
+        raise SettingsError(f"CHECKOUT_SECRET must be at least {MIN_CHECKOUT_SECRET} characters "
+                            "(e.g. python -c 'import secrets; print(secrets.token_hex(32))')")
+    return Secret(raw)
+
+
+def _shop_name(env: Mapping[str, str]) -> str | None:
+    name = (env.get("SHOP_NAME") or "").strip()
+    if len(name) > 60 or _CONTROL.search(name):
+        raise SettingsError("SHOP_NAME must be at most 60 characters, without control characters")
+    return name or None
 
 
 def _shops(env: Mapping[str, str], allow_sandbox_defaults: bool) -> tuple[tuple[ShopCredentials, ...], bool]:
@@ -219,6 +267,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         flower_basic_auth=Secret(flower_auth) if flower_auth else None,
         log_level=level,
         sandbox_defaults=sandbox_defaults,
+        checkout_secret=_checkout_secret(env),
+        shop_name=_shop_name(env),
+        shop_return_url=shop_return_template(env),
+        shop_return_delay=env_int(env, "SHOP_RETURN_DELAY", 5, 0, maximum=MAX_SHOP_RETURN_DELAY),
     )
 
 

@@ -354,7 +354,7 @@ def report(verdicts: list[Verdict]) -> bool:
 def main() -> int:
     t0 = time.monotonic()
     api_token = secrets.token_hex(16)
-    env = {**DEMO_ENV, "API_TOKEN": api_token}
+    env = {**DEMO_ENV, "API_TOKEN": api_token, "CHECKOUT_SECRET": secrets.token_hex(32)}
     database_url = normalize_database_url(os.environ.get("DATABASE_URL") or fresh_database())
     config = StackConfig(
         database_url=database_url,

@@ -19,9 +19,11 @@ DEFAULT_DB = f"sqlite:///{PROJECT_DIR / 'var' / 'qpay.db'}"
 
 def config_from_env() -> StackConfig:
     env = {**read_env_file(PROJECT_DIR / ".env"), **{k: v for k, v in os.environ.items() if v}}
-    # A local stack must be usable at once: an orders API token and an open Flower on 127.0.0.1,
+    # A local stack must be usable at once: an orders API token, a checkout-link secret (links then
+    # change with each run: set CHECKOUT_SECRET in .env to keep them) and an open Flower on 127.0.0.1,
     # unless the operator chose their own.
     env.setdefault("API_TOKEN", secrets.token_hex(16))
+    env.setdefault("CHECKOUT_SECRET", secrets.token_hex(32))
     if not env.get("FLOWER_BASIC_AUTH"):
         env["FLOWER_ALLOW_NO_AUTH"] = "1"
     return StackConfig(
@@ -55,7 +57,8 @@ def main() -> int:
         stack.start_processes()
         stack.wait_ready()
         print(f"\n  web      {config.web_url}  (orders API: POST {config.web_url}/api/orders, "
-              f"Authorization: Bearer {config.extra_env['API_TOKEN']})\n"
+              f"Authorization: Bearer {config.extra_env['API_TOKEN']}; its checkout_url is the "
+              "customer's payment page)\n"
               f"  sandbox  {config.sandbox_url}\n"
               f"  Flower   {config.flower_url}\n"
               "  Ctrl-C stops everything.\n", flush=True)

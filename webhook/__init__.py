@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
@@ -60,10 +61,14 @@ def create_app(
     install_record_factory()
     if not settings.sandbox_defaults:
         _register_secrets(settings)
+    if settings.api_token is not None and settings.checkout_secret is None:  # orders API open, no links
+        logging.getLogger(__name__).warning(
+            "CHECKOUT_SECRET is not set: orders get no checkout_url and /checkout pages answer 404")
 
     app = Flask(__name__, static_folder=None)
     app.config.update(MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH, JSON_SORT_KEYS=False)
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.jinja_env.trim_blocks = app.jinja_env.lstrip_blocks = True  # the customer pages' templates/
     database_url = settings.database_url
     app.extensions["qpay"] = Deps(
         settings=settings,
@@ -74,7 +79,7 @@ def create_app(
         probes=ThreadPoolExecutor(max_workers=4, thread_name_prefix="readyz"),
     )
 
-    from webhook import callbacks, health, orders_api
+    from webhook import callbacks, customer, health, orders_api
     from webhook.errors import register_error_handlers
     from webhook.requestlog import register_request_logging
 
@@ -83,6 +88,7 @@ def create_app(
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(orders_api.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(customer.bp)
 
     if importlib.util.find_spec("webhook.cli") is not None:
         importlib.import_module("webhook.cli").register_cli(app)

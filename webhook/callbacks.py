@@ -7,6 +7,7 @@ resends). A broker outage still answers S: the row is durable and the sweep re-e
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request, url_for
 from sqlalchemy.exc import DBAPIError
@@ -17,8 +18,9 @@ from core.states import Source
 from webhook.bodies import multipart_fields, read_capped
 from webhook.deps import UnitOfWork, deps
 from webhook.errors import DB_UNAVAILABLE
-from webhook.pages import follow_page, problem_page
+from webhook.pages import problem_page
 from webhook.status import token_status
+from webhook.texts import TEXTS, pick_language
 from webhook.validation import (
     MAX_CALLBACK_BODY,
     CallbackInput,
@@ -89,6 +91,11 @@ def backend() -> Response:
 
 @bp.post("/qpay/return")
 def return_url() -> Response:
+    """The browser's form post from the bank: recorded like a BackendURL push, then 303 to its page.
+
+    Post/Redirect/Get: reloading or the meta refresh of the page never posts the form again.
+    """
+    lang = pick_language(request)
     try:
         raw = read_capped(MAX_CALLBACK_BODY)
         if request.mimetype == "multipart/form-data":
@@ -99,17 +106,20 @@ def return_url() -> Response:
     except InvalidInput as exc:
         log.info("return rejected", extra={"error": exc.error})
         status = exc.status if exc.status in (400, 413) else 400
-        return problem_page(status, "We could not read this payment notice", exc.error)
+        return problem_page(status, lang, "bad_notice_title", exc.error)
     except DB_UNAVAILABLE:
         log.error("database unavailable on return")
-        return problem_page(503, "Please try again in a minute",
-                            "We could not record your payment notice right now. Reload this page shortly.")
-    return follow_page(url_for("callbacks.status", pay_token=callback.pay_token))
+        return problem_page(503, lang, "busy_title", TEXTS[lang]["busy"])
+    values: dict[str, Any] = {"pay_token": callback.pay_token}
+    if request.args.get("lang"):
+        values["lang"] = lang
+    return Response(status=303, headers={"Location": url_for("customer.return_page", **values),
+                                         "Cache-Control": "no-store"})
 
 
 @bp.get("/qpay/tokens/<pay_token>/status")
 def status(pay_token: str) -> Response:
-    """Public: reveals only a status word, for the return page's polling."""
+    """Public: reveals only a status word (the order's details are on the token's own page)."""
     if not is_valid_pay_token(pay_token):
         raise InvalidInput("PayToken must be 1-128 characters of 0-9 A-Z a-z _ -", field="PayToken")
     bind_context(pay_token=pay_token)

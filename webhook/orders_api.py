@@ -13,6 +13,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
+from core.checkout import checkout_url
 from core.logging import bind_context
 from core.models import Order, OrderEvent
 from core.services.bank_calls import recorder
@@ -82,6 +83,7 @@ def order_body(order: Order) -> dict[str, Any]:
         body["atm_pay_no"] = order.atm_pay_no
     else:
         body["card_pay_url"] = order.card_pay_url
+    body["checkout_url"] = checkout_url(deps().settings, order.order_no)
     return body
 
 

@@ -1,4 +1,4 @@
-"""The one fact the public return page may learn about a PayToken: a status word."""
+"""What a PayToken tells: a status word (the public endpoint), and which order it paid (its holder's page)."""
 
 from __future__ import annotations
 
@@ -16,19 +16,25 @@ def token_status(session: Session, pay_token: str) -> str | None:
     An untrusted token (the bank's reply failed verification) is linked to no order until an operator
     replays it, so the customer is told the shop is reviewing it rather than "waiting" forever.
     """
+    found = token_progress(session, pay_token)
+    return None if found is None else found[0]
+
+
+def token_progress(session: Session, pay_token: str) -> tuple[str, str | None] | None:
+    """(status word as token_status says it, the order number once the token is linked to an order)."""
     row = session.execute(
-        select(PayToken.state, Order.status)
+        select(PayToken.state, Order.status, Order.order_no)
         .select_from(PayToken)
         .outerjoin(Order, (Order.order_no == PayToken.order_no) & (Order.shop_no == PayToken.shop_no))
         .where(PayToken.pay_token == pay_token)
     ).first()
     if row is None:
         return None
-    state, order_status = row
+    state, order_status, order_no = row
     if order_status is not None:
-        return str(order_status)
+        return str(order_status), str(order_no)
     if state == "rejected":
-        return "rejected"
+        return "rejected", None
     if state == "untrusted":
-        return "needs_review"
-    return "pending"
+        return "needs_review", None
+    return "pending", None

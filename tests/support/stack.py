@@ -105,6 +105,7 @@ class Stack:
 
     def __post_init__(self) -> None:
         self.api_token = secrets.token_hex(16)
+        self.checkout_secret = secrets.token_hex(32)
         self.flower_auth = f"ops:{secrets.token_hex(8)}"
         self.sandbox_port = free_port()
         self.web_port = free_port()
@@ -117,6 +118,7 @@ class Stack:
             REDIS_URL=self.redis_url,
             QPAY_API_BASE_URL=self.sandbox_url + API_PATH,
             API_TOKEN=self.api_token,
+            CHECKOUT_SECRET=self.checkout_secret,
             PUBLIC_BASE_URL=self.web_url,
             QPAY_CONNECT_TIMEOUT="1",
             QPAY_READ_TIMEOUT="2",
@@ -234,13 +236,18 @@ class Stack:
 
     def create_order(self, amount_twd: int = 500, pay_type: str = "A", shop_no: str | None = None) -> str:
         """A new order through the orders API (of `shop_no`, if given); returns its OrderNo."""
-        body: dict[str, Any] = {"amount": amount_twd, "pay_type": pay_type, "product_name": "fault test"}
+        return str(self.create_order_body(amount_twd, pay_type, shop_no=shop_no)["order_no"])
+
+    def create_order_body(self, amount_twd: int = 500, pay_type: str = "A", product_name: str = "fault test",
+                          shop_no: str | None = None) -> dict[str, Any]:
+        """A new order through the orders API; the API's whole answer (checkout_url, atm_pay_no...)."""
+        body: dict[str, Any] = {"amount": amount_twd, "pay_type": pay_type, "product_name": product_name}
         if shop_no is not None:
             body["shop_no"] = shop_no
         resp = self.http.post(f"{self.web_url}/api/orders", headers=self._api_headers(), timeout=15,
                               json=body)
         assert resp.status_code in (200, 201), f"create order: {resp.status_code} {resp.text[:500]}"
-        return str(resp.json()["order_no"])
+        return dict(resp.json())
 
     def create_orders(self, count: int, amount_twd: int = 500, pay_type: str = "A") -> list[str]:
         return [self.create_order(amount_twd + i, pay_type) for i in range(count)]

@@ -84,6 +84,13 @@ def test_app_services_share_the_database_and_broker_of_compose(compose: dict[str
         assert compose["services"][name]["build"] == "."
 
 
+def test_web_signs_checkout_links_with_a_valid_secret(compose: dict[str, Any]) -> None:
+    """A default long enough for core.settings, replaced from .env (the `${VAR:-default}` form)."""
+    value = compose["services"]["web"]["environment"]["CHECKOUT_SECRET"]
+    assert value.startswith("${CHECKOUT_SECRET:-")
+    assert len(value.removeprefix("${CHECKOUT_SECRET:-").removesuffix("}")) >= 32
+
+
 def test_beat_is_never_scaled(compose: dict[str, Any]) -> None:
     deploy = compose["services"]["beat"].get("deploy") or {}
     assert deploy.get("replicas", 1) == 1

@@ -19,6 +19,7 @@ from core.sinopac.types import BankCallRecord, OrderCreateResult
 SHOP = "NA0001_001"  # the sandbox shop the default settings use
 API_TOKEN = "test-api-token-7f3a"
 TOKEN = "a" * 64
+CHECKOUT_SECRET = "unit-test-checkout-secret-0123456789abcdef"
 
 
 class FakeEnqueuer:
@@ -76,6 +77,7 @@ def make_settings(db_url: str, **env: str) -> Settings:
         "REDIS_URL": "redis://127.0.0.1:9/0",
         "PUBLIC_BASE_URL": "https://shop.example",
         "API_TOKEN": API_TOKEN,
+        "CHECKOUT_SECRET": CHECKOUT_SECRET,
         **env,
     })
 

@@ -19,32 +19,38 @@ def add_order(db_url: str, order_no: str, status: str) -> None:
                     status=status))
 
 
-def test_form_return_is_recorded_enqueued_and_shows_the_follow_page(client, db_url, enqueuer):
+def test_form_return_is_recorded_enqueued_and_sent_to_the_token_page(client, db_url, enqueuer):
     # given the customer's browser coming back with the bank's form post
     resp = client.post(RETURN, data={"ShopNo": SHOP, "PayToken": TOKEN})
-    # then the token is stored with source "return", enqueued, and the page polls its status URL
-    assert resp.status_code == 200
-    assert resp.mimetype == "text/html"
+    # then the token is stored with source "return", enqueued, and the browser is sent (303) to its page
+    assert resp.status_code == 303
+    assert resp.headers["Location"] == f"/qpay/return/{TOKEN}"
     row = token_row(db_url, TOKEN)
     assert row is not None
     assert row.source == "return"
     assert enqueuer.sent == [row.id]
-    page = resp.get_data(as_text=True)
-    assert f'data-url="/qpay/tokens/{TOKEN}/status"' in page
-    nonce = resp.headers["Content-Security-Policy"].split("'nonce-")[1].split("'")[0]
-    assert f'<script nonce="{nonce}">' in page
+    page = client.get(resp.headers["Location"])
+    assert page.status_code == 200
+    assert page.mimetype == "text/html"
+    nonce = page.headers["Content-Security-Policy"].split("'nonce-")[1].split("'")[0]
+    assert f'<script nonce="{nonce}">' in page.get_data(as_text=True)
+
+
+def test_return_keeps_an_explicit_language_on_the_way_to_the_page(client):
+    resp = client.post(RETURN + "?lang=en", data={"ShopNo": SHOP, "PayToken": TOKEN})
+    assert resp.headers["Location"] == f"/qpay/return/{TOKEN}?lang=en"
 
 
 def test_json_return_is_accepted_too(client, db_url):
     resp = client.post(RETURN, data=json.dumps({"ShopNo": SHOP, "PayToken": TOKEN}),
                        content_type="application/json")
-    assert resp.status_code == 200
+    assert resp.status_code == 303
     assert count_tokens(db_url) == 1
 
 
 def test_multipart_return_is_accepted(client, db_url):
     resp = client.post(RETURN, data={"ShopNo": SHOP, "PayToken": TOKEN}, content_type="multipart/form-data")
-    assert resp.status_code == 200
+    assert resp.status_code == 303
     assert count_tokens(db_url) == 1
 
 
@@ -90,7 +96,7 @@ def test_return_with_database_down_is_503_page(app, db_url):
     app.extensions["qpay"].unit_of_work = refusing_database
     resp = app.test_client().post(RETURN, data={"ShopNo": SHOP, "PayToken": TOKEN})
     assert resp.status_code == 503
-    assert "try again" in resp.get_data(as_text=True)
+    assert "請稍後再試" in resp.get_data(as_text=True)
 
 
 def test_status_of_unresolved_token_is_pending(client, db_url):
