@@ -100,3 +100,53 @@ def test_a_callback_naming_an_unconfigured_shop_is_refused_with_400(web: FlaskCl
     resp = web.post("/qpay/backend", json={"ShopNo": "NA0001_003", "PayToken": "c" * 64})
     assert resp.status_code == 400
     assert token_row(db_url, "c" * 64) is None
+
+
+@pytest.fixture
+def pages(db_url: str, enqueuer: FakeEnqueuer, banks: dict[str, ShopBank]) -> FlaskClient:
+    def client_factory(observer: Callable[[BankCallRecord], None], shop_no: str | None = None) -> ShopBank:
+        return banks[shop_no or ONE]
+
+    settings = make_settings(db_url, QPAY_SHOPS=SHOPS, CHECKOUT_SECRET="c" * 40, SHOP_NAME="Tea House")
+    return create_app(settings, enqueuer=enqueuer, client_factory=client_factory,
+                      configure_logs=False).test_client()
+
+
+def test_checkout_links_name_the_shop_and_show_that_shops_order_and_name(pages: FlaskClient) -> None:
+    links = {}
+    for shop, amount in ((ONE, 111), (TWO, 222)):
+        body = {**ATM, "amount": amount, "order_no": "SAME-2", "shop_no": shop}
+        resp = pages.post("/api/orders", json=body, headers=auth())
+        assert resp.status_code == 201
+        links[shop] = resp.get_json()["checkout_url"].removeprefix("https://shop.example")
+        assert links[shop].endswith(f"&shop={shop}")
+    one, two = (pages.get(links[s]) for s in (ONE, TWO))
+    assert (one.status_code, two.status_code) == (200, 200)
+    one_text, two_text = one.get_data(as_text=True), two.get_data(as_text=True)
+    assert "111" in one_text
+    assert "Tea House" in one_text  # no name of its own: SHOP_NAME
+    assert "222" in two_text
+    assert "Outlet" in two_text  # shop two's own name
+    # A link of one shop does not open the other shop's order of the same number.
+    forged = links[ONE].replace(f"shop={ONE}", f"shop={TWO}")
+    assert pages.get(forged).status_code == 404
+    assert pages.get(links[ONE].replace(f"&shop={ONE}", "&shop=NA0009_001")).status_code == 404
+
+
+def test_the_return_page_shows_the_order_of_the_tokens_shop(pages: FlaskClient, db_url: str) -> None:
+    from sqlalchemy import update
+
+    from core.db import transaction
+    from core.models import PayToken
+
+    for shop, amount in ((ONE, 333), (TWO, 444)):
+        body = {**ATM, "amount": amount, "order_no": "SAME-3", "shop_no": shop}
+        assert pages.post("/api/orders", json=body, headers=auth()).status_code == 201
+    token = "9" * 64
+    assert pages.post("/qpay/backend", json={"ShopNo": TWO, "PayToken": token}).status_code == 200
+    with transaction(db_url) as session:  # as the worker links a resolved token to its order
+        session.execute(update(PayToken).where(PayToken.pay_token == token)
+                        .values(state="resolved", order_no="SAME-3"))
+    page = pages.get(f"/qpay/return/{token}").get_data(as_text=True)
+    assert "444" in page
+    assert "333" not in page
