@@ -13,11 +13,13 @@ from celery import Task
 from sqlalchemy.exc import OperationalError
 
 from core.db import transaction
+from core.logging import bind_context
 from core.queues import CALLBACK_QUEUE, RESOLVE_TASK, SWEEP_QUEUE, SWEEP_TASK
 from core.services.bank_calls import recorder
 from core.services.resolution import resolve_token
 from core.services.sweep import run_sweep
 from core.settings import get_settings
+from core.sinopac.client import BankClient
 from workers import app
 from workers.backoff import retry_countdown
 from workers.bank import client_for, recording_into
@@ -45,7 +47,7 @@ def resolve_pay_token(self: Task, token_id: Any) -> str:
     error: str | None
     try:
         with transaction() as session, recording_into(recorder(session)):
-            outcome = resolve_token(session, client_for, settings, token_id)
+            outcome = resolve_token(session, _shop_client, settings, token_id)
     except OperationalError as exc:
         # The database is unreachable: nothing was changed. Same backoff as a bank outage; after the
         # last retry the stored token is the sweep's (it re-enqueues unresolved tokens).
@@ -77,6 +79,13 @@ def resolve_pay_token(self: Task, token_id: Any) -> str:
     else:
         log.info("token %s resolved: %s", token_id, kind, extra=extra)
     return kind
+
+
+def _shop_client(shop_no: str) -> BankClient:
+    """The token's shop's client; from here on the task's log lines carry the shop (the task's context
+    is reset after it runs, see workers/signals.py)."""
+    bind_context(shop_no=shop_no)
+    return client_for(shop_no)
 
 
 def _enqueue_resolve(token_id: int) -> bool:
