@@ -269,10 +269,17 @@ class Handler(BaseHTTPRequestHandler):
         self.sb.reset()
         self._json(200, {"reset": True})
 
+    def _shop_arg(self) -> str | None:
+        """`?shop=<ShopNo>`: which shop's order, when two shops use one OrderNo."""
+        return parse_qs(urlsplit(self.path).query).get("shop", [""])[0] or None
+
     def _order_view(self, order_no: str, action: str | None) -> None:
         if action:
             return self._error(405, f"use POST for /{action}")
-        view = self.sb.view(order_no)
+        try:
+            view = self.sb.view(order_no, self._shop_arg())
+        except PayError as exc:
+            return self._error(exc.status, str(exc))
         if view is None:
             return self._error(404, f"no order {order_no}")
         return self._json(200, view)
@@ -281,18 +288,19 @@ class Handler(BaseHTTPRequestHandler):
         body = self._json_body()
         if action is None:
             return self._error(405, "use GET to view an order")
+        shop = self._shop_arg()
         try:
             if action == "expire":
-                self.sb.bank.expire(order_no)
-                return self._json(200, self.sb.view(order_no))
+                expired = self.sb.bank.expire(order_no, shop)
+                return self._json(200, self.sb.view(order_no, expired.shop_no))
             outcome = body.get("outcome") if isinstance(body, dict) else None
             if outcome not in ("paid", "failed"):
                 return self._error(400, 'send {"outcome": "paid"} or {"outcome": "failed"}')
-            order, payment = self.sb.pay(order_no, succeeded=outcome == "paid")
+            order, payment = self.sb.pay(order_no, succeeded=outcome == "paid", shop_no=shop)
         except PayError as exc:
             return self._error(exc.status, str(exc))
         reply: dict[str, Any] = {"OrderNo": order_no, "PayToken": payment.pay_token, "outcome": outcome,
-                                 "PayStatus": (self.sb.view(order_no) or {}).get("PayStatus")}
+                                 "PayStatus": (self.sb.view(order_no, order.shop_no) or {}).get("PayStatus")}
         if order.pay_type == "C":
             reply["return"] = {"url": order.return_url,
                                "form": {"ShopNo": order.shop_no, "PayToken": payment.pay_token}}
@@ -301,8 +309,11 @@ class Handler(BaseHTTPRequestHandler):
     # -- customer pages ----------------------------------------------------------------------------
 
     def _page_order(self, kind: str, order_no: str) -> tuple[Any, str] | None:
-        order = self.sb.bank.order(order_no)
         key = parse_qs(urlsplit(self.path).query).get("TK", [""])[0]
+        try:
+            order = self.sb.bank.order(order_no, page_key=key)
+        except PayError:
+            order = None
         if order is None or (order.pay_type == "C") != (kind == "card") or key != order.page_key:
             self._html(404, pages.message_page("Not found", "This payment link is not valid."))
             return None
@@ -311,7 +322,7 @@ class Handler(BaseHTTPRequestHandler):
     def _page_get(self, kind: str, order_no: str) -> None:
         found = self._page_order(kind, order_no)
         if found is not None:
-            view = self.sb.view(order_no) or {}
+            view = self.sb.view(order_no, found[0].shop_no) or {}
             self._html(200, pages.payment_page(found[0], self.path, str(view.get("PayStatus", ""))))
 
     def _page_post(self, kind: str, order_no: str) -> None:
@@ -323,7 +334,8 @@ class Handler(BaseHTTPRequestHandler):
         if outcome not in ("paid", "failed"):
             return self._html(400, pages.message_page("Bad request", "Choose Pay or Decline."))
         try:
-            order, payment = self.sb.pay(order_no, succeeded=outcome == "paid", page_key=found[1])
+            order, payment = self.sb.pay(order_no, succeeded=outcome == "paid", page_key=found[1],
+                                         shop_no=found[0].shop_no)
         except PayError as exc:
             return self._html(exc.status, pages.message_page("Payment not possible", str(exc)))
         if kind == "card":
