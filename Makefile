@@ -33,7 +33,7 @@ lint: venv
 	$(BIN)/ruff check .
 
 typecheck: venv
-	$(BIN)/mypy core webhook workers sandbox
+	$(BIN)/mypy core webhook workers sandbox metrics
 
 clean:
 	rm -rf $(VENV) var

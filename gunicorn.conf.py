@@ -5,6 +5,10 @@ WEB_THREADS threads each, WEB_TIMEOUT seconds per request, WEB_MAX_REQUESTS requ
 before it is recycled. Logs are JSON lines on stdout; gunicorn's own access log is off because it
 would print raw paths (a PayToken can be in one): the app writes a redacted access line per request
 instead.
+
+Metrics: every worker process writes its counters to PROMETHEUS_MULTIPROC_DIR (set here, emptied at
+start; a private temporary directory when unset) and GET /metrics on any worker sums them all
+(metrics/multiproc.py).
 """
 
 from __future__ import annotations
@@ -74,6 +78,31 @@ class QuietAccessLogger(Logger):
 
 
 logger_class = QuietAccessLogger
+
+
+_metrics_dir: tuple[Any, bool] | None = None
+
+
+def on_starting(server: Any) -> None:
+    """In the master, before any worker imports prometheus_client: the multiprocess directory."""
+    global _metrics_dir
+    from metrics import multiproc
+
+    _metrics_dir = multiproc.prepare()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A recycled or crashed worker's live gauges must not linger in the totals."""
+    from metrics import multiproc
+
+    multiproc.process_exited(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    if _metrics_dir is not None:
+        from metrics import multiproc
+
+        multiproc.cleanup(*_metrics_dir)
 
 
 def post_fork(server: Any, worker: Any) -> None:

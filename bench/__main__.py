@@ -9,18 +9,19 @@ import argparse
 import time
 from datetime import UTC, datetime
 
-from bench import cli, drain, harness, ingest, loadgen, machine, sweep
+from bench import cli, drain, harness, ingest, loadgen, machine, scrape, sweep
 
-MODULES: dict[str, cli.Part] = {"ingest": ingest, "drain": drain, "sweep": sweep}
+MODULES: dict[str, cli.Part] = {"ingest": ingest, "drain": drain, "sweep": sweep, "scrape": scrape}
 PARTS = tuple(MODULES)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--full", action="store_true",
-                        help="the issue's sizes: 30 s x 3 rounds of ingest, 10,000 callbacks, 1M orders")
+                        help="the issue's sizes: 30 s x 3 rounds of ingest, 10,000 callbacks, 1M orders "
+                             "(sweep and scrape)")
     parser.add_argument("--only", default=",".join(PARTS),
-                        help="comma-separated subset of ingest,drain,sweep")
+                        help="comma-separated subset of ingest,drain,sweep,scrape")
     full = cli.wants_full(argv)
     for module in MODULES.values():
         module.add_arguments(parser, full=full)

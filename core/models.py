@@ -144,6 +144,13 @@ class PayToken(Base):
             postgresql_where=text("state = 'untrusted'"),
             sqlite_where=text("state = 'untrusted'"),
         ),
+        # The oldest unresolved token, for the metrics (core/services/figures.py): one index step.
+        Index(
+            "ix_pay_tokens_received_first",
+            "first_received_at",
+            postgresql_where=text("state = 'received'"),
+            sqlite_where=text("state = 'received'"),
+        ),
     )
 
 
@@ -201,3 +208,13 @@ class SweepRun(Base):
     still_pending: Mapped[int] = mapped_column(Integer, default=0)
     errors: Mapped[int] = mapped_column(Integer, default=0)
     detail: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        # The last pass without errors (the metrics' qpay_sweep_last_success_timestamp_seconds).
+        Index(
+            "ix_sweep_runs_clean",
+            "finished_at",
+            postgresql_where=text("errors = 0"),
+            sqlite_where=text("errors = 0"),
+        ),
+    )

@@ -58,6 +58,8 @@ class Settings:
     sweep_batch: int = 500
     check_schedule: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0, 21600.0)
     flower_basic_auth: Secret | None = None
+    # Bearer token Prometheus sends to the web's GET /metrics (unset: /metrics is open).
+    metrics_token: Secret | None = None
     log_level: str = "INFO"
     sandbox_defaults: bool = False
     shops: tuple[ShopCredentials, ...] = ()  # every shop served, `shop` first; () means just `shop`
@@ -92,7 +94,8 @@ class Settings:
     def secrets(self) -> tuple[str, ...]:
         """Every configured secret value, for the log redaction (core.logging.register_secrets)."""
         values = [v for shop in self.all_shops for v in shop.secrets()]
-        values += [s.reveal() for s in (self.api_token, self.checkout_secret) if s is not None]
+        extra = (self.api_token, self.metrics_token, self.checkout_secret)
+        values += [s.reveal() for s in extra if s is not None]
         return tuple(values)
 
     @property
@@ -236,6 +239,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     except ShopsError as exc:
         raise SettingsError(str(exc)) from None
     token = env.get("API_TOKEN")
+    metrics_token = env.get("METRICS_TOKEN")
     flower_auth = env.get("FLOWER_BASIC_AUTH")
     if flower_auth and ":" not in flower_auth:
         raise SettingsError("FLOWER_BASIC_AUTH must be user:password")
@@ -265,6 +269,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sweep_batch=env_int(env, "SWEEP_BATCH", 500, 1),
         check_schedule=_schedule(env, "CHECK_SCHEDULE", (60.0, 300.0, 900.0, 3600.0, 21600.0)),
         flower_basic_auth=Secret(flower_auth) if flower_auth else None,
+        metrics_token=Secret(metrics_token) if metrics_token else None,
         log_level=level,
         sandbox_defaults=sandbox_defaults,
         checkout_secret=_checkout_secret(env),

@@ -381,7 +381,7 @@ def main() -> int:
         stack.start_processes()
         stack.wait_ready(lambda: STACK_LOG.read_text(errors="replace"), timeout=60)
         out(f"ready in {time.monotonic() - t0:.0f}s:  web {config.web_url}  sandbox {config.sandbox_url}  "
-            f"Flower {config.flower_url}\n")
+            f"Flower {config.flower_url}  metrics {config.metrics_urls()}\n")
         batch = cases()
         bank = Bank(config.sandbox_url)
         drive(batch, Shop(config.web_url, api_token), bank)

@@ -72,6 +72,17 @@ class StackConfig:
     def flower_url(self) -> str:
         return f"http://127.0.0.1:{self.flower_port}"
 
+    def metrics_urls(self, env: Mapping[str, str] | None = None) -> str:
+        """Where Prometheus scrapes this stack (docs/monitoring.md): the web's /metrics, and the worker's
+        and beat's exporters when WORKER_METRICS_PORT / BEAT_METRICS_PORT are set."""
+        env = os.environ if env is None else env
+        urls = [f"{self.web_url}/metrics"]
+        for kind in ("worker", "beat"):
+            port = env.get(f"{kind.upper()}_METRICS_PORT")
+            if port:
+                urls.append(f"{kind} http://127.0.0.1:{port}/metrics")
+        return "  ".join(urls)
+
     def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment every process of the stack gets."""
         env = dict(os.environ if base is None else base)

@@ -61,6 +61,7 @@ def main() -> int:
               "customer's payment page)\n"
               f"  sandbox  {config.sandbox_url}\n"
               f"  Flower   {config.flower_url}\n"
+              f"  metrics  {config.metrics_urls()}  (Prometheus; docs/monitoring.md)\n"
               "  Ctrl-C stops everything.\n", flush=True)
         assert stack.honcho is not None
         code = stack.honcho.wait()

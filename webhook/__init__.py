@@ -19,6 +19,8 @@ from core.db import transaction
 from core.logging import configure_logging, install_record_factory, register_secrets
 from core.settings import Settings, get_settings
 from core.sinopac.client import BankClient, Observer, QPayClient
+from core.sinopac.types import BankCallRecord
+from metrics import defs as metrics
 from webhook.deps import ClientFactory, Deps, UnitOfWork
 from webhook.enqueue import CeleryEnqueuer, Enqueuer
 
@@ -41,9 +43,22 @@ def _bank_client_factory(settings: Settings) -> ClientFactory:
     return factory
 
 
+def _counting(factory: ClientFactory) -> ClientFactory:
+    """Every bank call of the web (the orders API) also moves the bank metrics, whatever the factory."""
+
+    def counting_factory(observer: Observer, shop_no: str | None = None) -> BankClient:
+        def observe(record: BankCallRecord) -> None:
+            metrics.bank_call(record)
+            observer(record)
+
+        return factory(observe, shop_no=shop_no)
+
+    return counting_factory
+
+
 def _register_secrets(settings: Settings) -> None:
     # Revealed once, only so the log formatter can mask these values wherever they appear: every key
-    # set of every shop (active and next), and the API token.
+    # set of every shop (active and next), the API, metrics and checkout secrets.
     register_secrets(*settings.secrets())
 
 
@@ -75,11 +90,11 @@ def create_app(
         shops=settings.shop_numbers,
         unit_of_work=unit_of_work or (lambda: transaction(database_url)),
         enqueuer=enqueuer or CeleryEnqueuer(settings.redis_url),
-        client_factory=client_factory or _bank_client_factory(settings),
+        client_factory=_counting(client_factory or _bank_client_factory(settings)),
         probes=ThreadPoolExecutor(max_workers=4, thread_name_prefix="readyz"),
     )
 
-    from webhook import callbacks, customer, health, orders_api
+    from webhook import callbacks, customer, health, orders_api, scrape
     from webhook.errors import register_error_handlers
     from webhook.requestlog import register_request_logging
 
@@ -89,6 +104,7 @@ def create_app(
     app.register_blueprint(orders_api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(customer.bp)
+    scrape.install(app)
 
     if importlib.util.find_spec("webhook.cli") is not None:
         importlib.import_module("webhook.cli").register_cli(app)

@@ -7,6 +7,8 @@ resends). A broker outage still answers S: the row is durable and the sweep re-e
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request, url_for
@@ -15,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from core.logging import bind_context
 from core.services.callbacks import CallbackError, CallbackRecord, record_callback
 from core.states import Source
+from metrics import defs as metrics
 from webhook.bodies import multipart_fields, read_capped
 from webhook.deps import UnitOfWork, deps
 from webhook.errors import DB_UNAVAILABLE
@@ -51,6 +54,7 @@ def accept(callback: CallbackInput, source: Source) -> None:
         record = _record(d.unit_of_work, callback, source)
     except CallbackError as exc:  # the service's own rules are stricter than ours
         raise InvalidInput(str(exc), field="PayToken") from None
+    metrics.callback(source.value, "stored" if record.created else "duplicate")
     # Carried by the request's access line (webhook/requestlog.py): one log line per callback.
     g.access_fields = {"token_id": record.token_id, "receipts": record.receipts, "state": record.state,
                        "source": source.value}
@@ -81,11 +85,26 @@ def _record(unit_of_work: UnitOfWork, callback: CallbackInput, source: Source) -
     return once()
 
 
+@contextmanager
+def _counted(source: Source) -> Iterator[None]:
+    """qpay_callbacks_total for a callback refused as invalid or for an unreachable database (accept
+    counts the stored and duplicate ones); the exception goes on to its handler."""
+    try:
+        yield
+    except InvalidInput:
+        metrics.callback(source.value, "invalid")
+        raise
+    except DB_UNAVAILABLE:
+        metrics.callback(source.value, "db_unavailable")
+        raise
+
+
 @bp.post("/qpay/backend")
 def backend() -> Response:
-    raw = read_capped(MAX_CALLBACK_BODY)
-    callback = parse_backend_body(raw, request.mimetype, deps().shops)
-    accept(callback, Source.BACKEND)
+    with _counted(Source.BACKEND):
+        raw = read_capped(MAX_CALLBACK_BODY)
+        callback = parse_backend_body(raw, request.mimetype, deps().shops)
+        accept(callback, Source.BACKEND)
     return Response(ACK, status=200, mimetype="application/json")
 
 
@@ -97,12 +116,13 @@ def return_url() -> Response:
     """
     lang = pick_language(request)
     try:
-        raw = read_capped(MAX_CALLBACK_BODY)
-        if request.mimetype == "multipart/form-data":
-            callback = validate_callback(multipart_fields(raw), deps().shops)
-        else:
-            callback = parse_return_body(raw, request.mimetype, deps().shops)
-        accept(callback, Source.RETURN)
+        with _counted(Source.RETURN):
+            raw = read_capped(MAX_CALLBACK_BODY)
+            if request.mimetype == "multipart/form-data":
+                callback = validate_callback(multipart_fields(raw), deps().shops)
+            else:
+                callback = parse_return_body(raw, request.mimetype, deps().shops)
+            accept(callback, Source.RETURN)
     except InvalidInput as exc:
         log.info("return rejected", extra={"error": exc.error})
         status = exc.status if exc.status in (400, 413) else 400

@@ -6,7 +6,6 @@ closed (503), never open.
 
 from __future__ import annotations
 
-import hmac
 import logging
 from typing import Any
 
@@ -26,6 +25,7 @@ from core.services.orders import (
     shop_of,
 )
 from core.sinopac.errors import BankProtocolError, BankRejection, BankTransportError, QPayError
+from webhook.auth import bearer_refusal
 from webhook.bodies import read_capped
 from webhook.deps import deps
 from webhook.errors import error_response
@@ -50,14 +50,7 @@ def _authenticate() -> Response | None:
     token = deps().settings.api_token
     if token is None:
         return error_response(503, "API_TOKEN is not configured")
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.strip().encode("utf-8", "replace"), token.reveal().encode("utf-8")
-    ):
-        response = error_response(401, "missing or wrong bearer token")
-        response.headers["WWW-Authenticate"] = 'Bearer realm="qpay"'
-        return response
-    return None
+    return bearer_refusal(token)
 
 
 def _iso(value: Any) -> str | None:

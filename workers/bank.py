@@ -21,6 +21,7 @@ from core.services.bank_calls import recorder
 from core.settings import get_settings
 from core.sinopac.client import DEFAULT_POOL_SIZE, QPayClient
 from core.sinopac.types import BankCallRecord
+from metrics import defs as metrics
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ def _record_alone(record: BankCallRecord) -> None:
 
 
 def _observe(record: BankCallRecord) -> None:
+    metrics.bank_call(record)
     (_sink.get() or _record_alone)(record)
 
 

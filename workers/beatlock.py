@@ -22,6 +22,8 @@ from typing import Any
 import redis
 from celery.beat import PersistentScheduler
 
+from metrics import defs as metrics
+
 log = logging.getLogger(__name__)
 
 LOCK_KEY = "qpay:beat:owner"
@@ -78,12 +80,14 @@ class OwnerLock:
         if got != self.held:
             log.info("beat lock %s (%s)", "acquired" if got else "lost", self.token)
         self.held = got
+        metrics.beat_lock(got)
         return got
 
     def release(self) -> None:
         with contextlib.suppress(redis.RedisError):  # otherwise it expires on its own after ttl seconds
             self.client.eval(_RELEASE, 1, self.key, self.token)
         self.held = False
+        metrics.beat_lock(False)
 
 
 class LockedScheduler(PersistentScheduler):

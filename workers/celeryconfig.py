@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+from kombu import Exchange, Queue
+
 from core.queues import CALLBACK_QUEUE, RESOLVE_TASK, SWEEP_QUEUE, SWEEP_TASK
 from core.settings import SettingsError, env_float, get_settings
 
@@ -104,6 +106,12 @@ task_routes = {
     SWEEP_TASK: {"queue": SWEEP_QUEUE},
 }
 task_default_queue = CALLBACK_QUEUE
+# Declared, so Flower's Broker view and /api/queues/length list both queues even when no worker is
+# online to report what it consumes (Flower then falls back to these names). Each with its own
+# exchange and routing key, exactly as Celery creates a missing queue: a bare Queue(name) would be
+# bound to the default exchange and key, and a sweep would then be delivered to both queues.
+task_queues = tuple(Queue(name, Exchange(name, type="direct"), routing_key=name)
+                    for name in (CALLBACK_QUEUE, SWEEP_QUEUE))
 
 # -- beat -------------------------------------------------------------------------------------------
 timezone = "UTC"

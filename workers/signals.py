@@ -6,7 +6,9 @@ from __future__ import annotations
 from contextvars import Token
 from typing import Any
 
+from celery.concurrency import get_implementation
 from celery.signals import (
+    beat_init,
     celeryd_after_setup,
     setup_logging,
     task_postrun,
@@ -18,6 +20,7 @@ from core.db import dispose_engines
 from core.db import size_pool as size_db_pool
 from core.logging import bind_context, configure_logging, register_secrets, reset_context
 from core.settings import get_settings
+from metrics import exporter
 from workers.bank import reset_client, size_pool
 
 _bound: dict[str, Token[Any]] = {}
@@ -48,6 +51,25 @@ def _fresh_connections(**_: Any) -> None:
     """Two processes talking over one inherited socket corrupt each other's conversation."""
     dispose_engines()
     reset_client()
+    exporter.start("worker")  # a prefork child runs tasks: it counts them and serves them itself
+
+
+def _is_prefork(worker: Any) -> bool:
+    pool = get_implementation(getattr(worker, "pool_cls", None) or "prefork")  # a name or a class
+    return getattr(pool, "__module__", "") == "celery.concurrency.prefork"
+
+
+@celeryd_after_setup.connect
+def _worker_metrics(instance: Any = None, **_: Any) -> None:
+    """The threads, gevent and solo pools run tasks in this process: its exporter serves them.
+    (After the logging set-up, so the port it took is logged; prefork children start their own.)"""
+    if not _is_prefork(instance):
+        exporter.start("worker")
+
+
+@beat_init.connect
+def _beat_metrics(**_: Any) -> None:
+    exporter.start("beat")
 
 
 @task_prerun.connect

@@ -7,6 +7,7 @@ Flower and the logs hold nothing sensitive.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery import Task
@@ -20,6 +21,7 @@ from core.services.resolution import resolve_token
 from core.services.sweep import run_sweep
 from core.settings import get_settings
 from core.sinopac.client import BankClient
+from metrics import defs as metrics
 from workers import app
 from workers.backoff import retry_countdown
 from workers.bank import client_for, recording_into
@@ -54,6 +56,8 @@ def resolve_pay_token(self: Task, token_id: Any) -> str:
         kind, error = "transient", f"database unavailable: {type(exc.orig).__name__}"
     else:
         kind, error = outcome.kind, outcome.error
+        if outcome.received_at is not None:  # committed: the order reached its final state just now
+            metrics.settled(time.time() - outcome.received_at.timestamp())
     extra = {"token_id": token_id, "outcome": kind, "task_id": self.request.id, "retries": retries}
     if kind == "transient":
         if retries >= settings.retry_max:
@@ -63,6 +67,7 @@ def resolve_pay_token(self: Task, token_id: Any) -> str:
             )
             return kind
         countdown = retry_countdown(retries, base=settings.retry_base, cap=settings.retry_cap)
+        metrics.resolve_retry()
         log.info("token %s: transient failure (%s); retry in %.2fs", token_id, error, countdown, extra=extra)
         raise self.retry(countdown=countdown, max_retries=settings.retry_max)
     if kind == "protocol_error":
@@ -117,5 +122,10 @@ def sweep() -> dict[str, int]:
         # The database is unreachable: nothing can be read or settled now; beat sends the next pass.
         log.warning("sweep skipped: database unavailable (%s)", type(exc.orig).__name__,
                     extra={"outcome": "db_unavailable"})
+        metrics.sweep_run("failed")
         return {"errors": 1}
+    except Exception:
+        metrics.sweep_run("failed")
+        raise
+    metrics.sweep_run("errors" if counts.errors else "ok", counts.by_step)
     return counts.as_dict()

@@ -42,6 +42,7 @@ class ResolveOutcome:
     error: str | None = None
     order_no: str | None = None
     token_label: str | None = None  # the PayToken shortened for logs (set for protocol_error)
+    received_at: datetime | None = None  # the token's first receipt (set for settled: the metrics' start)
 
 
 def _short(token: str) -> str:
@@ -79,7 +80,8 @@ def resolve_token(
     at = now if now is not None else datetime.now(UTC)
     row = session.execute(
         select(
-            PayToken.pay_token, PayToken.state, PayToken.order_no, PayToken.source, PayToken.shop_no
+            PayToken.pay_token, PayToken.state, PayToken.order_no, PayToken.source, PayToken.shop_no,
+            PayToken.first_received_at,
         ).where(PayToken.id == token_id)
     ).first()
     if row is None:
@@ -144,7 +146,7 @@ def resolve_token(
         resolved_at=at,
     )
     if outcome.kind in ("paid", "failed") and outcome.changed:
-        return ResolveOutcome("settled", order_no=outcome.order_no)
+        return ResolveOutcome("settled", order_no=outcome.order_no, received_at=row.first_received_at)
     if outcome.kind == "review" and outcome.changed:
         return ResolveOutcome("review", error=outcome.reason, order_no=outcome.order_no)
     return ResolveOutcome("noop", error=outcome.reason, order_no=outcome.order_no)

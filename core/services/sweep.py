@@ -66,6 +66,8 @@ class SweepCounts:
     window_start: datetime | None = None
     window_end: datetime | None = None  # set only when the whole bulk window was read
     notes: list[str] = field(default_factory=list)
+    # Orders moved per step (bulk, targeted; expired) and tokens requeued: the metrics' step label.
+    by_step: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
         return {k: v for k, v in asdict(self).items() if isinstance(v, int)}
@@ -74,14 +76,21 @@ class SweepCounts:
         for name, value in other.as_dict().items():
             setattr(self, name, getattr(self, name) + value)
         self.notes += other.notes
+        for step, n in other.by_step.items():
+            self.by_step[step] = self.by_step.get(step, 0) + n
 
-    def count(self, outcome: SettleOutcome) -> None:
+    def count(self, outcome: SettleOutcome, step: str) -> None:
         if outcome.kind == "pending":
             self.still_pending += 1
-        elif outcome.changed and outcome.kind == "expired":
+            return
+        if not outcome.changed:
+            return
+        if outcome.kind == "expired":
             self.expired += 1
-        elif outcome.changed:
+            step = "expired"
+        else:
             self.settled += 1
+        self.by_step[step] = self.by_step.get(step, 0) + 1
 
 
 def run_sweep(
@@ -175,6 +184,7 @@ def _requeue(
             for token_id in sent:
                 mark_enqueued(session, token_id, now=now)
     counts.requeued = len(sent)
+    counts.by_step["requeued"] = len(sent)
 
 
 # -- 2. bulk: what the bank says was paid in the window ----------------------------------------------
@@ -239,13 +249,14 @@ def _bulk(
         seen.update(row.order_no for row in fresh)
         counts.found += len(fresh)
         for row in fresh:
-            _settle(uow, settings, row, now, counts, shop_no)
+            _settle(uow, settings, row, now, counts, "bulk", shop_no)
     if complete:
         counts.window_end = now
 
 
 def _settle(
-    uow: UnitOfWork, settings: Settings, row: OrderQueryRow, now: datetime, counts: SweepCounts, shop_no: str
+    uow: UnitOfWork, settings: Settings, row: OrderQueryRow, now: datetime, counts: SweepCounts, step: str,
+    shop_no: str,
 ) -> None:
     try:
         with uow() as session:
@@ -256,7 +267,7 @@ def _settle(
         log.error("sweep: could not settle order %s (%s)", row.order_no, type(exc).__name__)
         return
     if outcome.kind != "unknown_order":
-        counts.count(outcome)
+        counts.count(outcome, step)
 
 
 # -- 3. targeted: pending orders due for a check ------------------------------------------------------
@@ -298,7 +309,7 @@ def _targeted(
                 counts.still_pending += 1
                 continue
             counts.found += 1
-            _settle(uow, settings, row, now, counts, shop_no)
+            _settle(uow, settings, row, now, counts, "targeted", shop_no)
         if len(claimed) < settings.sweep_batch:
             return
 

@@ -116,3 +116,16 @@ def test_no_secret_in_stored_errors(stack: Stack, shop_keys: ShopKeys, traffic: 
 
     # Then no secret is in them
     assert leaks(text, needles(stack, shop_keys)) == []
+
+
+def test_no_secret_or_unbounded_value_in_the_metrics(stack: Stack, shop_keys: ShopKeys,
+                                                     traffic: list[str]) -> None:
+    # Given the web's /metrics after this run's payments, retries and every earlier scenario
+    text = requests.get(f"{stack.web_url}/metrics", timeout=10).text
+    assert "qpay_callbacks_total" in text
+
+    # Then it holds no secret, no order number and no PayToken (labels take fixed values only)
+    assert leaks(text, needles(stack, shop_keys)) == []
+    for order_no in traffic:
+        assert order_no not in text
+        assert stack.pay_token_of(order_no)[:8] not in text

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import NullPool
@@ -19,10 +20,11 @@ _EVENT = ("INSERT INTO order_events (order_no, from_status, to_status, source, a
 
 
 def check_single_shop_upgrade(url: str) -> None:
-    """A database at 0002 with one shop's orders and events upgrades with every row kept and its events
+    """A database just before 0006 with one shop's orders and events upgrades with every row kept and its events
     given the order's shop; afterwards a second shop may reuse an OrderNo, the same shop may not."""
     cfg = Config(str(PROJECT / "alembic.ini"))
-    command.upgrade(cfg, "0002")
+    before = ScriptDirectory.from_config(cfg).get_revision("0006").down_revision  # just before 0006
+    command.upgrade(cfg, str(before))
     engine = create_engine(url, poolclass=NullPool)
     try:
         with engine.begin() as conn:

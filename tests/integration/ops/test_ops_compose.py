@@ -13,6 +13,7 @@ import yaml
 from tests.support.services import PROJECT_DIR
 
 SERVICES = {"postgres", "redis", "migrate", "web", "worker", "beat", "flower", "sandbox"}
+MONITORING = {"prometheus", "grafana"}  # only with `docker compose --profile monitoring up`
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,8 @@ def _command(service: dict[str, Any]) -> str:
 
 
 def test_compose_defines_exactly_the_pipeline_services(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == SERVICES
+    assert set(compose["services"]) == SERVICES | MONITORING
+    assert {n for n, s in compose["services"].items() if not s.get("profiles")} == SERVICES
 
 
 @pytest.mark.parametrize("name", ["postgres", "redis", "sandbox", "web", "worker", "flower"])
@@ -40,7 +42,7 @@ def test_every_dependency_names_a_service_and_a_valid_condition(compose: dict[st
     conditions = {"service_healthy", "service_completed_successfully", "service_started"}
     for name, service in compose["services"].items():
         for target, spec in (service.get("depends_on") or {}).items():
-            assert target in SERVICES, f"{name} depends on unknown {target}"
+            assert target in SERVICES | MONITORING, f"{name} depends on unknown {target}"
             assert spec["condition"] in conditions, f"{name} -> {target}"
             if spec["condition"] == "service_healthy":
                 assert "healthcheck" in compose["services"][target], f"{target} has no healthcheck"
@@ -101,3 +103,37 @@ def test_dockerfile_builds_on_python_311_slim_and_installs_the_requirements() ->
     assert "FROM python:3.11-slim" in lines
     assert "RUN pip install -r requirements.txt" in lines
     assert any(ln.startswith("USER ") and ln != "USER root" for ln in lines)
+
+
+@pytest.mark.parametrize("name", sorted(MONITORING))
+def test_monitoring_services_come_only_with_their_profile_and_mount_existing_files(
+    compose: dict[str, Any], name: str
+) -> None:
+    service = compose["services"][name]
+    assert service["profiles"] == ["monitoring"]
+    for volume in service["volumes"]:
+        source = volume.split(":")[0]
+        if source.startswith("./"):
+            assert (PROJECT_DIR / source).exists(), f"{name} mounts missing {source}"
+    for port in service["ports"]:
+        assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond this host"
+
+
+def test_prometheus_scrapes_the_ports_worker_and_beat_export_on(compose: dict[str, Any]) -> None:
+    env = compose["services"]["worker"]["environment"]
+    config = yaml.safe_load((PROJECT_DIR / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["qpay-worker"]["dns_sd_configs"][0]["port"] == int(env["WORKER_METRICS_PORT"])
+    assert jobs["qpay-beat"]["static_configs"][0]["targets"] == [f"beat:{env['BEAT_METRICS_PORT']}"]
+    assert jobs["qpay-web"]["dns_sd_configs"][0]["port"] == 8000
+    assert env["METRICS_ADDRESS"] == "0.0.0.0"  # noqa: S104  (inside the compose network)
+
+
+def test_prometheus_sends_the_webs_metrics_token(compose: dict[str, Any]) -> None:
+    prometheus = compose["services"]["prometheus"]
+    config = yaml.safe_load((PROJECT_DIR / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    web_job = next(j for j in config["scrape_configs"] if j["job_name"] == "qpay-web")
+    mounted = {c["target"]: c["source"] for c in prometheus["configs"]}
+    source = mounted[web_job["authorization"]["credentials_file"]]
+    assert compose["configs"][source]["content"] == "${METRICS_TOKEN:-change-me}"
+    assert compose["services"]["web"]["environment"]["METRICS_TOKEN"] == "${METRICS_TOKEN:-change-me}"

@@ -56,6 +56,8 @@ def test_ctrl_c_on_make_up_stops_every_process_and_exits_0(tmp_path: Path, redis
     assert code == 0, output[-3000:]
     assert "make up: every process stopped" in output
     assert "Traceback" not in output, output[-3000:]
+    if moment == "Ctrl-C stops everything":  # the banner was printed: it says where /metrics is
+        assert f"metrics  http://127.0.0.1:{ports['WEB_PORT']}/metrics" in output
     # and nothing is left running: every port is free
     for name, port in ports.items():
         wait_for(lambda p=port: not port_open("127.0.0.1", p), timeout=15, message=f"{name} {port} to close")

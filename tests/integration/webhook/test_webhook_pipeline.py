@@ -9,9 +9,12 @@ from __future__ import annotations
 import re
 
 import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from tests.support.services import TempRedis
+from tests.support.poll import wait_for
+from tests.support.services import TempRedis, free_port
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -39,3 +42,49 @@ def test_receiver_messages_are_consumed_by_a_celery_worker(pg_url: str, redis_se
             assert stamped.scalar_one() == 0  # nothing was re-sent by a sweep or an operator
         worker_log = next(log for name, log in stack.logs().items() if name.startswith("worker-"))
         assert len(set(RECEIVED.findall(worker_log))) >= len(order_nos)
+
+
+def _scrape(url: str, token: str | None = None) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    resp = requests.get(url, headers=headers, timeout=10)
+    assert resp.status_code == 200, resp.text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(resp.text) for s in family.samples}
+
+
+def test_scrapes_of_web_and_worker_show_the_pipeline_moving(pg_url: str, redis_server: TempRedis) -> None:
+    # given the pipeline with a metrics token on the web and an exporter on the worker
+    worker_port = free_port()
+    extra = {"METRICS_TOKEN": "scrape-token-4d2a", "WORKER_METRICS_PORT": str(worker_port),
+             "METRICS_PORT_SPAN": "1"}
+    with Stack(pg_url, redis_server.url, workers=1, beat=False, extra_env=extra) as stack:
+        web = f"{stack.web_url}/metrics"
+        worker = f"http://127.0.0.1:{worker_port}/metrics"
+        stored = ("qpay_callbacks_total", (("result", "stored"), ("source", "backend")))
+        create = ("qpay_bank_requests_total", (("outcome", "ok"), ("service", "OrderCreate")))
+        settle = ("qpay_settlement_seconds_count", ())
+        query = ("qpay_bank_requests_total", (("outcome", "ok"), ("service", "OrderPayQuery")))
+        query_time = ("qpay_bank_request_duration_seconds_count", (("service", "OrderPayQuery"),))
+        assert requests.get(web, timeout=10).status_code == 401  # the token is required
+        web0, worker0 = _scrape(web, "scrape-token-4d2a"), _scrape(worker)
+
+        # when two orders are created and paid, and their callbacks resolved by the worker
+        order_nos = stack.create_orders(2, amount_twd=300)
+        for order_no in order_nos:
+            stack.pay(order_no)
+        assert set(stack.wait_final(order_nos, timeout=60).values()) == {"paid"}
+
+        # then the web counted the callbacks and its bank calls, in whichever gunicorn worker answers
+        # (each of several scrapes sums both processes: multiprocess mode)
+        for _ in range(4):
+            web1 = _scrape(web, "scrape-token-4d2a")
+            assert web1[stored] - web0.get(stored, 0) >= 2
+            assert web1[create] - web0.get(create, 0) == 2
+        assert web1[("qpay_orders", (("status", "pending"),))] == 0
+        assert web1[("qpay_tokens", (("state", "received"),))] == 0
+        assert ("qpay_queue_messages", (("queue", "callbacks"),)) in web1
+        # and the worker's settlement histogram and bank metrics moved with the resolutions
+        worker1 = wait_for(lambda: (s := _scrape(worker))[settle] - worker0.get(settle, 0) >= 2 and s,
+                           timeout=15, message="the worker's settlement histogram")
+        assert worker1[query] - worker0.get(query, 0) >= 2
+        assert worker1[query_time] - worker0.get(query_time, 0) >= 2

@@ -6,21 +6,35 @@ from uuid import uuid4
 
 import pytest
 import redis
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from core.db import transaction
 from core.services.callbacks import record_callback
 from tests.support.poll import wait_for
+from tests.support.services import free_port
 from workers.beatlock import OwnerLock
 
 pytestmark = pytest.mark.integration
 
 
+WORKER_METRICS = free_port()
+BEAT_METRICS = free_port()
+
+
 @pytest.fixture(scope="module")
 def stack(make_stack):
-    s = make_stack(SWEEP_INTERVAL="1", BEAT_LOCK_TTL="3")
+    s = make_stack(SWEEP_INTERVAL="1", BEAT_LOCK_TTL="3", WORKER_METRICS_PORT=str(WORKER_METRICS),
+                   BEAT_METRICS_PORT=str(BEAT_METRICS), METRICS_PORT_SPAN="1")
     s.start_worker("all", queues="callbacks,sweep", concurrency=2)
     s.start_beat()
     return s
+
+
+def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def test_a_payment_whose_callback_the_bank_dropped_is_settled_by_the_scheduled_sweep(stack):
@@ -32,6 +46,16 @@ def test_a_payment_whose_callback_the_bank_dropped_is_settled_by_the_scheduled_s
     # then a scheduled sweep finds the payment and settles the order
     stack.wait_status(order_no, "paid", timeout=30)
     assert [(e.to_status, e.source) for e in stack.events(order_no)][-1] == ("paid", "sweep")
+    # and the worker's metrics count the passes and the order settled by a sweep step
+    worker = _scrape(WORKER_METRICS)
+    assert worker[("qpay_sweep_runs_total", (("result", "ok"),))] >= 1
+    settled = sum(worker[("qpay_sweep_settled_total", (("step", step),))] for step in ("bulk", "targeted"))
+    assert settled >= 1
+
+
+def test_the_beat_that_sends_the_schedule_says_so_on_its_exporter(stack):
+    wait_for(lambda: _scrape(BEAT_METRICS)[("qpay_beat_lock_held", ())] == 1, timeout=15,
+             message="the beat exporter to report the lock held")
 
 
 def test_a_token_stored_while_the_broker_was_down_is_enqueued_again_by_the_sweep(stack):
