@@ -20,8 +20,9 @@ _EVENT = ("INSERT INTO order_events (order_no, from_status, to_status, source, a
 
 
 def check_single_shop_upgrade(url: str) -> None:
-    """A database just before 0006 with one shop's orders and events upgrades with every row kept and its events
-    given the order's shop; afterwards a second shop may reuse an OrderNo, the same shop may not."""
+    """A database just before 0006 with one shop's orders and events upgrades with every row kept and
+    its events given the order's shop; afterwards a second shop may reuse an OrderNo, the same shop may
+    not."""
     cfg = Config(str(PROJECT / "alembic.ini"))
     before = ScriptDirectory.from_config(cfg).get_revision("0006").down_revision  # just before 0006
     command.upgrade(cfg, str(before))
