@@ -45,7 +45,12 @@ def start_gunicorn(name: str, app_spec: str, env: Mapping[str, str], *, workers:
 
 
 def app_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
-    """The environment of the real app, worker or a control: sandbox keys, local services."""
+    """The environment of the real app, worker or a control: sandbox keys, local services.
+
+    No bank request budget (QPAY_BANK_RATE=0) unless a benchmark sets one: they measure the pipeline
+    against the sandbox, and production's 10 requests/s would be all they measured.
+    """
+    extra.setdefault("QPAY_BANK_RATE", "0")
     return base_env(
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,

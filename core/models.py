@@ -144,6 +144,13 @@ class PayToken(Base):
             postgresql_where=text("state = 'untrusted'"),
             sqlite_where=text("state = 'untrusted'"),
         ),
+        # Tokens that failed every allowed resolution (RESOLVE_MAX_ATTEMPTS), likewise for operators.
+        Index(
+            "ix_pay_tokens_dead",
+            "first_received_at",
+            postgresql_where=text("state = 'dead'"),
+            sqlite_where=text("state = 'dead'"),
+        ),
         # The oldest unresolved token, for the metrics (core/services/figures.py): one index step.
         Index(
             "ix_pay_tokens_received_first",

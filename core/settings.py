@@ -6,6 +6,7 @@ they never appear in a repr, a log line or an exception message.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -30,6 +31,10 @@ SANDBOX_KEY_ID = "sandbox-key-id"
 
 __all__ = ["HASH_KEY_NAMES", "Settings", "SettingsError", "ShopCredentials", "UnknownShop", "get_settings",
            "load_settings"]
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+DEFAULT_FORWARDED: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.1/32"),)
 
 
 class SettingsError(ShopsError):
@@ -63,6 +68,12 @@ class Settings:
     log_level: str = "INFO"
     sandbox_defaults: bool = False
     shops: tuple[ShopCredentials, ...] = ()  # every shop served, `shop` first; () means just `shop`
+    # Trust and abuse (issue 13).
+    confirm_payments: bool = True  # OrderQuery confirms an OrderPayQuery's paid result before paying
+    bank_rate: float = 10.0  # bank requests per second, shared by every process (0: no budget)
+    max_attempts: int = 12  # resolutions per PayToken, every failure counted; then the token is dead
+    callback_allow: tuple[IPNetwork, ...] = ()  # empty: /qpay/backend open to any address
+    forwarded_allow: tuple[IPNetwork, ...] | None = DEFAULT_FORWARDED  # None: '*' (any peer)
     # The customer's pages (webhook/customer.py): checkout links are signed with checkout_secret (unset:
     # no checkout_url, no checkout page); the shop's name and the way back to it once an order is final.
     checkout_secret: Secret | None = None
@@ -105,7 +116,64 @@ class Settings:
 
 def _is_loopback(url: str) -> bool:
     host = urlparse(url).hostname or ""
-    return host in {"localhost", "::1"} or host.startswith("127.")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback  # not "127.example.com"
+    except ValueError:
+        return False
+
+
+def ip_networks(env: Mapping[str, str], name: str) -> tuple[IPNetwork, ...]:
+    """A comma-separated list of addresses or CIDR ranges (e.g. `203.0.113.0/24,10.0.0.5`)."""
+    raw = env.get(name) or ""
+    networks = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise SettingsError(f"{name} must be comma-separated IP addresses or CIDR ranges") from None
+    return tuple(networks)
+
+
+def _forwarded_allow(env: Mapping[str, str]) -> tuple[IPNetwork, ...] | None:
+    """FORWARDED_ALLOW_IPS as gunicorn reads it: the proxies whose X-Forwarded-* headers count."""
+    raw = env.get("FORWARDED_ALLOW_IPS")
+    if raw is None or raw.strip() == "":
+        return DEFAULT_FORWARDED
+    if raw.strip() == "*":
+        return None
+    return ip_networks(env, "FORWARDED_ALLOW_IPS")
+
+
+def env_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """1/0, true/false, yes/no, on/off (unset or empty: `default`)."""
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be 1 or 0")
+
+
+def _check_api_base_url(env: Mapping[str, str], url: str) -> None:
+    """https only: the bank's replies are what pays orders. Plain http is allowed for a loopback
+    address (the local sandbox) or a host named in QPAY_API_HTTP_HOSTS (the compose sandbox)."""
+    parsed = urlparse(url)
+    if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+        raise SettingsError("QPAY_API_BASE_URL must be https://host/... (an http(s) URL with a host)")
+    if parsed.scheme == "https" or _is_loopback(url):
+        return
+    allowed = {h.strip().lower() for h in (env.get("QPAY_API_HTTP_HOSTS") or "").split(",") if h.strip()}
+    if parsed.hostname.lower() not in allowed:
+        raise SettingsError(
+            "QPAY_API_BASE_URL must be https:// (plain http:// only for a loopback address, or a host "
+            "listed in QPAY_API_HTTP_HOSTS)"
+        )
 
 
 def normalize_database_url(url: str) -> str:
@@ -231,9 +299,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     api_base_url = env.get("QPAY_API_BASE_URL") or DEFAULT_API_BASE_URL
     if not api_base_url.endswith("/"):
         api_base_url += "/"
-    parsed = urlparse(api_base_url)
-    if parsed.scheme not in {"http", "https"} or not parsed.hostname:
-        raise SettingsError("QPAY_API_BASE_URL must be an http(s) URL")
+    _check_api_base_url(env, api_base_url)
     try:
         shops, sandbox_defaults = _shops(env, allow_sandbox_defaults=_is_loopback(api_base_url))
     except ShopsError as exc:
@@ -272,6 +338,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         metrics_token=Secret(metrics_token) if metrics_token else None,
         log_level=level,
         sandbox_defaults=sandbox_defaults,
+        confirm_payments=env_flag(env, "QPAY_CONFIRM_PAYMENTS", True),
+        bank_rate=env_float(env, "QPAY_BANK_RATE", 10.0, 0.0),
+        max_attempts=env_int(env, "RESOLVE_MAX_ATTEMPTS", 12, 1),
+        callback_allow=ip_networks(env, "QPAY_CALLBACK_ALLOW"),
+        forwarded_allow=_forwarded_allow(env),
         checkout_secret=_checkout_secret(env),
         shop_name=_shop_name(env),
         shop_return_url=shop_return_template(env),

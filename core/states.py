@@ -34,19 +34,31 @@ class TokenState(StrEnum):
     # sweep's OrderQuery still settles the order, and an operator replays the token deliberately
     # (`flask --app webhook tokens replay`), which moves it back to received.
     UNTRUSTED = "untrusted"
+    # Resolution failed RESOLVE_MAX_ATTEMPTS times, whatever the kind of failure (bank outage, bad
+    # reply, a bug): one ALERT, never re-enqueued automatically, so no token can loop forever. The
+    # sweep's OrderQuery still settles its order; `tokens replay` brings it back to received.
+    DEAD = "dead"
 
 
 FINAL: frozenset[OrderStatus] = frozenset({OrderStatus.PAID, OrderStatus.FAILED, OrderStatus.EXPIRED})
 
-# from -> allowed targets. needs_review leaves only by an operator's decision.
+# from -> allowed targets. needs_review leaves only by an operator's decision. expired and failed are
+# final for everything but money: a verified paid result for one (an ATM transfer posted after our
+# expiry, a card retried after a decline) parks it in needs_review ("paid after expiry" / "paid after
+# failure"), never silently dropped and never straight to paid.
 ALLOWED: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.PENDING: frozenset(
         {OrderStatus.PAID, OrderStatus.FAILED, OrderStatus.EXPIRED, OrderStatus.NEEDS_REVIEW}
     ),
     OrderStatus.NEEDS_REVIEW: frozenset({OrderStatus.PAID, OrderStatus.FAILED}),
     OrderStatus.PAID: frozenset(),
-    OrderStatus.FAILED: frozenset(),
-    OrderStatus.EXPIRED: frozenset(),
+    OrderStatus.FAILED: frozenset({OrderStatus.NEEDS_REVIEW}),
+    OrderStatus.EXPIRED: frozenset({OrderStatus.NEEDS_REVIEW}),
+}
+# Why a verified payment for an order in this state needs an operator (core/services/settlement.py).
+PAID_LATE: dict[OrderStatus, str] = {
+    OrderStatus.EXPIRED: "paid after expiry",
+    OrderStatus.FAILED: "paid after failure",
 }
 OPERATOR_ONLY: frozenset[tuple[OrderStatus, OrderStatus]] = frozenset(
     {(OrderStatus.NEEDS_REVIEW, OrderStatus.PAID), (OrderStatus.NEEDS_REVIEW, OrderStatus.FAILED)}

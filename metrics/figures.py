@@ -167,13 +167,13 @@ def _figure_families(figures: Figures) -> Iterator[Metric]:
     for status, count in figures.orders.items():
         orders.add_metric([status], count)
     yield orders
-    tokens = GaugeMetricFamily("qpay_tokens", "PayTokens not yet resolved: received (being resolved) or "
-                               "untrusted (parked for an operator)", labels=["state"])
+    tokens = GaugeMetricFamily("qpay_tokens", "PayTokens not yet resolved: received (being resolved), "
+                               "untrusted or dead (parked for an operator)", labels=["state"])
     for state, count in figures.tokens.items():
         tokens.add_metric([state], count)
     yield tokens
     yield GaugeMetricFamily("qpay_oldest_unresolved_token_age_seconds",
-                            "Age of the oldest received or untrusted PayToken since its first receipt "
+                            "Age of the oldest received, untrusted or dead PayToken since its first receipt "
                             "(0 when none)", value=figures.oldest_unresolved_token_age)
     if figures.last_clean_sweep is not None:
         yield GaugeMetricFamily("qpay_sweep_last_success_timestamp_seconds",

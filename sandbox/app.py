@@ -211,7 +211,7 @@ class Handler(BaseHTTPRequestHandler):
             return wire.error_body(exc.description, shop_no=get("ShopNo"), service=get("APIService"))
         if shop.key_id != self.sb.bank.shops[shop.shop_no].key_id:
             self.sb.bank.count_outcome("previous_keys")  # a key change in progress: the old set still works
-        inner = self.sb.order_call(shop, service, message)
+        inner = self.sb.order_call(shop, service, message, misdirect=self.sb.faults.misdirected())
         self.sb.bank.count_outcome("ok" if inner.get("Status") == "S" else "rejected")
         return wire.seal_reply(wire.reply_keys(self.sb.bank, shop), service, inner)
 
@@ -228,6 +228,9 @@ class Handler(BaseHTTPRequestHandler):
             self._drop()
         elif decision.action == "drop":
             self._drop()
+        elif decision.action == "html":
+            # What a bank in maintenance serves: a 200 that is no API answer at all.
+            self._html(200, pages.maintenance_page())
         elif decision.action == "malformed":
             data = json.dumps(reply or {"Status": "F"}, ensure_ascii=False).encode("utf-8")
             self._send(200, data[: len(data) // 2], "application/json; charset=utf-8")

@@ -15,7 +15,7 @@ from typing import Any
 __all__ = ["SERVICES", "Decision", "FaultError", "Faults"]
 
 SERVICES = ("Nonce", "OrderCreate", "OrderQuery", "OrderPayQuery")
-ACTIONS = ("error", "hang", "malformed", "bad_sign", "drop")
+ACTIONS = ("error", "hang", "malformed", "bad_sign", "drop", "html")
 MAX_HANG = 120.0
 MAX_LATENCY_MS = 60_000
 
@@ -26,16 +26,20 @@ DEFAULTS: dict[str, Any] = {
     "hang_rate": 0.0,  # share of calls held for hang_seconds, then closed without a reply
     "hang_seconds": 5.0,
     "malformed_rate": 0.0,  # share of replies cut in half (not JSON)
+    "html_rate": 0.0,  # share of calls answered HTTP 200 with an HTML maintenance page
     "bad_sign_rate": 0.0,  # share of Order replies with a Sign that does not verify
     "drop_callback_rate": 0.0,  # share of payments whose BackendURL is never called
     "duplicate_callback_rate": 0.0,  # share of callback sends that are sent twice
     "fail_next": 0,  # the next N Order calls (in scope) fail with fail_next_action
-    "fail_next_action": "error",  # error, hang, malformed, bad_sign, drop (close the connection)
+    "fail_next_action": "error",  # error, hang, malformed, bad_sign, drop (close the connection), html
     "fail_next_status": 503,
     "fail_phase": "before",  # error/hang/drop: before the bank processes the call, or after
     "services": [],  # scope: empty = all, else names from SERVICES
     "shops": [],  # scope: empty = every shop, else these ShopNos (one shop's bank trouble)
     "seed": None,
+    # OrderPayQuery replies, correctly encrypted and signed and echoing the queried PayToken, describe
+    # this OrderNo of the shop as paid (the Sign does not cover TSResultContent); "" = off.
+    "misdirect_order_no": "",
 }
 
 
@@ -91,6 +95,8 @@ def _validate(s: dict[str, Any]) -> None:
         raise FaultError("shops must be a list of ShopNos")
     if s["seed"] is not None and (isinstance(s["seed"], bool) or not isinstance(s["seed"], int)):
         raise FaultError("seed must be a whole number or null")
+    if not isinstance(s["misdirect_order_no"], str) or len(s["misdirect_order_no"]) > 50:
+        raise FaultError("misdirect_order_no must be an OrderNo (a string, at most 50 characters) or \"\"")
 
 
 def _number(value: Any) -> bool:
@@ -162,7 +168,7 @@ class Faults:
                 status = s["fail_next_status"]
                 return Decision(**base, action=action, status=status, after=self._after(action))
             draw = self._random.random()
-            for action, name in (("hang", "hang_rate"), ("error", "error_rate"),
+            for action, name in (("hang", "hang_rate"), ("error", "error_rate"), ("html", "html_rate"),
                                  ("malformed", "malformed_rate"), ("bad_sign", "bad_sign_rate")):
                 if action == "bad_sign" and not order_call:
                     continue  # a Nonce reply carries no Sign
@@ -174,6 +180,11 @@ class Faults:
 
     def _after(self, action: str) -> bool:
         return action in ("malformed", "bad_sign") or self._s["fail_phase"] == "after"
+
+    def misdirected(self) -> str:
+        """The OrderNo OrderPayQuery replies should (wrongly) describe as paid, or ""."""
+        with self._lock:
+            return str(self._s["misdirect_order_no"])
 
     def drop_callback(self) -> bool:
         with self._lock:

@@ -61,3 +61,9 @@ def return_form(return_url: str, shop_no: str, pay_token: str) -> str:
 
 def message_page(title: str, text: str) -> str:
     return _page(title, f"<p>{escape(text)}</p>")
+
+
+def maintenance_page() -> str:
+    """What a bank's front end serves while its API is down for maintenance (HTTP 200, HTML)."""
+    return ("<!DOCTYPE html><html><head><title>系統維護中</title></head><body><h1>系統維護中</h1>"
+            "<p>The service is under maintenance. Please try again later.</p></body></html>")

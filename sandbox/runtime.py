@@ -31,10 +31,14 @@ class Sandbox:
         )
         self.stopping = threading.Event()  # wakes injected latencies and hangs at shutdown
 
-    def order_call(self, shop: Shop, service: str, message: dict[str, Any]) -> dict[str, Any]:
+    def order_call(
+        self, shop: Shop, service: str, message: dict[str, Any], *, misdirect: str = ""
+    ) -> dict[str, Any]:
         inner, created = services.dispatch(self.bank, service, shop.shop_no, message, self.config.base_url)
         if created is not None:
             self._schedule_autopay(created)
+        if misdirect and service == "OrderPayQuery" and inner.get("Status") == "S":
+            inner = services.misdirected_pay_reply(self.bank, shop.shop_no, inner, misdirect)
         return inner
 
     def _schedule_autopay(self, order: Order) -> None:

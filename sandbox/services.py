@@ -266,6 +266,18 @@ def order_pay_query(bank: Bank, shop_no: str, msg: dict[str, Any], base_url: str
     return {**head, "Status": "S", "Description": OK, "TSResultContent": _ts_result(order, payment)}
 
 
+def misdirected_pay_reply(bank: Bank, shop_no: str, inner: dict[str, Any], order_no: str) -> dict[str, Any]:
+    """The fault `misdirect_order_no`: this reply (for the PayToken asked about) describes another order
+    of the shop as paid; it is sealed and signed as usual, which the Sign cannot tell (it covers only
+    the top-level scalars). The bank's own state is unchanged: OrderQuery still reports the truth."""
+    order = bank.order(order_no)
+    if order is None or order.shop_no != shop_no:
+        return inner
+    fake = Payment(pay_token=str(inner.get("PayToken", "")), order_no=order_no, shop_no=shop_no,
+                   succeeded=True, at=bank.now())
+    return {**inner, "TSResultContent": _ts_result(order, fake)}
+
+
 def dispatch(
     bank: Bank, service: str, shop_no: str, msg: dict[str, Any], base_url: str
 ) -> tuple[dict[str, Any], Order | None]:

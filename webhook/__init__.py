@@ -15,6 +15,7 @@ import requests
 from flask import Flask
 from requests.adapters import HTTPAdapter
 
+from core.budget import bank_budget
 from core.db import transaction
 from core.logging import configure_logging, install_record_factory, register_secrets
 from core.settings import Settings, get_settings
@@ -30,15 +31,18 @@ MAX_CONTENT_LENGTH = 64 * 1024  # any body; the callback endpoints cap theirs at
 
 
 def _bank_client_factory(settings: Settings) -> ClientFactory:
-    """One pooled HTTP session per app; a client per request so its observer records into that request's
-    transaction. No urllib3 retries: retrying is the caller's decision."""
+    """One pooled HTTP session per app; a client per request so its observer collects that request's
+    bank calls (stored after the call, outside any transaction). No urllib3 retries: retrying is the
+    caller's decision."""
     http = requests.Session()
     adapter = HTTPAdapter(pool_connections=2, pool_maxsize=16, max_retries=0)
     http.mount("https://", adapter)
     http.mount("http://", adapter)
+    budget = bank_budget(settings)  # the web's OrderCreate calls share the workers' budget
 
     def factory(observer: Observer, shop_no: str | None = None) -> BankClient:
-        return QPayClient(settings, shop=settings.shop_for(shop_no), http=http, observer=observer)
+        return QPayClient(settings, shop=settings.shop_for(shop_no), http=http, observer=observer,
+                          budget=budget)
 
     return factory
 

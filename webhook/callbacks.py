@@ -9,18 +9,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request, url_for
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from core.logging import bind_context
-from core.services.callbacks import CallbackError, CallbackRecord, record_callback
+from core.services.callbacks import CallbackError, CallbackRecord, record_callback, unmark_enqueued
 from core.states import Source
 from metrics import defs as metrics
 from webhook.bodies import multipart_fields, read_capped
+from webhook.clientip import allowed, client_address
 from webhook.deps import UnitOfWork, deps
-from webhook.errors import DB_UNAVAILABLE
+from webhook.errors import DB_UNAVAILABLE, error_response
 from webhook.pages import problem_page
 from webhook.status import token_status
 from webhook.texts import TEXTS, pick_language
@@ -43,15 +45,16 @@ ACK = b'{"Status":"S"}'
 def accept(callback: CallbackInput, source: Source) -> None:
     """Record and commit the token; enqueue it while unresolved. Raises only if the commit failed.
 
-    One transaction per callback. The sweep re-sends a token still unresolved SWEEP_GRACE after its
-    last receipt (and after its last re-send, `last_enqueued_at`); the publish here follows the
-    commit that set `last_received_at` by milliseconds, so stamping `last_enqueued_at` too (a second
-    transaction) would not move that moment. `last_enqueued_at` is the sweep's and operators' mark.
+    One transaction per callback. The upsert stamps `last_enqueued_at` when this receipt is the one
+    to queue the token (the first, or one arriving SWEEP_GRACE after the last enqueue), so the bank's
+    resends and the browser's return do not queue it again. If the publish then fails (broker down),
+    a second short transaction clears that stamp, so the bank's next resend queues the token; the
+    sweep re-sends it SWEEP_GRACE later in any case.
     """
     d = deps()
     bind_context(pay_token=callback.pay_token)
     try:
-        record = _record(d.unit_of_work, callback, source)
+        record = _record(d.unit_of_work, callback, source, grace=d.settings.sweep_grace)
     except CallbackError as exc:  # the service's own rules are stricter than ours
         raise InvalidInput(str(exc), field="PayToken") from None
     metrics.callback(source.value, "stored" if record.created else "duplicate")
@@ -60,10 +63,26 @@ def accept(callback: CallbackInput, source: Source) -> None:
                        "source": source.value}
     if record.needs_enqueue:
         # False is logged by the enqueuer; the sweep re-enqueues unresolved tokens after the grace.
-        g.access_fields["enqueued"] = d.enqueuer.send_resolve(record.token_id)
+        enqueued = d.enqueuer.send_resolve(record.token_id)
+        g.access_fields["enqueued"] = enqueued
+        if not enqueued and record.queued_at is not None:
+            _unmark(d.unit_of_work, record.token_id, record.queued_at)
 
 
-def _record(unit_of_work: UnitOfWork, callback: CallbackInput, source: Source) -> CallbackRecord:
+def _unmark(unit_of_work: UnitOfWork, token_id: int, queued_at: datetime) -> None:
+    """The publish failed: clear this receipt's queued stamp so the bank's next resend queues the token
+    (the bank already has its S; a failure here only leaves the token to the sweep)."""
+    try:
+        with unit_of_work() as session:
+            unmark_enqueued(session, token_id, queued_at)
+    except SQLAlchemyError as exc:
+        log.warning("could not clear the queued mark of token %s (%s); the sweep will re-send it",
+                    token_id, type(exc).__name__)
+
+
+def _record(
+    unit_of_work: UnitOfWork, callback: CallbackInput, source: Source, *, grace: float = 120.0
+) -> CallbackRecord:
     """One transaction; tried once more if it failed on a connection that was already dead.
 
     Pooled connections are pinged only after sitting idle (core/db.py), so after a PostgreSQL restart
@@ -74,7 +93,7 @@ def _record(unit_of_work: UnitOfWork, callback: CallbackInput, source: Source) -
     def once() -> CallbackRecord:
         with unit_of_work() as session:
             return record_callback(session, shop_no=callback.shop_no, pay_token=callback.pay_token,
-                                   source=source)
+                                   source=source, grace=grace)
 
     try:
         return once()
@@ -83,6 +102,19 @@ def _record(unit_of_work: UnitOfWork, callback: CallbackInput, source: Source) -
             raise
         log.info("stale database connection; the pool was recycled, trying once more")
     return once()
+
+
+def _caller_refused() -> Response | None:
+    """QPAY_CALLBACK_ALLOW: only the bank's addresses may push PayTokens (403 for anyone else)."""
+    settings = deps().settings
+    if not settings.callback_allow:
+        return None
+    address = client_address(request.remote_addr, request.headers.get("X-Forwarded-For"),
+                             settings.forwarded_allow)
+    if allowed(address, settings.callback_allow):
+        return None
+    log.warning("callback refused: caller not in QPAY_CALLBACK_ALLOW", extra={"client": str(address)})
+    return error_response(403, "forbidden")
 
 
 @contextmanager
@@ -101,6 +133,9 @@ def _counted(source: Source) -> Iterator[None]:
 
 @bp.post("/qpay/backend")
 def backend() -> Response:
+    refused = _caller_refused()
+    if refused is not None:
+        return refused
     with _counted(Source.BACKEND):
         raw = read_capped(MAX_CALLBACK_BODY)
         callback = parse_backend_body(raw, request.mimetype, deps().shops)

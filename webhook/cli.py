@@ -5,11 +5,12 @@
                                        each shop; print which sets it accepts
     orders show <order_no> [--shop S]  status, bank calls, events and tokens as one timeline
     orders stuck [--older-than 30m]    pending work older than that, tokens not yet resolved, untrusted
-                                       tokens (any age), reviews
+                                       and dead tokens (any age), reviews (late payments included)
     orders requery <order_no>          OrderQuery by OrderNo now and settle from the bank's answer
     tokens replay <pay_token> [--now]  record the token as the operator's, then enqueue or resolve inline;
                                        an untrusted token is sent again (the deliberate retry)
     tokens replay --untrusted [--now]  send every untrusted token again (once the bad replies' cause is fixed)
+    tokens replay --dead [--now]       send every dead token again (attempts reset)
     sweep run                          one reconciliation pass in the foreground
     db upgrade                         alembic upgrade head (SQLite and PostgreSQL)
 
@@ -246,6 +247,9 @@ def orders_stuck(older_than: str) -> None:
         untrusted = list(session.scalars(
             select(PayToken).where(PayToken.state == TokenState.UNTRUSTED.value)
             .order_by(PayToken.first_received_at)))
+        dead = list(session.scalars(
+            select(PayToken).where(PayToken.state == TokenState.DEAD.value)
+            .order_by(PayToken.first_received_at)))
         click.echo(f"pending orders older than {older_than}: {len(pending)}")
         for o in pending:
             click.echo(f"  {o.shop_no:<12} {o.order_no:<24} {o.pay_type} {_money(o.amount):>12}  "
@@ -263,6 +267,14 @@ def orders_stuck(older_than: str) -> None:
                        f"since {_when(t.first_received_at)}  {t.last_error or ''}")
         if untrusted:
             click.echo("  once the cause is fixed: flask --app webhook tokens replay --untrusted "
+                       "(or tokens replay <pay_token>)")
+        click.echo(f"dead pay tokens (failed every allowed resolution; not retried until replayed): "
+                   f"{len(dead)}")
+        for t in dead:
+            click.echo(f"  {short_token(t.pay_token):<12} attempts {t.attempts}  "
+                       f"since {_when(t.first_received_at)}  {t.last_error or ''}")
+        if dead:
+            click.echo("  once the cause is fixed: flask --app webhook tokens replay --dead "
                        "(or tokens replay <pay_token>)")
         click.echo(f"orders needing review: {len(review)}")
         for o in review:
@@ -326,18 +338,23 @@ tokens_cli = AppGroup("tokens", help="Replay PayTokens.")
 @click.option("--now", "inline", is_flag=True, help="resolve here and now instead of enqueueing")
 @click.option("--untrusted", "all_untrusted", is_flag=True,
               help="send every untrusted token again (instead of one PAY_TOKEN)")
+@click.option("--dead", "all_dead", is_flag=True,
+              help="send every dead token again (instead of one PAY_TOKEN)")
 @click.option("--shop", "shop_no", default=None, metavar="SHOP_NO",
               help="the token's ShopNo for a token not yet recorded (default: the first shop)")
-def tokens_replay(pay_token: str | None, inline: bool, all_untrusted: bool, shop_no: str | None) -> None:
+def tokens_replay(pay_token: str | None, inline: bool, all_untrusted: bool, all_dead: bool,
+                  shop_no: str | None) -> None:
     """Record PAY_TOKEN (source operator) and enqueue its resolution, or resolve it inline with --now.
 
-    An untrusted token (its bank reply failed verification) is never retried automatically; replaying
-    it is the deliberate retry: it goes back to received and is sent again.
+    An untrusted token (its bank reply failed verification) or a dead one (RESOLVE_MAX_ATTEMPTS
+    failed resolutions) is never retried automatically; replaying it is the deliberate retry: it goes
+    back to received with its attempts reset and is sent again.
     """
-    if all_untrusted == (pay_token is not None):
-        raise click.UsageError("give either a PAY_TOKEN or --untrusted")
-    if pay_token is None:  # --untrusted
-        _replay_untrusted(inline)
+    if (all_untrusted or all_dead) == (pay_token is not None):
+        raise click.UsageError("give either a PAY_TOKEN or --untrusted / --dead")
+    if pay_token is None:
+        states = [s for s, on in ((TokenState.UNTRUSTED, all_untrusted), (TokenState.DEAD, all_dead)) if on]
+        _replay_untrusted(inline, states)
         return
     from core.services.callbacks import CallbackError, record_callback
     from core.services.resolution import reopen_untrusted
@@ -350,8 +367,9 @@ def tokens_replay(pay_token: str | None, inline: bool, all_untrusted: bool, shop
     try:
         with _tx() as session:
             rec = record_callback(session, shop_no=shop, pay_token=pay_token,
-                                  source=Source.OPERATOR)
-            reopened = rec.state == TokenState.UNTRUSTED and reopen_untrusted(session, rec.token_id)
+                                  source=Source.OPERATOR, grace=0)
+            parked = rec.state in (TokenState.UNTRUSTED, TokenState.DEAD)
+            reopened = parked and reopen_untrusted(session, rec.token_id)
             tok = session.get(PayToken, rec.token_id)
             state, order_no, error = (tok.state, tok.order_no, tok.last_error) if tok else ("?", None, None)
     except CallbackError as exc:
@@ -361,29 +379,30 @@ def tokens_replay(pay_token: str | None, inline: bool, all_untrusted: bool, shop
         click.echo(f"token {label} is already {state} (order {order_no or '-'}); nothing to do")
         return
     if reopened:
-        click.echo(f"token {label} was untrusted ({error or 'no error recorded'}); sending it again")
+        click.echo(f"token {label} was {rec.state} ({error or 'no error recorded'}); sending it again")
     if not _send(rec.token_id, label, inline, created=rec.created):
         raise click.exceptions.Exit(1)
 
 
-def _replay_untrusted(inline: bool) -> None:
+def _replay_untrusted(inline: bool, states: list[TokenState]) -> None:
     from core.services.resolution import reopen_untrusted
 
+    what = " or ".join(s.value for s in states)
     with _tx() as session:
         rows = session.execute(
-            select(PayToken.id, PayToken.pay_token).where(PayToken.state == TokenState.UNTRUSTED.value)
+            select(PayToken.id, PayToken.pay_token).where(PayToken.state.in_([s.value for s in states]))
             .order_by(PayToken.first_received_at)).all()
         reopened = [(token_id, short_token(token)) for token_id, token in rows
                     if reopen_untrusted(session, token_id)]
     if not reopened:
-        click.echo("no untrusted pay tokens; nothing to do")
+        click.echo(f"no {what} pay tokens; nothing to do")
         return
     failed = sum(not _send(token_id, label, inline, created=False) for token_id, label in reopened)
-    click.echo(f"untrusted tokens sent again: {len(reopened) - failed} of {len(reopened)}")
+    click.echo(f"{what} tokens sent again: {len(reopened) - failed} of {len(reopened)}")
     if failed:
         _fail(f"{failed} token(s) not resolved or not enqueued (see above): one whose bank reply failed "
-              "verification again is untrusted again; one the broker did not take is received, and the "
-              "sweep re-enqueues it")
+              "verification again is untrusted again, one failing again is counted towards dead again; one "
+              "the broker did not take is received, and the sweep re-enqueues it")
 
 
 def _send(token_id: int, label: str, inline: bool, *, created: bool) -> bool:
@@ -409,17 +428,20 @@ def _resolve_inline(token_id: int, label: str) -> bool:
     records: list[BankCallRecord] = []
     clients = _ShopClients(records.append)
     try:
-        with _tx() as session:
-            outcome = resolve_token(session, clients, settings, token_id)
-            _store_calls(session, records)
+        # The app's unit of work, not one transaction: none is open during the bank calls.
+        outcome = resolve_token(deps().unit_of_work, clients, settings, token_id)
     finally:
         clients.close_all()
+        with _tx() as session:
+            _store_calls(session, records)
     kind = str(getattr(outcome, "kind", outcome))
     error = getattr(outcome, "error", None)
     message = f"token {label}: {kind}" + (f" ({error})" if error else "")
     if kind == "protocol_error":
         message += "; the token is untrusted again"
-    if kind in {"rejected", "transient", "protocol_error"}:
+    if kind == "dead":
+        message += f"; the token is dead again ({settings.max_attempts} failed attempts)"
+    if kind in {"rejected", "transient", "protocol_error", "dead"}:
         click.secho(message, fg="red", err=True)
         return False
     click.echo(message)

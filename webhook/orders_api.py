@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from core.checkout import checkout_url
 from core.logging import bind_context
@@ -25,6 +25,7 @@ from core.services.orders import (
     shop_of,
 )
 from core.sinopac.errors import BankProtocolError, BankRejection, BankTransportError, QPayError
+from core.sinopac.types import BankCallRecord
 from webhook.auth import bearer_refusal
 from webhook.bodies import read_capped
 from webhook.deps import deps
@@ -103,6 +104,19 @@ def bank_error_response(exc: QPayError) -> Response:
     return error_response(502, "bank error")
 
 
+def _record_calls(calls: list[BankCallRecord]) -> None:
+    """The request's bank calls, in a transaction of their own (after the bank answered)."""
+    if not calls:
+        return
+    try:
+        with deps().unit_of_work() as session:
+            record = recorder(session)
+            for call in calls:
+                record(call)
+    except SQLAlchemyError as exc:  # bookkeeping: never turns a created order into an error
+        log.warning("could not record %d bank call(s): %s", len(calls), type(exc).__name__)
+
+
 @bp.post("/orders")
 def create() -> Response:
     data = decode_json_object(read_capped(MAX_API_BODY))
@@ -112,18 +126,15 @@ def create() -> Response:
     d = deps()
     failure: QPayError | None = None
     body: dict[str, Any] = {}
+    calls: list[BankCallRecord] = []
     try:
         shop_no = shop_of(d.settings, new.shop_no)
         bind_context(shop_no=shop_no)
-        with d.unit_of_work() as session:
-            client = d.client_factory(recorder(session), shop_no=shop_no)
-            try:
-                order = create_order(session, client, d.settings, new)
-            except QPayError as exc:
-                failure = exc  # commit anyway: the BankCall row says what the bank did
-            else:
-                bind_context(order_no=order.order_no)
-                body = order_body(order)
+        # No transaction is open during the bank call (create_order opens its own short ones).
+        client = d.client_factory(calls.append, shop_no=shop_no)
+        order = create_order(d.unit_of_work, client, d.settings, new)
+    except QPayError as exc:
+        failure = exc  # the BankCall row, written below, says what the bank did
     except OrderValidationError as exc:
         field = _FIELD_NAMES.get(exc.field, exc.field)
         raise InvalidInput(f"{field}: {exc.message}", field=field) from None
@@ -131,6 +142,11 @@ def create() -> Response:
         return error_response(409, "order_no already exists", field="order_no")
     except ValueError as exc:  # the client's own pre-send checks
         raise InvalidInput(str(exc)) from None
+    else:
+        bind_context(order_no=order.order_no)
+        body = order_body(order)
+    finally:
+        _record_calls(calls)
     if failure is not None:
         log.warning("order creation failed at the bank", extra={"error": type(failure).__name__,
                                                                 "code": getattr(failure, "code", None)})

@@ -13,8 +13,9 @@ FINAL_WORDS = frozenset({"paid", "failed", "expired", "rejected"})
 def token_status(session: Session, pay_token: str) -> str | None:
     """None for an unknown token; else the order's status, "rejected", or "pending" until resolved.
 
-    An untrusted token (the bank's reply failed verification) is linked to no order until an operator
-    replays it, so the customer is told the shop is reviewing it rather than "waiting" forever.
+    An untrusted token (the bank's reply failed verification) or a dead one (every allowed resolution
+    failed) is linked to no order until an operator replays it, so the customer is told the shop is
+    reviewing it rather than "waiting" forever.
     """
     found = token_progress(session, pay_token)
     return None if found is None else found[0]
@@ -36,6 +37,6 @@ def token_progress(session: Session, pay_token: str) -> tuple[str, str | None, s
         return str(order_status), str(order_no), shop_no
     if state == "rejected":
         return "rejected", None, shop_no
-    if state == "untrusted":
+    if state in ("untrusted", "dead"):
         return "needs_review", None, shop_no
     return "pending", None, shop_no

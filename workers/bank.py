@@ -1,33 +1,29 @@
 """One QPayClient per shop per worker process, whose observer records every bank call
 (docs/architecture.md).
 
-Where a record is written depends on the caller: the resolve task records into its own transaction
-(on SQLite a second, nested transaction would wait for the first one's write lock), while the sweep
-calls the bank outside any transaction, so there each record gets a short transaction of its own.
+Neither the resolve task nor the sweep calls the bank inside a transaction, so each record gets a
+short transaction of its own after the call (a failure to record never fails the work).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 
 from sqlalchemy.exc import OperationalError
 
+from core.budget import bank_budget
 from core.db import transaction
 from core.services.bank_calls import recorder
 from core.settings import get_settings
-from core.sinopac.client import DEFAULT_POOL_SIZE, QPayClient
+from core.sinopac.client import DEFAULT_POOL_SIZE, Budget, QPayClient
 from core.sinopac.types import BankCallRecord
 from metrics import defs as metrics
 
 log = logging.getLogger(__name__)
 
-Sink = Callable[[BankCallRecord], None]
-_sink: ContextVar[Sink | None] = ContextVar("qpay_bank_call_sink", default=None)
 _clients: dict[str, QPayClient] = {}
+_budget: Budget | None = None  # one per process, shared by every shop's client (the bank counts them all)
 _client_pid: int | None = None
 _pool_size = DEFAULT_POOL_SIZE
 
@@ -46,17 +42,7 @@ def _record_alone(record: BankCallRecord) -> None:
 
 def _observe(record: BankCallRecord) -> None:
     metrics.bank_call(record)
-    (_sink.get() or _record_alone)(record)
-
-
-@contextmanager
-def recording_into(sink: Sink) -> Iterator[None]:
-    """Within this block, bank calls of this thread are recorded by `sink` (e.g. the task's session)."""
-    token = _sink.set(sink)
-    try:
-        yield
-    finally:
-        _sink.reset(token)
+    _record_alone(record)
 
 
 def size_pool(concurrency: int) -> None:
@@ -69,15 +55,16 @@ def size_pool(concurrency: int) -> None:
 def client_for(shop_no: str) -> QPayClient:
     """This process's client of shop `shop_no`, built on first use (never inherited across a fork:
     sockets are not); raises core.shops.UnknownShop for a shop that is not configured."""
-    global _client_pid
+    global _client_pid, _budget
+    settings = get_settings()
     if _client_pid != os.getpid():
         _clients.clear()
+        _budget = bank_budget(settings)
         _client_pid = os.getpid()
     client = _clients.get(shop_no)
     if client is None:
-        settings = get_settings()
         shop = settings.shop_for(shop_no)
-        client = QPayClient(settings, shop=shop, observer=_observe, pool_size=_pool_size)
+        client = QPayClient(settings, shop=shop, observer=_observe, pool_size=_pool_size, budget=_budget)
         _clients[shop_no] = client
     return client
 

@@ -22,6 +22,7 @@ from typing import Any
 import redis
 from celery.beat import PersistentScheduler
 
+from core.budget import shared_redis_url
 from metrics import defs as metrics
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,8 @@ return 0
 
 def lock_url(env: dict[str, str] | None = None, broker_url: str = "") -> str:
     """The Redis that holds the lock; a clear error when none is configured."""
-    env = dict(os.environ) if env is None else env
-    url = env.get("BEAT_LOCK_URL") or broker_url
-    if not url.startswith(("redis://", "rediss://", "unix://")):
+    url = shared_redis_url(dict(os.environ) if env is None else env, broker_url)
+    if url is None:
         raise RuntimeError(
             "the beat owner lock needs a plain Redis URL: set BEAT_LOCK_URL when REDIS_URL is a "
             "sentinel:// or amqp:// broker"

@@ -16,15 +16,14 @@ from sqlalchemy.exc import OperationalError
 from core.db import transaction
 from core.logging import bind_context
 from core.queues import CALLBACK_QUEUE, RESOLVE_TASK, SWEEP_QUEUE, SWEEP_TASK
-from core.services.bank_calls import recorder
-from core.services.resolution import resolve_token
+from core.services.resolution import record_failed_attempt, resolve_token
 from core.services.sweep import run_sweep
-from core.settings import get_settings
+from core.settings import Settings, get_settings
 from core.sinopac.client import BankClient
 from metrics import defs as metrics
 from workers import app
 from workers.backoff import retry_countdown
-from workers.bank import client_for, recording_into
+from workers.bank import client_for
 from workers.celeryconfig import RESOLVE_HARD_LIMIT, RESOLVE_SOFT_LIMIT, SWEEP_HARD_LIMIT, SWEEP_SOFT_LIMIT
 
 log = logging.getLogger(__name__)
@@ -47,15 +46,19 @@ def resolve_pay_token(self: Task, token_id: Any) -> str:
     retries = int(self.request.retries or 0)
     kind: str
     error: str | None
+    label: str | None = None
     try:
-        with transaction() as session, recording_into(recorder(session)):
-            outcome = resolve_token(session, _shop_client, settings, token_id)
+        # A unit of work, not a session: no transaction is open while the bank answers (each bank
+        # call is recorded in a short transaction of its own, workers/bank.py).
+        outcome = resolve_token(transaction, _shop_client, settings, token_id)
     except OperationalError as exc:
         # The database is unreachable: nothing was changed. Same backoff as a bank outage; after the
         # last retry the stored token is the sweep's (it re-enqueues unresolved tokens).
         kind, error = "transient", f"database unavailable: {type(exc.orig).__name__}"
+    except Exception as exc:  # a bug or a surprise: counted like any failure, so no token crash-loops
+        kind, error = _unexpected(settings, token_id, exc)
     else:
-        kind, error = outcome.kind, outcome.error
+        kind, error, label = outcome.kind, outcome.error, outcome.token_label
         if outcome.received_at is not None:  # committed: the order reached its final state just now
             metrics.settled(time.time() - outcome.received_at.timestamp())
     extra = {"token_id": token_id, "outcome": kind, "task_id": self.request.id, "retries": retries}
@@ -70,10 +73,15 @@ def resolve_pay_token(self: Task, token_id: Any) -> str:
         metrics.resolve_retry()
         log.info("token %s: transient failure (%s); retry in %.2fs", token_id, error, countdown, extra=extra)
         raise self.retry(countdown=countdown, max_retries=settings.retry_max)
-    if kind == "protocol_error":
+    if kind == "dead":
+        # The one ALERT for this token: only the attempt that made it dead returns "dead".
+        log.error("ALERT token %s (%s): dead after %d failed resolutions (last: %s); never re-enqueued, its "
+                  "order is settled by the sweep's OrderQuery; replay it with `flask --app webhook tokens "
+                  "replay`", token_id, label or "?", settings.max_attempts, error,
+                  extra={**extra, "pay_token": label})
+    elif kind == "protocol_error":
         # The bank's reply could not be trusted (bad Sign, undecryptable, malformed): the token is parked
         # as untrusted, never retried blindly; someone must look. The one ALERT line for this case.
-        label = outcome.token_label  # kind came from the outcome
         log.error("ALERT token %s (%s): untrusted bank reply: %s; token parked as untrusted, its order is "
                   "settled by the sweep's OrderQuery; replay it with `flask --app webhook tokens replay`",
                   token_id, label or "?", error, extra={**extra, "pay_token": label})
@@ -91,6 +99,18 @@ def _shop_client(shop_no: str) -> BankClient:
     is reset after it runs, see workers/signals.py)."""
     bind_context(shop_no=shop_no)
     return client_for(shop_no)
+
+
+def _unexpected(settings: Settings, token_id: int, exc: Exception) -> tuple[str, str]:
+    """Count an unexpected failure on the token: ("dead", error) when it was the last allowed attempt,
+    else ("transient", error), retried with the same backoff as an outage."""
+    error = f"unexpected {type(exc).__name__}"
+    log.exception("resolve of token %s failed unexpectedly", token_id, extra={"token_id": token_id})
+    try:
+        died = record_failed_attempt(transaction, settings, token_id, error)
+    except OperationalError:
+        died = False  # the database is down: nothing can be counted now
+    return ("dead" if died else "transient"), error
 
 
 def _enqueue_resolve(token_id: int) -> bool:

@@ -3,16 +3,21 @@
 record_callback is an upsert (INSERT ... ON CONFLICT (pay_token) DO UPDATE) through the dialect's own
 insert, so twenty simultaneous deliveries of one new token make one row with receipts == 20, on
 PostgreSQL and on SQLite alike, without a read-then-write race.
+
+A receipt queues the token only if it is not queued already: the first receipt stamps
+`last_enqueued_at`, and a later one claims the token again (and is told to enqueue) only once that
+stamp is older than the grace period, the sweep's own rule. The bank's resends and the browser's
+return therefore cost one resolve task, not one each.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, case, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -31,9 +36,10 @@ class CallbackError(ValueError):
 class CallbackRecord:
     token_id: int
     created: bool  # True for the first receipt of this PayToken
-    needs_enqueue: bool  # True while the token is unresolved
+    needs_enqueue: bool  # True if this receipt must queue the token (unresolved, not queued already)
     receipts: int = 1
     state: str = "received"
+    queued_at: datetime | None = None  # last_enqueued_at after this receipt
 
 
 def _build_upsert(insert: Any) -> Any:
@@ -50,11 +56,22 @@ def _build_upsert(insert: Any) -> Any:
         last_received_at=bindparam("at", type_=table.c.last_received_at.type),
         state="received",
         attempts=0,
+        last_enqueued_at=bindparam("at", type_=table.c.last_enqueued_at.type),
+    )
+    # Claimed for a new enqueue only if still received and not queued within the grace period.
+    requeue = (table.c.state == "received") & or_(
+        table.c.last_enqueued_at.is_(None),
+        table.c.last_enqueued_at <= bindparam("cutoff", type_=table.c.last_enqueued_at.type),
     )
     return stmt.on_conflict_do_update(
         index_elements=[table.c.pay_token],
-        set_={"receipts": table.c.receipts + 1, "last_received_at": stmt.excluded.last_received_at},
-    ).returning(table.c.id, table.c.receipts, table.c.state)
+        set_={
+            "receipts": table.c.receipts + 1,
+            "last_received_at": stmt.excluded.last_received_at,
+            "last_enqueued_at": case((requeue, stmt.excluded.last_enqueued_at),
+                                     else_=table.c.last_enqueued_at),
+        },
+    ).returning(table.c.id, table.c.receipts, table.c.state, table.c.last_enqueued_at)
 
 
 _UPSERTS: dict[str, Any] = {}
@@ -75,9 +92,19 @@ def _upsert(session: Session) -> Any:
 
 
 def record_callback(
-    session: Session, *, shop_no: str, pay_token: str, source: Source | str, now: datetime | None = None
+    session: Session,
+    *,
+    shop_no: str,
+    pay_token: str,
+    source: Source | str,
+    now: datetime | None = None,
+    grace: timedelta | float = 120.0,
 ) -> CallbackRecord:
-    """Store (or count again) a PayToken; the caller commits before answering the bank."""
+    """Store (or count again) a PayToken; the caller commits before answering the bank.
+
+    `needs_enqueue` is True for the first receipt, and for a later one only when the token is still
+    received and was last queued more than `grace` ago (SWEEP_GRACE; 0: always, an operator's replay).
+    """
     if not isinstance(pay_token, str) or not _TOKEN.fullmatch(pay_token):
         raise CallbackError("PayToken must be 1-128 letters, digits, _ or -")
     if not isinstance(shop_no, str) or not _SHOP.fullmatch(shop_no):
@@ -85,7 +112,9 @@ def record_callback(
     if source not in Source._value2member_map_:
         raise CallbackError(f"source must be one of {', '.join(Source)}")
     at = now if now is not None else datetime.now(UTC)
-    params = {"shop_no": shop_no, "pay_token": pay_token, "source": Source(source).value, "at": at}
+    window = grace if isinstance(grace, timedelta) else timedelta(seconds=float(grace))
+    params = {"shop_no": shop_no, "pay_token": pay_token, "source": Source(source).value, "at": at,
+              "cutoff": at - window}
     # Core, on the session's connection: same transaction, without the ORM's per-call execution
     # machinery (the statement touches no mapped objects). Flush first, as session.execute would.
     session.flush()
@@ -93,9 +122,10 @@ def record_callback(
     return CallbackRecord(
         token_id=row.id,
         created=row.receipts == 1,
-        needs_enqueue=row.state == "received",
+        needs_enqueue=row.state == "received" and row.last_enqueued_at == at,
         receipts=row.receipts,
         state=row.state,
+        queued_at=row.last_enqueued_at,
     )
 
 
@@ -108,3 +138,16 @@ def mark_enqueued(session: Session, token_id: int, now: datetime | None = None) 
         .values(last_enqueued_at=at)
         .execution_options(synchronize_session=False)
     )
+
+
+def unmark_enqueued(session: Session, token_id: int, queued_at: datetime) -> bool:
+    """Undo a receipt's `last_enqueued_at` when its publish failed (the broker is down), so that the
+    bank's next resend queues the token at once instead of waiting for the sweep. Conditional: a
+    later stamp (another receipt, the sweep) is left alone."""
+    result = session.execute(
+        update(PayToken)
+        .where(PayToken.id == token_id, PayToken.last_enqueued_at == queued_at)
+        .values(last_enqueued_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -1,9 +1,10 @@
 """Creating orders at the bank and reading them back.
 
-The bank call comes first and the row is added to the caller's transaction after it succeeds, so a
-refused or failed OrderCreate leaves nothing behind. If the caller's commit then fails, the bank holds
-an order we do not: a payment for it arrives as an unknown OrderNo, which is rejected and logged
-loudly, never silently paid.
+Read (is the OrderNo free?), end the transaction, call the bank, then store the order in a new
+transaction: no transaction is open during OrderCreate (on SQLite it would hold the write lock every
+callback needs). The bank call comes first, so a refused or failed OrderCreate leaves nothing
+behind. If the second transaction then fails, the bank holds an order we do not: a payment for it
+arrives as an unknown OrderNo, which is rejected and logged loudly, never silently paid.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from core.models import Order, OrderEvent
 from core.services.due import next_check_at
+from core.services.units import UnitOfWork, as_unit_of_work
 from core.settings import Settings
 from core.sinopac.errors import MalformedReply
 from core.sinopac.timefmt import BANK_TZ
@@ -105,18 +107,28 @@ def atm_expiry(now: datetime, days: int) -> tuple[datetime, datetime]:
 
 
 def create_order(
-    session: Session, client: BankClient, settings: Settings, new: NewOrder, *, now: datetime | None = None
+    source: Session | UnitOfWork,
+    client: BankClient,
+    settings: Settings,
+    new: NewOrder,
+    *,
+    now: datetime | None = None,
 ) -> Order:
     """OrderCreate at the bank, then the order stored pending with TSNo, payment details and expiry.
 
-    Raises OrderValidationError for bad input (before any bank call) and the bank client's errors
-    (BankTransportError, BankRejection, BankProtocolError) unchanged.
+    `source`: a unit of work (one transaction to check, none during the bank call, one to store) or
+    a Session (all in the caller's transaction: tests). Raises OrderValidationError for bad input
+    (before any bank call), the bank client's errors (BankTransportError, BankRejection,
+    BankProtocolError) unchanged, and IntegrityError if the OrderNo was taken meanwhile.
     """
     _validate(new)
     shop_no = shop_of(settings, new.shop_no)
+    units = as_unit_of_work(source)
     at = now if now is not None else datetime.now(UTC)
     order_no = new.order_no or generate_order_no(at)
-    if session.scalar(select(Order.id).where(Order.key(order_no, shop_no))) is not None:
+    with units() as session:
+        taken = session.scalar(select(Order.id).where(Order.key(order_no, shop_no))) is not None
+    if taken:
         raise OrderValidationError("order_no", "already exists")
     amount = new.amount_twd * 100
     expire_date = None
@@ -164,21 +176,22 @@ def create_order(
         created_at=at,
         updated_at=at,
     )
-    session.add(order)
-    session.add(
-        OrderEvent(
-            shop_no=shop_no,
-            order_no=order_no,
-            from_status=None,
-            to_status=OrderStatus.PENDING.value,
-            source=Source.API.value,
-            ts_no=result.ts_no,
-            amount=amount,
-            detail="created",
-            at=at,
+    with units() as session:
+        session.add(order)
+        session.add(
+            OrderEvent(
+                shop_no=shop_no,
+                order_no=order_no,
+                from_status=None,
+                to_status=OrderStatus.PENDING.value,
+                source=Source.API.value,
+                ts_no=result.ts_no,
+                amount=amount,
+                detail="created",
+                at=at,
+            )
         )
-    )
-    session.flush()
+        session.flush()
     log.info("order %s created", order_no,
              extra={"order_no": order_no, "shop_no": shop_no, "ts_no": result.ts_no})
     return order

@@ -22,7 +22,7 @@ from core.services.due import next_check_at
 from core.settings import Settings
 from core.sinopac.timefmt import from_bank_minute
 from core.sinopac.types import OrderQueryRow, PayQueryResult
-from core.states import IllegalTransition, OrderStatus, Source, check_move
+from core.states import PAID_LATE, IllegalTransition, OrderStatus, Source, check_move
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,37 @@ class SettleOutcome:
     order_no: str | None
     changed: bool = False
     reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """The bank's OrderQuery row for the order an OrderPayQuery reply says was paid (None: not listed).
+
+    An OrderPayQuery reply's Sign covers only its top-level scalars; TSResultContent, which names the
+    order and the amount, is protected by AES-CBC alone, which has no integrity. So a paid result is
+    applied only when the bank's own OrderQuery for that OrderNo agrees (QPAY_CONFIRM_PAYMENTS).
+    """
+
+    row: OrderQueryRow | None
+
+    def disagreement(self, ts_no: str, amount: int) -> str | None:
+        row = self.row
+        if row is None:
+            return "not confirmed: OrderQuery does not list the order"
+        found = []
+        if row.pay_status not in paystatus.PAID_CODES:
+            found.append(f"OrderQuery reports PayStatus {row.pay_status or '(empty)'}, not paid")
+        if row.ts_no != ts_no:
+            found.append(f"OrderQuery TSNo {row.ts_no or '(empty)'} differs from the reply's "
+                         f"{ts_no or '(empty)'}")
+        if row.amount != amount:
+            found.append(f"OrderQuery amount {row.amount} differs from the reply's {amount}")
+        return "not confirmed: " + "; ".join(found) if found else None
+
+
+def _late(order: Order) -> str | None:
+    """'paid after expiry' / 'paid after failure' when a verified payment meets a closed order."""
+    return PAID_LATE.get(OrderStatus(order.status))
 
 
 def _now(now: datetime | None) -> datetime:
@@ -174,10 +205,17 @@ def _apply(
     pay_token: str | None = None,
     paid_at: datetime | None = None,
     now: datetime,
+    paid: bool = False,
 ) -> SettleOutcome:
-    """Run one transition and turn races and final states into outcomes instead of exceptions."""
+    """Run one transition and turn races and final states into outcomes instead of exceptions.
+
+    `paid`: the bank verified that money was taken. Only then may a closed (expired, failed) order
+    move, and only to needs_review, with the reason why (`paid after expiry` / `paid after failure`).
+    """
     kind: SettleKind = "review" if target is OrderStatus.NEEDS_REVIEW else target.value  # type: ignore[assignment]
     extra = {"order_no": order.order_no, "shop_no": order.shop_no, "ts_no": ts_no, "source": str(source)}
+    if not paid and target is OrderStatus.NEEDS_REVIEW and _late(order):
+        return SettleOutcome("noop", order.order_no, False, f"order is {order.status}")
     try:
         changed = transition(
             session,
@@ -193,6 +231,10 @@ def _apply(
             shop_no=order.shop_no,
         )
     except IllegalTransition as exc:
+        late = PAID_LATE.get(OrderStatus(exc.current)) if paid and target is OrderStatus.PAID else None
+        if late:  # closed between our read and our update: the money still needs an operator
+            return _apply(session, order, OrderStatus.NEEDS_REVIEW, source=source, ts_no=ts_no, amount=amount,
+                          reason=late, pay_token=pay_token, paid_at=paid_at, now=now, paid=True)
         # The order already left pending (final, or parked for an operator). A bank word that
         # contradicts that is money we may owe or miss: say so loudly, change nothing.
         if target in (OrderStatus.PAID, OrderStatus.NEEDS_REVIEW):
@@ -233,9 +275,14 @@ def settle_from_pay_result(
     pay_token: str,
     now: datetime | None = None,
     shop_no: str | None = None,
+    confirmation: Confirmation | None = None,
 ) -> SettleOutcome:
     """Apply an OrderPayQuery reply (PROTOCOL.md §9.5) to the order it names, of shop `shop_no` (the
     shop whose keys asked; default: settings' shop).
+
+    `confirmation` (the bank's OrderQuery row for that order, fetched by the caller outside any
+    transaction) must agree with a paid result, or the order goes to needs_review. None: unchecked
+    (QPAY_CONFIRM_PAYMENTS=0). A verified payment for an expired or failed order -> needs_review.
 
     paid: top-level and TSResultContent Status S, APType PayOut, both ShopNo ours, the order exists,
     amount, currency, PayType and TSNo agree with what we stored. A card payment with inner Status F
@@ -276,11 +323,17 @@ def settle_from_pay_result(
             reasons.append(f"amount {ts.amount} differs from the stored {order.amount}")
         if not ts.ts_no:
             reasons.append("no TSNo in a successful payment")
+        unconfirmed = confirmation.disagreement(ts.ts_no, ts.amount) if confirmation is not None else None
+        if unconfirmed:
+            reasons.insert(0, unconfirmed)
+        elif late := _late(order):
+            reasons.insert(0, late)
         if reasons:
+            # Money the bank verified (if confirmed): a closed order may move, to needs_review only.
             return _apply(session, order, OrderStatus.NEEDS_REVIEW, amount=ts.amount,
-                          reason="; ".join(reasons), **common)  # type: ignore[arg-type]
+                          reason="; ".join(reasons), paid=not unconfirmed, **common)  # type: ignore[arg-type]
         return _apply(session, order, OrderStatus.PAID, amount=ts.amount, reason=None,
-                      paid_at=_bank_time(ts.pay_date) or at, **common)  # type: ignore[arg-type]
+                      paid_at=_bank_time(ts.pay_date) or at, paid=True, **common)  # type: ignore[arg-type]
     if ts.status == "F" and order.pay_type == "C" and not reasons:
         detail = f"card payment failed: {ts.description}".strip().rstrip(":")
         return _apply(session, order, OrderStatus.FAILED, amount=ts.amount or None, reason=detail,
@@ -379,11 +432,13 @@ def settle_from_query_row(
             reasons.append(f"row ShopNo {row_shop} is not ours (shop {shop})")
         if code[1:2] != order.pay_type:
             reasons.append(f"PayStatus {code} does not match PayType {order.pay_type}")
+        if late := _late(order):
+            reasons.insert(0, late)
         if reasons:
             return _apply(session, order, OrderStatus.NEEDS_REVIEW, amount=row.amount,
-                          reason="; ".join(reasons), **common)  # type: ignore[arg-type]
+                          reason="; ".join(reasons), paid=True, **common)  # type: ignore[arg-type]
         return _apply(session, order, OrderStatus.PAID, amount=row.amount, reason=None,
-                      paid_at=_bank_time(row.pay_date) or at, **common)  # type: ignore[arg-type]
+                      paid_at=_bank_time(row.pay_date) or at, paid=True, **common)  # type: ignore[arg-type]
     if order.status != OrderStatus.PENDING:
         return SettleOutcome("noop", order.order_no, False, f"order is {order.status}")
     if order.pay_type == "A" and (

@@ -22,18 +22,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from core.models import SweepRun
 from core.services.callbacks import mark_enqueued
 from core.services.due import claim_due_orders, due_tokens
 from core.services.settlement import SettleOutcome, schedule_next_check, settle_from_query_row
+from core.services.units import UnitOfWork
 from core.settings import Settings
 from core.sinopac.client import BankClient, ClientFor, client_of
 from core.sinopac.errors import BankProtocolError, BankTransportError, QPayError
@@ -44,7 +43,6 @@ __all__ = ["BANK_MAX_ROWS", "Enqueue", "SweepCounts", "run_sweep"]
 
 log = logging.getLogger(__name__)
 
-UnitOfWork = Callable[[], AbstractContextManager[Session]]
 # Sends one resolve task for a pay_tokens id: True when the broker took it, False when it did not (the
 # broker is down). The webhook's Enqueuer.send_resolve is one; a failure is reported, not raised.
 Enqueue = Callable[[int], bool]
@@ -230,7 +228,7 @@ def _bulk(
         lo, hi = pending.pop()
         try:
             result = client.query_orders(pay_from=lo, pay_to=hi, pay_flag="Y")
-        except (QPayError, ValueError) as exc:
+        except Exception as exc:  # QPayError, ValueError, or a surprise: never the end of the pass
             # An outage or a refusal: this window is not read, so the next pass starts from the last
             # complete one. Nothing else in the bulk step would fare better now.
             _bank_error(counts, exc, "bulk OrderQuery")
@@ -266,6 +264,14 @@ def _settle(
         counts.errors += 1
         log.error("sweep: could not settle order %s (%s)", row.order_no, type(exc).__name__)
         return
+    except Exception:  # one odd row must not end the pass for every other order
+        counts.errors += 1
+        log.exception("sweep: could not settle order %s", row.order_no)
+        return
+    if outcome.kind == "review" and outcome.changed:
+        # Late payments (paid after expiry / failure) and mismatches: someone must look.
+        log.error("ALERT sweep: order %s needs review: %s", row.order_no, outcome.reason,
+                  extra={"order_no": row.order_no, "reason": outcome.reason})
     if outcome.kind != "unknown_order":
         counts.count(outcome, step)
 
@@ -295,7 +301,7 @@ def _targeted(
                 failures_in_a_row += 1
                 _bank_error(counts, exc, f"OrderQuery {order_no}")
                 continue
-            except (QPayError, ValueError) as exc:
+            except Exception as exc:  # QPayError, ValueError, a surprise: never the end of the pass
                 # Not an outage, and asking again at once will not help: back off this order.
                 failures_in_a_row = 0
                 _bank_error(counts, exc, f"OrderQuery {order_no}")
@@ -330,6 +336,8 @@ def _bank_error(counts: SweepCounts, exc: Exception, what: str) -> None:
     kind = type(exc).__name__
     if isinstance(exc, BankProtocolError):
         log.error("ALERT sweep: %s: untrustworthy reply (%s: %s)", what, kind, exc)
+    elif not isinstance(exc, (QPayError, ValueError)):
+        log.error("sweep: %s failed unexpectedly (%s)", what, kind, exc_info=exc)
     else:
         log.warning("sweep: %s failed (%s: %s)", what, kind, exc)
     if len(counts.notes) < 20:

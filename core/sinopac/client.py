@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime
 from typing import Any, Literal, Protocol, TypeVar
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from core.secrets import Secret
@@ -32,6 +33,7 @@ from core.sinopac.errors import (
     BankTransportError,
     EnvelopeRefused,
     MalformedReply,
+    NotAnEnvelope,
     QPayError,
     SignatureMismatch,
     UndecryptableReply,
@@ -40,7 +42,8 @@ from core.sinopac.timefmt import to_bank_date, to_bank_minute
 from core.sinopac.types import BankCallRecord, OrderCreateResult, OrderQueryResult, PayQueryResult
 
 __all__ = [
-    "DEFAULT_POOL_SIZE", "BankClient", "ClientFor", "Observer", "QPayClient", "client_of", "short_token",
+    "DEFAULT_POOL_SIZE", "MAX_REPLY_BYTES", "BankClient", "Budget", "ClientFor", "Observer", "QPayClient",
+    "client_of", "short_token",
 ]
 
 log = logging.getLogger(__name__)
@@ -53,9 +56,41 @@ _FORBIDDEN_CHARS = re.compile(r"['\"%]")  # §9.1: no ' " % in OrderNo and PrdtN
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_AMOUNT = 999_999_999  # §9.1: at most 9 digits
 _SNIPPET = 120
+# The most of a reply we read: a real reply (300 OrderQuery rows, hex-encoded) is far smaller.
+MAX_REPLY_BYTES = 1 << 20
+_CHUNK = 64 * 1024
+# Top-level fields of a QPay answer (an envelope, or an envelope-level error): a JSON object with none
+# of them is not the bank's API speaking (a proxy's or a maintenance page's JSON).
+_ENVELOPE_KEYS = frozenset(
+    {"Version", "ShopNo", "APIService", "Sign", "Nonce", "Message", "Status", "Description"}
+)
 # Connections kept open to the bank; requests' own default. A process whose client is shared by more
 # threads or greenlets than this (a threads/gevent worker pool) must pass a larger `pool_size`.
 DEFAULT_POOL_SIZE = 10
+
+
+class Budget(Protocol):
+    """The shared bank request budget (core/budget.py): blocks until one more request may be sent."""
+
+    def acquire(self) -> float: ...
+
+
+class _Deadline:
+    """One total deadline for a service call (Nonce + Order), not a timeout per socket read.
+
+    Time spent waiting for the request budget is not the bank's slowness: it moves the deadline.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._end = time.monotonic() + seconds
+        self.waited = 0.0  # seconds spent waiting for the budget (not the bank's time)
+
+    def remaining(self) -> float:
+        return self._end - time.monotonic()
+
+    def extend(self, seconds: float) -> None:
+        self._end += seconds
+        self.waited += seconds
 
 
 class BankClient(Protocol):
@@ -169,6 +204,7 @@ class QPayClient:
         http: requests.Session | None = None,
         observer: Observer | None = None,
         pool_size: int = DEFAULT_POOL_SIZE,
+        budget: Budget | None = None,
     ) -> None:
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
             raise ValueError("pool_size must be a whole number of connections, at least 1")
@@ -189,12 +225,16 @@ class QPayClient:
         self._base = (
             settings.api_base_url if settings.api_base_url.endswith("/") else settings.api_base_url + "/"
         )
-        self._timeout = (settings.connect_timeout, settings.read_timeout)
+        self._connect_timeout = settings.connect_timeout
+        self._read_timeout = settings.read_timeout
+        # One call (Nonce + Order) gets this long in all, however the bank drips its bytes.
+        self._call_timeout = settings.connect_timeout + settings.read_timeout
         self._observer = observer
         self._resend_with_other = True
         # Which refusal memory this client shares: its shop and exact key sets (a new deploy's other
         # configuration starts afresh).
         self._refusal_key = (self._shop_no, *(key_fingerprint(h, k) for _, h, k in self._key_sets))
+        self._budget = budget
         self._owns_http = http is None
         self._http = http if http is not None else self._new_session(pool_size)
 
@@ -228,7 +268,7 @@ class QPayClient:
 
     def nonce(self) -> str:
         """A bare Nonce call (§2): the cheapest question the bank answers for this shop's X-KeyID."""
-        return self._nonce("Nonce", [None], None, self._key_sets[0][2])
+        return self._nonce("Nonce", [None], None, self._key_sets[0][2], _Deadline(self._call_timeout))
 
     def close(self) -> None:
         """Release pooled connections (only of a session this client created itself)."""
@@ -389,9 +429,10 @@ class QPayClient:
         key_set: list[str] = [""]
         error: QPayError | None = None
         signers = self._signers()
+        deadline = _Deadline(self._call_timeout)
         try:
             try:
-                reply = self._exchange(service, message, status, token, signers[0])
+                reply = self._exchange(service, message, status, token, signers[0], deadline)
                 inner = self._open(service, reply, key_set)
             except EnvelopeRefused:
                 if len(signers) < 2:
@@ -401,14 +442,24 @@ class QPayClient:
                 log.warning("shop %s: the bank refused the %s key set on %s; sending with the %s set",
                             self._shop_no, signers[0][0], service, signers[1][0],
                             extra={"shop_no": self._shop_no, "key_set": signers[1][0]})
-                reply = self._exchange(service, message, status, token, signers[1])
+                reply = self._exchange(service, message, status, token, signers[1], deadline)
                 inner = self._open(service, reply, key_set)
                 # The bank took the other set: sign with it first from now on (in this process), so a
                 # bank that switched at once refuses one request per process, not every one.
                 _REFUSED[self._refusal_key] = signers[0][0]
-            return parse(inner)
+            try:
+                return parse(inner)
+            except QPayError:
+                raise
+            except Exception as exc:  # RecursionError, TypeError...: a parser's surprise is a bad reply
+                raise MalformedReply(
+                    f"{service}: reply content does not parse ({type(exc).__name__})", service=service
+                ) from None
         except QPayError as exc:
             error = exc
+            raise
+        except Exception as exc:  # never recorded as ok; the caller sees the bug itself
+            error = MalformedReply(f"{service}: call failed ({type(exc).__name__})", service=service)
             raise
         finally:
             self._emit(
@@ -416,7 +467,7 @@ class QPayClient:
                     api_service=service,
                     key=key,
                     started_at=started_at,
-                    duration_ms=int((time.monotonic() - t0) * 1000),
+                    duration_ms=int(max(0.0, time.monotonic() - t0 - deadline.waited) * 1000),
                     http_status=status[0],
                     outcome="ok" if error is None else _outcome_of(error),
                     error=None if error is None else str(error),
@@ -468,13 +519,14 @@ class QPayClient:
         status: list[int | None],
         token: str | None,
         signer: tuple[KeySetName, Secret, Secret],
-    ) -> Any:
+        deadline: _Deadline,
+    ) -> dict[str, Any]:
         """Nonce, then the sealed Order request, both under `signer`'s X-KeyID; the raw reply."""
         _, hash_id_, key_id = signer
-        nonce = self._nonce(service, status, token, key_id)
+        nonce = self._nonce(service, status, token, key_id, deadline)
         body = envelope.seal_request(service, message, shop_no=self._shop_no, nonce=nonce,
                                      hash_id=hash_id_.reveal())
-        return self._post(service, "Order", body, status, token, key_id)
+        return self._post(service, "Order", body, status, token, key_id, deadline)
 
     def _emit(self, record: BankCallRecord) -> None:
         if self._observer is None:
@@ -484,10 +536,12 @@ class QPayClient:
         except Exception:  # the observer is bookkeeping; it must never break a bank call
             log.warning("bank call observer failed for %s", record.api_service, exc_info=True)
 
-    def _nonce(self, service: str, status: list[int | None], token: str | None, key_id: Secret) -> str:
-        reply = self._post(service, "Nonce", {"ShopNo": self._shop_no}, status, token, key_id)
-        nonce = reply.get("Nonce") if isinstance(reply, dict) else None
-        if isinstance(reply, dict) and nonce is None and ("Status" in reply or "Description" in reply):
+    def _nonce(
+        self, service: str, status: list[int | None], token: str | None, key_id: Secret, deadline: _Deadline
+    ) -> str:
+        reply = self._post(service, "Nonce", {"ShopNo": self._shop_no}, status, token, key_id, deadline)
+        nonce = reply.get("Nonce")
+        if nonce is None and ("Status" in reply or "Description" in reply):
             description = _CONTROL.sub(" ", str(reply.get("Description")))[:80]
             raise EnvelopeRefused(f"{service}: Nonce refused with an unsigned error "
                                   f"(Description={description})", service=service)
@@ -503,22 +557,41 @@ class QPayClient:
         status: list[int | None],
         token: str | None,
         key_id: Secret,
-    ) -> Any:
+        deadline: _Deadline,
+    ) -> dict[str, Any]:
+        """One HTTP request; returns a JSON object that at least looks like a QPay answer.
+
+        Anything that is not one (any status but 200, an HTML page, an empty, cut or oversized body,
+        JSON without a single envelope field) is a transport failure: what a bank in maintenance or
+        a broken connection produces, retried like an outage and never called untrusted.
+        """
         what = f"{service}: {endpoint}"
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         headers = {
             "Content-Type": "application/json; charset=utf-8",
             "Accept": "application/json",
+            "Accept-Encoding": "identity",  # the 1 MiB cap counts what we hold, not what was sent
             "X-KeyID": key_id.reveal(),
         }
+        if self._budget is not None:
+            deadline.extend(self._budget.acquire())
+        remaining = deadline.remaining()
+        if remaining <= 0:
+            raise BankTimeout(f"{what}: the call's deadline passed before sending", service=service)
         try:
             response = self._http.post(
                 self._base + endpoint,
                 data=data,
                 headers=headers,
-                timeout=self._timeout,
+                timeout=(min(self._connect_timeout, remaining), min(self._read_timeout, remaining)),
                 allow_redirects=False,
+                stream=True,
             )
+            try:
+                status[0] = response.status_code
+                content = self._read(response, deadline, self._read_timeout, what, service)
+            finally:
+                response.close()
         except requests.Timeout as exc:
             raise BankTimeout(f"{what} timed out ({type(exc).__name__})", service=service) from None
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
@@ -527,25 +600,54 @@ class QPayClient:
             ) from None
         except requests.RequestException as exc:
             raise MalformedReply(f"{what} failed ({type(exc).__name__})", service=service) from None
-        status[0] = response.status_code
+        except (OSError, urllib3.exceptions.HTTPError) as exc:  # a socket error met while streaming
+            raise BankConnectionError(
+                f"{what} connection failed ({type(exc).__name__})", service=service
+            ) from None
         code = response.status_code
-        if code >= 500 or code == 429:
+        if code != 200:
             raise BankHTTPError(
-                f"{what} answered HTTP {code}: {self._snippet(response.content, token)}",
-                service=service,
-                status=code,
-            )
-        if not 200 <= code < 300:
-            raise MalformedReply(
-                f"{what} answered unexpected HTTP {code}: {self._snippet(response.content, token)}",
-                service=service,
+                f"{what} answered HTTP {code}: {self._snippet(content, token)}", service=service, status=code
             )
         try:
-            return json.loads(response.content.decode("utf-8-sig"))
-        except (UnicodeDecodeError, ValueError):
-            raise MalformedReply(
-                f"{what} reply is not JSON: {self._snippet(response.content, token)}", service=service
+            reply = json.loads(content.decode("utf-8-sig"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise NotAnEnvelope(
+                f"{what} reply is not JSON: {self._snippet(content, token)}", service=service
             ) from None
+        if not isinstance(reply, dict) or not _ENVELOPE_KEYS.intersection(reply):
+            raise NotAnEnvelope(
+                f"{what} reply is no QPay answer: {self._snippet(content, token)}", service=service
+            )
+        return reply
+
+    @staticmethod
+    def _read(
+        response: requests.Response, deadline: _Deadline, read_timeout: float, what: str, service: str
+    ) -> bytes:
+        """The body, at most MAX_REPLY_BYTES, within the call's deadline (checked between reads, and
+        each read waits no longer than what is left of it)."""
+        raw = response.raw
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            remaining = deadline.remaining()
+            if remaining <= 0:
+                raise BankTimeout(f"{what}: reply not complete within the call's deadline", service=service)
+            sock = getattr(getattr(raw, "connection", None), "sock", None)
+            if sock is not None:
+                sock.settimeout(min(read_timeout, remaining))
+            try:
+                chunk = raw.read1(_CHUNK)
+            except (TimeoutError, urllib3.exceptions.ReadTimeoutError):
+                raise BankTimeout(f"{what}: reply not complete within the call's deadline",
+                                  service=service) from None
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > MAX_REPLY_BYTES:
+                raise NotAnEnvelope(f"{what}: reply larger than {MAX_REPLY_BYTES} bytes", service=service)
+            chunks.append(chunk)
 
     def _snippet(self, content: bytes, token: str | None) -> str:
         """A short, printable, secret-free excerpt of an untrusted body for the error text."""

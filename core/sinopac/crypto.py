@@ -118,7 +118,7 @@ def decrypt_message(message_hex: str, hash_id: str, nonce: str) -> dict[str, Any
     try:
         plaintext = unpad(_cipher(hash_id, nonce).decrypt(data), AES.block_size)
         obj = json.loads(plaintext.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         raise CryptoError("Message does not decrypt to JSON (wrong key or nonce?)") from None
     if not isinstance(obj, dict):
         raise CryptoError("Message does not decrypt to a JSON object")

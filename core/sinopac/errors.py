@@ -4,9 +4,12 @@
     ├── BankTransportError        retryable: the request may not have been processed
     │   ├── BankTimeout           connect or read timeout
     │   ├── BankConnectionError   refused, reset, DNS
-    │   └── BankHTTPError         HTTP 5xx or 429 (other statuses are protocol errors)
-    ├── BankProtocolError         NOT retryable, security-relevant: the reply cannot be trusted
-    │   ├── MalformedReply        non-JSON body, missing envelope fields, unexpected HTTP status
+    │   ├── BankHTTPError         any HTTP status other than 200 (5xx, 429, a 403 from a proxy...)
+    │   └── NotAnEnvelope         HTTP 200 whose body is no QPay answer at all: an HTML maintenance
+    │                             page, empty, cut short, not JSON, over 1 MiB, no envelope field
+    ├── BankProtocolError         NOT retryable, security-relevant: a QPay envelope that cannot be trusted
+    │   ├── MalformedReply        envelope fields missing or unusable, unsigned envelope-level error,
+    │   │                         a verified message whose content does not parse
     │   │   └── EnvelopeRefused   an unsigned envelope-level Status F (bad Sign, wrong X-KeyID, ...)
     │   ├── UndecryptableReply    Message does not decrypt with our HashID and the reply's nonce
     │   └── SignatureMismatch     the reply's Sign does not verify
@@ -44,6 +47,11 @@ class BankHTTPError(BankTransportError):
     def __init__(self, message: str, *, service: str = "", status: int = 0) -> None:
         super().__init__(message, service=service)
         self.status = status
+
+
+class NotAnEnvelope(BankTransportError):
+    """The answer is not a QPay envelope at all: a maintenance page or a broken connection, not a
+    forgery. Retried like an outage; only a well-formed envelope that fails its checks is untrusted."""
 
 
 class BankProtocolError(QPayError):

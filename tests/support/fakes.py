@@ -1,7 +1,9 @@
 """A scripted stand-in for the bank (the BankClient protocol), for everyone's unit tests.
 
 Script replies per PayToken / OrderNo; an Exception in a script is raised instead of returned. The
-last scripted reply repeats, so "the bank keeps saying X" needs one line. Builders (`paid_reply`,
+last scripted reply repeats, so "the bank keeps saying X" needs one line. The bank is consistent with
+itself: a paid OrderPayQuery result it gave makes an unscripted OrderQuery for that order report it
+paid (the confirmation resolution asks for). Builders (`paid_reply`,
 `query_row`, ...) make well-formed typed results with real-looking values. Thread-safe; `gate` (a
 threading.Barrier) makes concurrent callers meet inside the call, to test races without sleeping.
 """
@@ -117,6 +119,7 @@ class FakeBankClient:
         self._pay: dict[str, list[Reply]] = defaultdict(list)
         self._query: dict[str | None, list[Reply]] = defaultdict(list)
         self._create: list[Reply] = []
+        self._paid: dict[str, OrderQueryRow] = {}  # what this bank's pay results said was paid
         self._ts = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -176,13 +179,19 @@ class FakeBankClient:
         with self._lock:
             self.order_queries.append(dict(order_no=order_no, pay_type=pay_type, pay_from=pay_from,
                                            pay_to=pay_to, pay_flag=pay_flag))
-            reply = self._next(self._query[order_no], query_result())
+            paid = self._paid.get(order_no or "")
+            default = query_result(paid) if paid is not None else query_result()
+            reply = self._next(self._query[order_no], default)
         return self._answer("OrderQuery", order_no or "window", reply)
 
     def pay_query(self, pay_token: str) -> PayQueryResult:
         with self._lock:
             self.pay_queries.append(pay_token)
             reply = self._next(self._pay[pay_token], rejection())
+            ts = reply.result if isinstance(reply, PayQueryResult) else None
+            if ts is not None and ts.status == "S":
+                self._paid[ts.order_no] = query_row(order_no=ts.order_no, amount=ts.amount, ts_no=ts.ts_no,
+                                                    pay_type=ts.pay_type, pay_status=f"1{ts.pay_type}400")
         if self.gate is not None:
             self.gate.wait(timeout=30)
         return self._answer("OrderPayQuery", pay_token[:8] + "…", reply)

@@ -223,7 +223,8 @@ def test_replay_with_the_broker_down_keeps_the_token_and_exits_1(
     token = _token(settings, TOKEN)
     assert token is not None
     assert token.state == "received"
-    assert token.last_enqueued_at is None
+    # stamped by the receipt like any: the sweep sends it again SWEEP_GRACE later
+    assert token.last_enqueued_at == token.last_received_at
 
 
 def test_replay_now_resolves_inline_and_a_second_replay_does_nothing(
@@ -344,6 +345,32 @@ def test_replay_untrusted_enqueues_every_untrusted_token_and_only_those(
     assert [t.state for t in parked if t] == ["received", "received"]
     assert broker.sent == [t.id for t in parked if t]
     assert "no untrusted pay tokens" in cli.invoke(args=["tokens", "replay", "--untrusted"]).output
+
+
+def test_a_dead_token_is_listed_by_stuck_and_replay_dead_revives_it_with_attempts_reset(
+    cli: FlaskCliRunner, bank: FakeBankClient, broker: FakeEnqueuer, settings: Settings
+) -> None:
+    # given a token that failed every allowed resolution
+    bank.script_pay(TOKEN, BankTimeout("OrderPayQuery: read timed out", service="OrderPayQuery"))
+    cli.invoke(args=["tokens", "replay", TOKEN, "--now"])
+    with transaction(settings.database_url) as s:
+        s.execute(update(PayToken).where(PayToken.pay_token == TOKEN)
+                  .values(state="dead", attempts=settings.max_attempts))
+
+    # when the operator looks for stuck work, then it is listed as dead with its error
+    stuck = cli.invoke(args=["orders", "stuck", "--older-than", "1h"])
+    assert "dead pay tokens (failed every allowed resolution; not retried until replayed): 1" in stuck.output
+    assert "BankTimeout" in stuck.output
+    assert "tokens replay --dead" in stuck.output
+
+    # and when it is replayed, it is received again, attempts reset, and enqueued
+    result = cli.invoke(args=["tokens", "replay", "--dead"])
+    assert result.exit_code == 0, result.output
+    assert "dead tokens sent again: 1 of 1" in result.output
+    token = _token(settings, TOKEN)
+    assert token is not None
+    assert (token.state, token.attempts) == ("received", 0)
+    assert broker.sent == [token.id]
 
 
 @pytest.mark.parametrize("args", [["tokens", "replay"], ["tokens", "replay", TOKEN, "--untrusted"]])

@@ -17,7 +17,7 @@ from core.sinopac.errors import (
     BankHTTPError,
     BankRejection,
     BankTimeout,
-    MalformedReply,
+    NotAnEnvelope,
     QPayError,
     SignatureMismatch,
 )
@@ -98,18 +98,44 @@ def test_a_short_hang_ends_with_a_closed_connection(client: QPayClient, sandbox:
         client.query_orders(pay_flag="Y")
 
 
-def test_a_malformed_body_is_a_protocol_error(client: QPayClient, sandbox: Sandbox) -> None:
+def test_a_body_cut_in_half_is_not_an_envelope_so_a_transport_failure(
+    client: QPayClient, sandbox: Sandbox
+) -> None:
     sandbox.faults(malformed_rate=1, services=["OrderPayQuery"])
 
-    with pytest.raises(MalformedReply):
+    with pytest.raises(NotAnEnvelope) as caught:
+        client.pay_query("a" * 64)
+    assert caught.value.retryable is True
+
+
+def test_a_nonce_reply_cut_in_half_is_a_transport_failure(client: QPayClient, sandbox: Sandbox) -> None:
+    sandbox.faults(malformed_rate=1, services=["Nonce"])
+
+    with pytest.raises(NotAnEnvelope):
+        client.query_orders(pay_flag="Y")
+
+
+def test_a_maintenance_page_is_a_transport_failure(client: QPayClient, sandbox: Sandbox) -> None:
+    sandbox.faults(html_rate=1, services=["OrderPayQuery"])
+
+    with pytest.raises(NotAnEnvelope, match="not JSON: '<!DOCTYPE html>"):
         client.pay_query("a" * 64)
 
 
-def test_a_malformed_nonce_reply_is_a_protocol_error(client: QPayClient, sandbox: Sandbox) -> None:
-    sandbox.faults(malformed_rate=1, services=["Nonce"])
+def test_a_misdirected_pay_reply_is_signed_and_names_the_other_order(
+    client: QPayClient, sandbox: Sandbox
+) -> None:
+    create_atm(client, "MIS-A9")
+    create_atm(client, "MIS-B9")
+    token = sandbox.pay("MIS-A9")["PayToken"]
+    sandbox.faults(misdirect_order_no="MIS-B9")
 
-    with pytest.raises(MalformedReply):
-        client.query_orders(pay_flag="Y")
+    result = client.pay_query(token)  # verifies: the Sign does not cover TSResultContent
+
+    assert result.result is not None
+    assert (result.result.order_no, result.result.status) == ("MIS-B9", "S")
+    (row,) = client.query_orders(order_no="MIS-B9").orders
+    assert row.pay_status == "1A200"  # the bank's own OrderQuery still says unpaid
 
 
 def test_a_wrong_sign_is_detected_by_the_client(client: QPayClient, sandbox: Sandbox) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
@@ -12,17 +14,19 @@ from sqlalchemy.orm import Session
 from core.models import BankCall, Order, PayToken
 from core.services.bank_calls import recorder
 from core.services.callbacks import record_callback
+from core.services.due import due_tokens
 from core.services.orders import order_history
-from core.services.resolution import reopen_untrusted, resolve_token
+from core.services.resolution import record_failed_attempt, reopen_untrusted, resolve_token
 from core.settings import Settings
 from core.sinopac.errors import (
     BankHTTPError,
     BankTimeout,
     MalformedReply,
+    NotAnEnvelope,
     SignatureMismatch,
     UndecryptableReply,
 )
-from tests.support.fakes import FakeBankClient, pay_result, rejection
+from tests.support.fakes import FakeBankClient, pay_result, query_result, query_row, rejection
 
 from .conftest import NOW
 
@@ -171,7 +175,7 @@ def test_an_untrusted_token_is_not_resolved_again_until_reopened(
     assert (out.kind, order.status) == ("settled", "paid")
     tok = session.get_one(PayToken, token_id)
     session.refresh(tok)
-    assert (tok.state, tok.attempts, tok.last_error) == ("resolved", 2, None)
+    assert (tok.state, tok.attempts, tok.last_error) == ("resolved", 1, None)  # the replay reset attempts
 
 
 def test_only_an_untrusted_token_can_be_reopened(
@@ -228,7 +232,7 @@ def test_every_bank_call_is_recorded_with_service_duration_and_outcome(
 
     calls = session.scalars(select(BankCall).order_by(BankCall.id)).all()
     assert [(c.api_service, c.outcome, c.duration_ms) for c in calls] == [
-        ("OrderPayQuery", "transport_error", 3), ("OrderPayQuery", "ok", 3)
+        ("OrderPayQuery", "transport_error", 3), ("OrderPayQuery", "ok", 3), ("OrderQuery", "ok", 3)
     ]
     assert calls[0].key == TOKEN[:8] + "…"
     assert calls[0].error == "read timeout"
@@ -239,3 +243,97 @@ def test_an_unknown_token_id_is_a_noop(session: Session, bank: FakeBankClient, s
 
     assert (out.kind, out.error) == ("noop", "no such token")
     assert bank.pay_queries == []
+
+
+def test_a_maintenance_page_is_transient_never_untrusted(
+    session: Session, bank: FakeBankClient, settings: Settings, new_order: Callable[..., Order]
+) -> None:
+    order = new_order()
+    token_id = _token(session)
+    bank.script_pay(TOKEN, NotAnEnvelope("OrderPayQuery: Order reply is not JSON: '<!DOCTYPE html>...'"))
+
+    out = resolve_token(session, bank, settings, token_id, now=NOW)
+
+    assert out.kind == "transient"
+    tok = session.get_one(PayToken, token_id)
+    session.refresh(tok)
+    assert (tok.state, order.status) == ("received", "pending")
+
+
+def test_a_signed_reply_naming_another_order_paid_is_confirmed_before_paying(
+    session: Session, bank: FakeBankClient, settings: Settings, new_order: Callable[..., Order]
+) -> None:
+    # given two open orders, and an OrderPayQuery reply for A's token that says B was paid
+    new_order(order_no="A001")
+    other = new_order(order_no="B002")
+    token_id = _token(session)
+    bank.script_pay(TOKEN, _paid(other))
+    # while the bank's own OrderQuery still reports B unpaid
+    bank.script_query("B002", query_result(query_row(order_no="B002", amount=other.amount,
+                                                     ts_no=other.ts_no or "", pay_status="1A200")))
+
+    out = resolve_token(session, bank, settings, token_id, now=NOW)
+
+    # then B is not paid: it waits for an operator, with the disagreement as the reason
+    assert (out.kind, other.status) == ("review", "needs_review")
+    assert "not confirmed" in (other.status_reason or "")
+    assert bank.order_queries[-1]["order_no"] == "B002"
+
+
+def test_an_unavailable_confirmation_is_transient_and_pays_nothing(
+    session: Session, bank: FakeBankClient, settings: Settings, new_order: Callable[..., Order]
+) -> None:
+    order = new_order()
+    token_id = _token(session)
+    bank.script_pay(TOKEN, _paid(order))
+    bank.script_query(order.order_no, BankTimeout("OrderQuery: read timeout"))
+
+    out = resolve_token(session, bank, settings, token_id, now=NOW)
+
+    assert (out.kind, order.status) == ("transient", "pending")
+    assert session.get_one(PayToken, token_id).state == "received"
+
+
+def test_confirmation_can_be_switched_off(
+    session: Session, bank: FakeBankClient, settings: Settings, new_order: Callable[..., Order]
+) -> None:
+    order = new_order()
+    token_id = _token(session)
+    bank.script_pay(TOKEN, _paid(order))
+
+    out = resolve_token(session, bank, replace(settings, confirm_payments=False), token_id, now=NOW)
+
+    assert (out.kind, order.status, bank.order_queries) == ("settled", "paid", [])
+
+
+def test_a_token_failing_max_attempts_times_is_dead_with_one_alert_and_replay_revives_it(
+    session: Session, bank: FakeBankClient, settings: Settings, new_order: Callable[..., Order]
+) -> None:
+    # given a bank that keeps failing, and a bound of 3 attempts
+    order = new_order()
+    token_id = _token(session)
+    bank.script_pay(TOKEN, BankHTTPError("OrderPayQuery: HTTP 503", status=503))
+    limited = replace(settings, max_attempts=3)
+
+    kinds = [resolve_token(session, bank, limited, token_id, now=NOW).kind for _ in range(5)]
+
+    # then the third failure kills it, once, and nothing asks the bank about it again
+    assert kinds == ["transient", "transient", "dead", "noop", "noop"]
+    assert len(bank.pay_queries) == 3
+    assert session.scalar(select(PayToken.state).where(PayToken.id == token_id)) == "dead"
+    assert due_tokens(session, now=NOW + timedelta(days=1), grace=0, limit=10) == []
+
+    # and an operator's replay brings it back with its attempts reset
+    assert reopen_untrusted(session, token_id) is True
+    bank._pay[TOKEN] = [_paid(order)]
+    assert resolve_token(session, bank, limited, token_id, now=NOW).kind == "settled"
+
+
+def test_unexpected_failures_count_too(session: Session, settings: Settings) -> None:
+    token_id = _token(session)
+    limited = replace(settings, max_attempts=2)
+
+    died = [record_failed_attempt(session, limited, token_id, "KeyError: 'x'") for _ in range(3)]
+
+    assert died == [False, True, False]
+    assert session.scalar(select(PayToken.state).where(PayToken.id == token_id)) == "dead"

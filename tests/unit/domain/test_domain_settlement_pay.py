@@ -12,10 +12,10 @@ from sqlalchemy.orm import Session
 
 from core.models import Order
 from core.services.orders import order_history
-from core.services.settlement import settle_from_pay_result, transition
+from core.services.settlement import Confirmation, settle_from_pay_result, transition
 from core.settings import Settings
 from core.sinopac.types import PayQueryResult
-from tests.support.fakes import pay_result
+from tests.support.fakes import pay_result, query_row
 
 from .conftest import NOW
 
@@ -140,15 +140,66 @@ def test_settling_a_paid_order_again_is_a_noop(
     assert len(order_history(session, order.order_no)) == 2
 
 
-def test_a_payment_for_an_expired_order_is_a_loud_conflict_not_a_change(
-    session: Session, settings: Settings, new_order: Callable[..., Order], caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(("closed", "reason"), [("expired", "paid after expiry"),
+                                                 ("failed", "paid after failure")])
+def test_a_verified_payment_for_a_closed_order_goes_to_review_with_the_reason(
+    session: Session, settings: Settings, new_order: Callable[..., Order], caplog: pytest.LogCaptureFixture,
+    closed: str, reason: str,
+) -> None:
+    # given an order we closed (an ATM transfer posted after our expiry, a card retried after a decline)
+    order = new_order(pay_type="C" if closed == "failed" else "A", order_no="C001")
+    transition(session, order.order_no, closed, source="sweep", now=NOW)
+
+    # when the bank's verified word says it was paid
+    with caplog.at_level(logging.ERROR):
+        out = settle_from_pay_result(session, settings, _paid(order, pay_type=order.pay_type),
+                                     source="backend", pay_token=TOKEN, now=NOW)
+
+    # then the money is not dropped: the order needs review, with the reason
+    assert (out.kind, out.changed, order.status) == ("review", True, "needs_review")
+    assert order.status_reason == reason
+    assert any(r.levelno == logging.ERROR and reason in r.getMessage() for r in caplog.records)
+
+
+def test_a_decline_for_an_expired_order_changes_nothing(
+    session: Session, settings: Settings, new_order: Callable[..., Order]
+) -> None:
+    order = new_order(pay_type="C", order_no="C001")
+    transition(session, order.order_no, "expired", source="sweep", now=NOW)
+    declined = _paid(order, pay_type="C", inner_status="F")
+    out = settle_from_pay_result(session, settings, declined, source="backend", pay_token=TOKEN, now=NOW)
+    assert (out.changed, order.status) == (False, "expired")
+
+
+def test_a_paid_result_the_order_query_confirms_pays(
+    session: Session, settings: Settings, new_order: Callable[..., Order]
 ) -> None:
     order = new_order()
-    transition(session, order.order_no, "expired", source="sweep", now=NOW)
+    row = query_row(order_no=order.order_no, ts_no=order.ts_no or "", amount=order.amount, pay_status="1A400")
+    out = settle_from_pay_result(session, settings, _paid(order), source="backend", pay_token=TOKEN, now=NOW,
+                                 confirmation=Confirmation(row))
+    assert (out.kind, order.status) == ("paid", "paid")
 
-    with caplog.at_level(logging.ERROR):
-        out = settle_from_pay_result(session, settings, _paid(order), source="backend", pay_token=TOKEN,
-                                     now=NOW)
 
-    assert (out.kind, out.changed, order.status) == ("conflict", False, "expired")
-    assert any(r.levelno == logging.ERROR and "expired" in r.getMessage() for r in caplog.records)
+@pytest.mark.parametrize(("change", "said"), [
+    ({"pay_status": "1A200"}, "PayStatus 1A200, not paid"),
+    ({"ts_no": "OTHER0001"}, "TSNo OTHER0001 differs"),
+    ({"amount": 1}, "amount 1 differs"),
+    (None, "does not list the order"),
+])
+def test_a_paid_result_the_order_query_contradicts_goes_to_review(
+    session: Session, settings: Settings, new_order: Callable[..., Order], change: dict[str, object] | None,
+    said: str,
+) -> None:
+    # given a signed OrderPayQuery reply naming an order paid, and the bank's own OrderQuery disagreeing
+    order = new_order()
+    fields: dict[str, object] = dict(order_no=order.order_no, ts_no=order.ts_no or "", amount=order.amount,
+                                     pay_status="1A400")
+    row = None if change is None else query_row(**{**fields, **change})  # type: ignore[arg-type]
+
+    out = settle_from_pay_result(session, settings, _paid(order), source="backend", pay_token=TOKEN, now=NOW,
+                                 confirmation=Confirmation(row))
+
+    # then the order is not paid: it waits for an operator, with what disagreed
+    assert (out.kind, order.status) == ("review", "needs_review")
+    assert said in (order.status_reason or "")

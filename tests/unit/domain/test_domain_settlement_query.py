@@ -185,7 +185,7 @@ def test_a_late_card_capture_reported_paid_settles_paid_even_past_expiry(
     assert (out.kind, order.status) == ("paid", "paid")
 
 
-def test_a_card_capture_after_the_order_expired_changes_nothing_and_is_a_conflict(
+def test_a_card_capture_after_the_order_expired_goes_to_review_paid_after_expiry(
     session: Session, settings: Settings, new_order: Callable[..., Order], caplog: pytest.LogCaptureFixture
 ) -> None:
     # given a card order already expired on the bank's unpaid word
@@ -197,8 +197,8 @@ def test_a_card_capture_after_the_order_expired_changes_nothing_and_is_a_conflic
         out = settle_from_query_row(session, settings, _row(order, pay_status="1C400"), source="sweep",
                                     now=CARD_DEADLINE + timedelta(hours=1))
 
-    # then the final state holds and the contradiction is logged loudly for an operator
-    assert (out.kind, order.status) == ("conflict", "expired")
+    # then the money is not dropped: the order waits for an operator, logged loudly
+    assert (out.kind, order.status, order.status_reason) == ("review", "needs_review", "paid after expiry")
     assert any("C001" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from core.sinopac import crypto
-from core.sinopac.client import QPayClient
+from core.sinopac.client import MAX_REPLY_BYTES, QPayClient
 from core.sinopac.errors import (
     BankConnectionError,
     BankHTTPError,
@@ -21,6 +21,7 @@ from core.sinopac.errors import (
     BankTimeout,
     BankTransportError,
     MalformedReply,
+    NotAnEnvelope,
     QPayError,
     SignatureMismatch,
     UndecryptableReply,
@@ -48,6 +49,22 @@ def _sealed_with(**changes: Any) -> Behaviour:
         return bank.sealed(service, {**bank.default_inner(service, request), **changes})
 
     return behaviour
+
+
+def _truncated(bank: StubBank, service: str, request: dict[str, Any]) -> Reply:
+    reply = bank.sealed(service, bank.default_inner(service, request))
+    return Reply(200, reply.body[: len(reply.body) // 2])
+
+
+def _deeply_nested_message(bank: StubBank, service: str, request: dict[str, Any]) -> Reply:
+    # A well-formed envelope whose encrypted message nests past the JSON parser's recursion limit.
+    from Crypto.Util.Padding import pad
+
+    nonce = new_nonce()
+    plaintext = b'{"Status":"S","Deep":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    message = crypto._cipher(HASH_ID, nonce).encrypt(pad(plaintext, 16)).hex().upper()
+    return json_reply({"Version": "1.0.0", "APIService": service, "Nonce": nonce, "Sign": "AB",
+                       "Message": message})
 
 
 def _leaky_500(bank: StubBank, service: str, request: dict[str, Any]) -> Reply:
@@ -101,33 +118,54 @@ CASES = {
         "transport_error",
         "HTTP 429",
     ),
+    # Anything that is not a QPay envelope at all is what a bank in maintenance or a broken connection
+    # produces: a transport failure, retried, never "untrusted" (issue 13, item 1).
     "HTTP 403": Case(
         lambda b, s, r: Reply(403, b"KeyID expired", "text/plain"),
-        MalformedReply,
-        False,
-        "protocol_error",
-        "unexpected HTTP 403",
+        BankHTTPError,
+        True,
+        "transport_error",
+        "HTTP 403",
     ),
     "HTTP 404": Case(
-        lambda b, s, r: Reply(404, b"", "text/plain"),
-        MalformedReply,
-        False,
-        "protocol_error",
-        "unexpected HTTP 404",
+        lambda b, s, r: Reply(404, b"", "text/plain"), BankHTTPError, True, "transport_error", "HTTP 404"
+    ),
+    "HTTP 204": Case(
+        lambda b, s, r: Reply(204, b"", "text/plain"), BankHTTPError, True, "transport_error", "HTTP 204"
     ),
     "garbage body": Case(
         lambda b, s, r: Reply(200, b"<html>\x00oops</html>", "text/html"),
-        MalformedReply,
-        False,
-        "protocol_error",
+        NotAnEnvelope,
+        True,
+        "transport_error",
         "not JSON",
     ),
+    "HTML maintenance page": Case(
+        lambda b, s, r: Reply(200, b"<!DOCTYPE html><html><body>maintenance</body></html>", "text/html"),
+        NotAnEnvelope,
+        True,
+        "transport_error",
+        "not JSON",
+    ),
+    "empty body": Case(lambda b, s, r: Reply(200, b""), NotAnEnvelope, True, "transport_error", "not JSON"),
+    "envelope cut short": Case(_truncated, NotAnEnvelope, True, "transport_error", "not JSON"),
     "JSON that is not an object": Case(
-        lambda b, s, r: json_reply(["Status", "S"]),
-        MalformedReply,
-        False,
-        "protocol_error",
-        "not a JSON object",
+        lambda b, s, r: json_reply(["Status", "S"]), NotAnEnvelope, True, "transport_error", "no QPay answer"
+    ),
+    "JSON without any envelope field": Case(
+        lambda b, s, r: json_reply({"error": "maintenance"}), NotAnEnvelope, True, "transport_error",
+        "no QPay answer",
+    ),
+    "JSON nested past the parser's recursion limit": Case(
+        lambda b, s, r: Reply(200, b"[" * 100_000 + b"]" * 100_000), NotAnEnvelope, True, "transport_error",
+        "not JSON",
+    ),
+    "reply over 1 MiB": Case(
+        lambda b, s, r: json_reply({"Message": "A" * (MAX_REPLY_BYTES + 10)}), NotAnEnvelope, True,
+        "transport_error", "larger than",
+    ),
+    "signed message nested past the recursion limit": Case(
+        _deeply_nested_message, UndecryptableReply, False, "protocol_error", "does not decrypt"
     ),
     "missing Message": Case(
         _envelope_without("Message"), MalformedReply, False, "protocol_error", "lacks Message"
@@ -258,7 +296,7 @@ def test_connection_refused_is_retryable(records: list[BankCallRecord]) -> None:
     ("nonce_reply", "error"),
     [
         (Reply(500, b"down", "text/plain"), BankHTTPError),
-        (Reply(200, b"not json", "text/plain"), MalformedReply),
+        (Reply(200, b"not json", "text/plain"), NotAnEnvelope),
         (json_reply({"Status": "F"}), MalformedReply),
         (json_reply({"Nonce": ""}), MalformedReply),
         (json_reply({"Nonce": "bad\nnonce"}), MalformedReply),
@@ -329,3 +367,82 @@ def test_signed_query_reply_with_a_bad_row_is_malformed(client: QPayClient, bank
 
 def _bind(bank: StubBank, behaviour: Behaviour) -> Callable[[str, dict[str, Any]], Reply]:
     return lambda service, request: behaviour(bank, service, request)
+
+
+def test_a_bank_dripping_its_reply_meets_one_total_deadline(records: list[BankCallRecord]) -> None:
+    # Given a bank that sends its headers, then one byte every 0.2 s: each read is well within the
+    # read timeout (0.5 s), so only a deadline for the whole call can stop it
+    import socketserver
+    import threading
+    import time
+
+    class Drip(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b""):
+                pass
+            body = b'{"Nonce":"' + b"N" * 60 + b'"}'
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             + f"Content-Length: {len(body)}\r\n\r\n".encode())
+            for byte in body:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.2)
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Drip)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        qpay = QPayClient(make_settings(f"http://127.0.0.1:{server.server_address[1]}/api/"),
+                          observer=records.append)
+        started = time.monotonic()
+        # When a call is made (connect 1 s + read 0.5 s: the call's whole deadline is 1.5 s)
+        with pytest.raises(BankTimeout, match="deadline"):
+            qpay.pay_query(TOKEN)
+        # Then it ends at the deadline, not after the 13 s the drip would take
+        assert time.monotonic() - started < 3.0
+        assert records[0].outcome == "transport_error"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_parser_surprise_is_a_malformed_reply_never_recorded_ok(
+    client: QPayClient, records: list[BankCallRecord], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a verified reply whose content makes the typed parser fail in a way nobody planned for
+    from core.sinopac import results
+
+    def explode(inner: dict[str, Any]) -> Any:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(results, "to_pay_query_result", explode)
+    # When it is opened, then it is a malformed reply, and the record says so
+    with pytest.raises(MalformedReply, match="does not parse"):
+        client.pay_query(TOKEN)
+    (record,) = records
+    assert record.outcome == "protocol_error"
+
+
+def test_every_request_waits_for_the_budget_and_the_wait_is_not_the_banks_time(
+    bank: StubBank, records: list[BankCallRecord]
+) -> None:
+    # Given a budget that makes every request wait 1 s (the call's own deadline is 1.5 s)
+    import time
+
+    class SlowBudget:
+        calls = 0
+
+        def acquire(self) -> float:
+            SlowBudget.calls += 1
+            time.sleep(1.0)
+            return 1.0
+
+    qpay = QPayClient(make_settings(bank.base_url), observer=records.append, budget=SlowBudget())
+    # When a call is made, then both its requests waited for a slot, and it still succeeds
+    qpay.pay_query(TOKEN)
+    assert SlowBudget.calls == 2
+    # And the record's duration is the bank's time, not the wait
+    (record,) = records
+    assert record.outcome == "ok"
+    assert record.duration_ms < 1000

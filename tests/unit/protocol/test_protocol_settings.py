@@ -105,7 +105,7 @@ def test_no_variables_at_all_defaults_to_the_local_sandbox() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", [REAL_BANK, "https://api.sinopac.com/funBIZ/QPay.WebAPI/api/", "http://10.0.0.5/api/"]
+    "url", [REAL_BANK, "https://api.sinopac.com/funBIZ/QPay.WebAPI/api/", "https://10.0.0.5/api/"]
 )
 def test_no_keys_and_a_remote_bank_is_an_error_never_sandbox_keys(url: str) -> None:
     with pytest.raises(SettingsError, match=r"^QPAY_SHOP_NO"):
@@ -187,3 +187,33 @@ def test_an_unset_or_empty_number_takes_the_default(read) -> None:
     assert read({}, "SOME_SECONDS", 3, 1) == 3
     assert read({"SOME_SECONDS": ""}, "SOME_SECONDS", 3, 1) == 3
     assert read({"SOME_SECONDS": "7"}, "SOME_SECONDS", 3, 1) == 7
+
+
+@pytest.mark.parametrize("url", ["http://apisbx.sinopac.com/funBIZ-Sbx/QPay.WebAPI/api/", "http://10.0.0.5/api/",
+                                 "http://127.example.com/api/", "ftp://127.0.0.1/api/"])
+def test_a_bank_url_that_is_not_https_stops_start_up_naming_the_variable(url: str) -> None:
+    with pytest.raises(SettingsError, match=r"^QPAY_API_BASE_URL must be https://"):
+        load_settings(_env(QPAY_API_BASE_URL=url))
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8100/api/", "http://localhost:8100/api/", "http://[::1]/api/"])
+def test_plain_http_is_allowed_only_for_loopback(url: str) -> None:
+    assert load_settings(_env(QPAY_API_BASE_URL=url)).api_base_url == url
+
+
+def test_plain_http_to_a_named_private_host_needs_it_listed() -> None:
+    env = _env(QPAY_API_BASE_URL="http://sandbox:8100/QPay.WebAPI/api/", QPAY_API_HTTP_HOSTS="sandbox")
+    assert load_settings(env).api_base_url.startswith("http://sandbox:8100")
+
+
+def test_trust_and_abuse_settings_have_their_defaults_and_name_bad_values() -> None:
+    settings = load_settings(_env())
+    assert settings.confirm_payments is True
+    assert (settings.bank_rate, settings.max_attempts, settings.callback_allow) == (10.0, 12, ())
+    assert not load_settings(_env(QPAY_CONFIRM_PAYMENTS="0")).confirm_payments
+    allow = load_settings(_env(QPAY_CALLBACK_ALLOW="203.0.113.0/24, 10.0.0.5")).callback_allow
+    assert [str(n) for n in allow] == ["203.0.113.0/24", "10.0.0.5/32"]
+    for name, bad in (("QPAY_CONFIRM_PAYMENTS", "maybe"), ("QPAY_BANK_RATE", "-1"),
+                      ("RESOLVE_MAX_ATTEMPTS", "0"), ("QPAY_CALLBACK_ALLOW", "10.0.0.0/33")):
+        with pytest.raises(SettingsError, match=rf"^{name}"):
+            load_settings(_env(**{name: bad}))

@@ -45,12 +45,12 @@ def test_valid_callback_is_acknowledged_stored_and_enqueued(client, db_url, enqu
 
 
 def test_freshly_enqueued_token_waits_the_sweep_grace(client, db_url, enqueuer):
-    # given a callback acknowledged and enqueued (one transaction: last_enqueued_at is the sweep's mark)
+    # given a callback acknowledged and enqueued (one transaction stamps it queued)
     post_json(client, {"ShopNo": SHOP, "PayToken": TOKEN})
     row = token_row(db_url, TOKEN)
     assert row is not None
     assert enqueuer.sent == [row.id]
-    assert row.last_enqueued_at is None
+    assert row.last_enqueued_at == row.last_received_at
     # when the sweep looks for stragglers, then it leaves the token alone until the grace has passed
     grace = timedelta(seconds=120)
     with transaction(db_url) as s:
@@ -60,15 +60,37 @@ def test_freshly_enqueued_token_waits_the_sweep_grace(client, db_url, enqueuer):
     assert late == [row.id]
 
 
-def test_duplicate_of_unresolved_token_is_acknowledged_and_enqueued_again(client, db_url, enqueuer):
+def test_a_receipt_of_an_already_queued_token_does_not_queue_it_again(client, db_url, enqueuer):
+    # given a token received and queued
     post_json(client, {"ShopNo": SHOP, "PayToken": TOKEN})
-    resp = post_json(client, {"ShopNo": SHOP, "PayToken": TOKEN})
-    assert resp.data == b'{"Status":"S"}'
+    # when it arrives again (the bank resends, the browser returns) while it is queued
+    for _ in range(3):
+        resp = post_json(client, {"ShopNo": SHOP, "PayToken": TOKEN})
+        assert resp.data == b'{"Status":"S"}'
+    # then it is counted and acknowledged, and queued once
     row = token_row(db_url, TOKEN)
     assert row is not None
-    assert row.receipts == 2
-    assert enqueuer.sent == [row.id, row.id]
+    assert row.receipts == 4
+    assert enqueuer.sent == [row.id]
     assert count_tokens(db_url) == 1
+    # and once the grace has passed since it was queued (the task was lost), a receipt queues it again
+    with transaction(db_url) as s:
+        s.execute(update(PayToken).values(last_enqueued_at=row.last_enqueued_at - timedelta(seconds=121)))
+    post_json(client, {"ShopNo": SHOP, "PayToken": TOKEN})
+    assert enqueuer.sent == [row.id, row.id]
+
+
+def test_a_receipt_whose_publish_failed_leaves_the_next_receipt_to_queue_the_token(client, db_url, enqueuer):
+    # given a first receipt while the broker was down
+    enqueuer.up = False
+    post_json(client, {"ShopNo": SHOP, "PayToken": TOKEN})
+    # when the bank resends it with the broker back
+    enqueuer.up = True
+    post_json(client, {"ShopNo": SHOP, "PayToken": TOKEN})
+    # then that resend queues it
+    row = token_row(db_url, TOKEN)
+    assert row is not None
+    assert enqueuer.sent == [row.id]
 
 
 def test_duplicate_of_resolved_token_is_acknowledged_but_not_enqueued(client, db_url, enqueuer):
@@ -87,7 +109,10 @@ def test_broker_down_still_acknowledges_and_leaves_token_for_the_sweep(client, d
     row = token_row(db_url, TOKEN)
     assert row is not None
     assert row.state == "received"
-    assert row.last_enqueued_at is None
+    assert row.last_enqueued_at is None  # not queued after all: the bank's resend will queue it
+    with transaction(db_url) as s:  # and the sweep re-sends it once the grace has passed
+        later = row.last_received_at + timedelta(seconds=120)
+        assert due_tokens(s, now=later, grace=120, limit=10) == [row.id]
 
 
 def test_database_unavailable_answers_503_never_s(app, db_url, enqueuer):

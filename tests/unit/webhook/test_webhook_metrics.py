@@ -78,7 +78,7 @@ def test_figures_count_the_pending_work_only(client, db_url):
         for i, status in enumerate(["pending", "pending", "needs_review", "paid", "paid", "expired"]):
             session.add(Order(shop_no=SHOP, order_no=f"O{i}", amount=100, pay_type="A", product_name="x",
                               status=status))
-        for i, state in enumerate(["received", "untrusted", "resolved", "resolved"]):
+        for i, state in enumerate(["received", "untrusted", "resolved", "resolved", "dead"]):
             session.add(PayToken(shop_no=SHOP, pay_token=f"T{i}", source="backend", state=state,
                                  first_received_at=now - timedelta(minutes=10 * (i + 1)),
                                  last_received_at=now))
@@ -90,8 +90,9 @@ def test_figures_count_the_pending_work_only(client, db_url):
     assert ("qpay_orders", (("status", "paid"),)) not in got
     assert got[("qpay_tokens", (("state", "received"),))] == 1
     assert got[("qpay_tokens", (("state", "untrusted"),))] == 1
-    # the untrusted token (first received 20 minutes ago) is the oldest unresolved one
-    assert 1199 <= got[("qpay_oldest_unresolved_token_age_seconds", ())] <= 1260
+    assert got[("qpay_tokens", (("state", "dead"),))] == 1
+    # the dead token (first received 50 minutes ago) is the oldest unresolved one
+    assert 2999 <= got[("qpay_oldest_unresolved_token_age_seconds", ())] <= 3060
     last = got[("qpay_sweep_last_success_timestamp_seconds", ())]
     assert abs(last - (now - timedelta(seconds=30)).timestamp()) < 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from sqlalchemy import update
 
 from core.db import transaction
@@ -123,11 +124,12 @@ def test_status_of_rejected_token_is_rejected(client, db_url):
     assert client.get(f"/qpay/tokens/{TOKEN}/status").get_json() == {"status": "rejected"}
 
 
-def test_status_of_untrusted_token_says_the_shop_reviews_it(client, db_url):
-    # Given a token whose bank reply failed verification (linked to no order)
+@pytest.mark.parametrize("parked", ["untrusted", "dead"])
+def test_status_of_a_parked_token_says_the_shop_reviews_it(client, db_url, parked):
+    # Given a token whose bank reply failed verification, or that failed every resolution (no order)
     client.post("/qpay/backend", json={"ShopNo": SHOP, "PayToken": TOKEN})
     with transaction(db_url) as s:
-        s.execute(update(PayToken).values(state="untrusted"))
+        s.execute(update(PayToken).values(state=parked))
     # Then the customer's page is told it is under review, not left "waiting for the bank"
     assert client.get(f"/qpay/tokens/{TOKEN}/status").get_json() == {"status": "needs_review"}
 

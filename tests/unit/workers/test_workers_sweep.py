@@ -7,7 +7,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 import core.services.sweep as sweep_module
-from core.models import OrderEvent, PayToken, SweepRun
+from core.models import Order, OrderEvent, PayToken, SweepRun
 from core.services.sweep import run_sweep
 from tests.unit.workers.conftest import NOW, FakeBank, add_order, add_token, row, status_of
 
@@ -179,3 +179,54 @@ def test_the_counts_are_recorded_as_a_sweep_run(uow, settings):
     assert counts.as_dict() == {"requeued": 1, "found": 1, "settled": 1, "expired": 0, "still_pending": 0,
                                 "errors": 0}
     assert run.finished_at is not None
+
+
+def test_bulk_sends_a_late_payment_for_an_expired_order_to_review(uow, settings, caplog):
+    # given an order we expired, paid at the bank afterwards (an ATM transfer posted late)
+    add_order(uow, "LATE1", status="expired")
+    # when the bulk step finds it paid
+    with caplog.at_level("ERROR"):
+        counts = run_sweep(uow, FakeBank(rows=[row("LATE1")]), settings, lambda _: True, now=NOW)
+    # then the money is not dropped: needs_review with the reason, and an ALERT
+    assert status_of(uow, "LATE1") == "needs_review"
+    assert counts.settled == 1
+    with uow() as s:
+        assert s.scalars(select(OrderEvent.detail).where(OrderEvent.order_no == "LATE1")).one() == \
+            "paid after expiry"
+    assert any("ALERT" in r.getMessage() and "paid after expiry" in r.getMessage() for r in caplog.records)
+
+
+def test_targeted_sends_a_payment_for_an_order_failed_meanwhile_to_review(uow, settings, db_url):
+    # given a pending card order due for a check, which a callback marks failed while the sweep asks
+    add_order(uow, "RACE1", pay_type="C", next_check_at=NOW - timedelta(minutes=1))
+
+    class FailsMeanwhile(FakeBank):
+        def query_orders(self, **kw):  # type: ignore[no-untyped-def]
+            if kw.get("order_no") == "RACE1":
+                with uow() as s:
+                    s.query(Order).filter_by(order_no="RACE1").update({"status": "failed"})
+            return super().query_orders(**kw)
+
+    bank = FailsMeanwhile(rows=[row("RACE1", pay_type="C", pay_status="1C400", pay_date=None)])
+    # when the targeted step learns it was paid
+    run_sweep(uow, bank, settings, lambda _: True, now=NOW)
+    # then it is not dropped: needs_review, paid after failure
+    assert status_of(uow, "RACE1") == "needs_review"
+
+
+def test_a_reply_the_parser_chokes_on_never_ends_the_pass(uow, settings):
+    # given a bank whose window query fails in a way nobody planned, and a pending order due
+    add_order(uow, "T1", next_check_at=NOW - timedelta(minutes=1))
+
+    class Choking(FakeBank):
+        def query_orders(self, **kw):  # type: ignore[no-untyped-def]
+            if not kw.get("order_no"):
+                raise RecursionError("maximum recursion depth exceeded")
+            return super().query_orders(**kw)
+
+    bank = Choking(rows=[row("T1")])
+    counts = run_sweep(uow, bank, settings, lambda _: True, now=NOW)
+    # then the error is counted, the targeted step still ran, and the pass was recorded
+    assert counts.errors == 1
+    assert status_of(uow, "T1") == "paid"
+    assert _runs(uow)[-1].errors == 1

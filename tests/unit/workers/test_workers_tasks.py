@@ -125,3 +125,40 @@ def test_the_resolve_tasks_log_lines_carry_the_tokens_shop(monkeypatch, caplog, 
     assert asked == [settings.shop_no]
     [line] = [r for r in caplog.records if r.name == "workers.tasks"]
     assert line._qpay_context["shop_no"] == settings.shop_no
+
+
+def test_an_unexpected_exception_counts_as_an_attempt_and_the_last_one_kills_the_token_with_one_alert(
+    monkeypatch, caplog, uow, settings
+):
+    # Given a token whose resolution crashes every time (a bug, not the bank), and a bound of 2
+    from dataclasses import replace
+
+    from celery.exceptions import Retry
+
+    from core.models import PayToken
+    from tests.unit.workers.conftest import NOW, add_token
+
+    token_id = add_token(uow, "7e" * 32, received=NOW)
+
+    def crash(*_args, **_kwargs):
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(tasks, "resolve_token", crash)
+    monkeypatch.setattr(tasks, "transaction", uow)
+    monkeypatch.setattr(tasks, "get_settings", lambda: replace(settings, max_attempts=2))
+    monkeypatch.setattr(tasks.resolve_pay_token, "retry", lambda **kw: Retry())
+
+    # When the task runs twice
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(Retry):
+            tasks.resolve_pay_token.run(token_id)
+        result = tasks.resolve_pay_token.run(token_id)
+
+    # Then the first crash is retried like an outage, the second is the last: dead, one ALERT
+    assert result == "dead"
+    with uow() as s:
+        tok = s.get_one(PayToken, token_id)
+        assert (tok.state, tok.attempts) == ("dead", 2)
+    alerts = [r for r in caplog.records if "ALERT" in r.getMessage()]
+    assert len(alerts) == 1
+    assert "dead after 2 failed resolutions" in alerts[0].getMessage()
