@@ -6,9 +6,9 @@ HTTP request to the bank (Nonce and Order alike) first takes a slot: the next fr
 clocks do not matter). The caller sleeps until its slot: waiting is not a failure, and the client
 does not count it against the call's deadline.
 
-Where the slots live: BEAT_LOCK_URL, else the broker (REDIS_URL) when it is redis://, rediss:// or
-unix:// (the same Redis as beat's owner lock). With an AMQP or sentinel:// broker and no BEAT_LOCK_URL
-there is no shared Redis: each process then keeps its own budget of QPAY_BANK_RATE (weaker: N
+Where the slots live: BEAT_LOCK_URL, else the broker when it is redis://, rediss:// or unix://, else
+REDIS_URL when it is (the same Redis as beat's owner lock). With an AMQP or sentinel:// broker and no
+plain Redis URL there is no shared Redis: each process then keeps its own budget of QPAY_BANK_RATE (weaker: N
 processes may send N times the rate) and says so at start-up. If the Redis stops answering, the
 process falls back to its own budget until it answers again (logged), rather than stop paying.
 """
@@ -47,9 +47,14 @@ return slot - now
 
 
 def shared_redis_url(env: Mapping[str, str], broker_url: str) -> str | None:
-    """The plain Redis every process shares (BEAT_LOCK_URL, else a redis broker), or None."""
-    url = env.get("BEAT_LOCK_URL") or broker_url
-    return url if url.startswith(("redis://", "rediss://", "unix://")) else None
+    """The plain Redis every process shares, or None: BEAT_LOCK_URL, else the broker when it is Redis,
+    else REDIS_URL when that is (BROKER_URL=amqp://... beside a Redis add-on)."""
+    plain = ("redis://", "rediss://", "unix://")
+    if env.get("BEAT_LOCK_URL"):
+        candidates = [env["BEAT_LOCK_URL"]]
+    else:
+        candidates = [broker_url, env.get("REDIS_URL", "")]
+    return next((url for url in candidates if url.startswith(plain)), None)
 
 
 class LocalBudget:
@@ -120,7 +125,7 @@ def bank_budget(settings: Settings, env: Mapping[str, str] | None = None) -> Bud
     """The budget this process's bank clients share; None when QPAY_BANK_RATE is 0 (no limit)."""
     if settings.bank_rate <= 0:
         return None
-    url = shared_redis_url(os.environ if env is None else env, settings.redis_url)
+    url = shared_redis_url(os.environ if env is None else env, settings.broker_url)
     if url is None:
         log.warning("bank budget: no shared Redis (the broker is not redis:// and BEAT_LOCK_URL is unset); "
                     "each process keeps its own budget of %g requests/s", settings.bank_rate)

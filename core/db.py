@@ -40,6 +40,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     default connect_timeout of CONNECT_TIMEOUT seconds.
     """
     parsed = make_url(url)
+    # A statement's parameters (PayTokens, amounts, error texts) stay out of exception messages, which
+    # reach logs and stored errors; the SQL itself is still shown.
+    kwargs.setdefault("hide_parameters", True)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

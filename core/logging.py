@@ -28,6 +28,7 @@ __all__ = [
     "current_context",
     "install_record_factory",
     "log_context",
+    "redact_records",
     "redact_text",
     "register_secrets",
     "reset_context",
@@ -139,6 +140,27 @@ def install_record_factory() -> None:
             return record
 
         factory._qpay = True  # type: ignore[attr-defined]
+        logging.setLogRecordFactory(factory)
+
+
+def redact_records() -> None:
+    """Redact each record's message when it is created, for a process whose handlers are not ours
+    (Flower logs through tornado's formatter). Idempotent."""
+    with _factory_lock:
+        previous = logging.getLogRecordFactory()
+        if getattr(previous, "_qpay_redacting", False):
+            return
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            try:
+                message = record.getMessage()
+            except Exception:  # a bad format string must not lose the line
+                message = f"{record.msg!r} {record.args!r}"
+            record.msg, record.args = redact_text(message), None
+            return record
+
+        factory._qpay_redacting = True  # type: ignore[attr-defined]
         logging.setLogRecordFactory(factory)
 
 

@@ -22,6 +22,8 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_API_BASE_URL = "http://127.0.0.1:8100/QPay.WebAPI/api/"
 DEFAULT_DATABASE_URL = f"sqlite:///{PROJECT_DIR / 'var' / 'qpay.db'}"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6479/0"  # the embedded Redis that `make demo` / `make up` start
+# A bearer token anyone on the network may try to guess: `openssl rand -hex 32` gives 64 characters.
+MIN_API_TOKEN_LENGTH = 32
 
 # Public, published test keys (PROTOCOL vectors, `generated` inputs). They are used only when no key
 # is configured AND the bank is the local sandbox; they are worthless against the real bank.
@@ -49,7 +51,7 @@ class Settings:
     read_timeout: float = 30.0
     # URLs may hold passwords: kept out of repr.
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
-    redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
+    broker_url: str = field(default=DEFAULT_REDIS_URL, repr=False)
     api_token: Secret | None = None
     public_base_url: str = "http://127.0.0.1:8000"
     # Resolution retries (workers): exponential backoff base and cap in seconds, bound on retries.
@@ -102,16 +104,27 @@ class Settings:
                 return shop
         raise UnknownShop(shop_no)
 
-    def secrets(self) -> tuple[str, ...]:
-        """Every configured secret value, for the log redaction (core.logging.register_secrets)."""
-        values = [v for shop in self.all_shops for v in shop.secrets()]
-        extra = (self.api_token, self.metrics_token, self.checkout_secret)
-        values += [s.reveal() for s in extra if s is not None]
-        return tuple(values)
-
     @property
     def api_is_local(self) -> bool:
         return _is_loopback(self.api_base_url)
+
+    def log_secrets(self) -> tuple[str, ...]:
+        """Every configured secret value, revealed only so the log formatter can mask it in every
+        process (core.logging.register_secrets): the API, checkout and metrics secrets and Flower's logins
+        always, every key set of every shop (active and next) unless they are the public sandbox ones."""
+        values: list[str] = []
+        if not self.sandbox_defaults:
+            values += [v for shop in self.all_shops for v in shop.secrets()]
+        if self.api_token is not None:
+            values.append(self.api_token.reveal())
+        if self.checkout_secret is not None:
+            values.append(self.checkout_secret.reveal())
+        if self.metrics_token is not None:
+            values.append(self.metrics_token.reveal())
+        if self.flower_basic_auth is not None:
+            logins = [p.strip() for p in self.flower_basic_auth.reveal().split(",") if p.strip()]
+            values += logins + [login.partition(":")[2] for login in logins]
+        return tuple(values)
 
 
 def _is_loopback(url: str) -> bool:
@@ -193,6 +206,13 @@ def database_url_from(env: Mapping[str, str], fallback: str | None = None) -> st
     """DATABASE_URL as every process must use it (services, migrations, scripts): normalised, with
     `fallback` (or the SQLite file under var/) when it is unset."""
     return normalize_database_url(env.get("DATABASE_URL") or fallback or DEFAULT_DATABASE_URL)
+
+
+def broker_url_from(env: Mapping[str, str]) -> str:
+    """The Celery broker: BROKER_URL, else REDIS_URL (the name Heroku's Redis add-on sets), else the
+    embedded Redis of `make demo` / `make up`. BROKER_URL wins, so an AMQP broker can sit beside a
+    Redis that only holds beat's lock."""
+    return env.get("BROKER_URL") or env.get("REDIS_URL") or DEFAULT_REDIS_URL
 
 
 def env_float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
@@ -305,6 +325,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     except ShopsError as exc:
         raise SettingsError(str(exc)) from None
     token = env.get("API_TOKEN")
+    if token and len(token) < MIN_API_TOKEN_LENGTH and not _is_loopback(api_base_url):
+        raise SettingsError(
+            f"API_TOKEN must be at least {MIN_API_TOKEN_LENGTH} characters (e.g. `openssl rand -hex 32`); "
+            "shorter ones are accepted only against the local sandbox (a loopback QPAY_API_BASE_URL)"
+        )
     metrics_token = env.get("METRICS_TOKEN")
     flower_auth = env.get("FLOWER_BASIC_AUTH")
     if flower_auth and ":" not in flower_auth:
@@ -323,7 +348,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         connect_timeout=env_float(env, "QPAY_CONNECT_TIMEOUT", 5.0, 0.01),
         read_timeout=env_float(env, "QPAY_READ_TIMEOUT", 30.0, 0.01),
         database_url=database_url_from(env),
-        redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
+        broker_url=broker_url_from(env),
         api_token=Secret(token) if token else None,
         public_base_url=(env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:8000").rstrip("/"),
         retry_base=retry_base,

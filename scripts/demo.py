@@ -30,7 +30,7 @@ from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.pool import NullPool
 
 from core.models import BankCall, Order, OrderEvent, PayToken
-from core.settings import normalize_database_url
+from core.settings import broker_url_from, normalize_database_url
 from core.sinopac.client import short_token
 from scripts.stack import PROJECT_DIR, Stack, StackConfig, StackError
 
@@ -358,7 +358,7 @@ def main() -> int:
     database_url = normalize_database_url(os.environ.get("DATABASE_URL") or fresh_database())
     config = StackConfig(
         database_url=database_url,
-        redis_url=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6479/0",
+        redis_url=broker_url_from(os.environ),
         web_port=int(os.environ.get("WEB_PORT", "8000")),
         sandbox_port=int(os.environ.get("SANDBOX_PORT", "8100")),
         flower_port=int(os.environ.get("FLOWER_PORT", "5555")),

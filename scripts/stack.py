@@ -89,7 +89,8 @@ class StackConfig:
         env.update(self.extra_env)
         env.update(
             DATABASE_URL=self.database_url,
-            REDIS_URL=self.redis_url,
+            BROKER_URL=self.redis_url,  # the broker (BROKER_URL, else REDIS_URL, else the embedded Redis)
+            REDIS_URL=env.get("REDIS_URL") or self.redis_url,
             QPAY_API_BASE_URL=env.get("QPAY_API_BASE_URL") or f"{self.sandbox_url}/QPay.WebAPI/api/",
             PUBLIC_BASE_URL=env.get("PUBLIC_BASE_URL") or self.web_url,
             WEB_PORT=str(self.web_port),

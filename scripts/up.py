@@ -11,7 +11,7 @@ import secrets
 import signal
 import sys
 
-from core.settings import database_url_from
+from core.settings import broker_url_from, database_url_from
 from scripts.stack import PROJECT_DIR, Stack, StackConfig, StackError, read_env_file
 
 DEFAULT_DB = f"sqlite:///{PROJECT_DIR / 'var' / 'qpay.db'}"
@@ -28,7 +28,7 @@ def config_from_env() -> StackConfig:
         env["FLOWER_ALLOW_NO_AUTH"] = "1"
     return StackConfig(
         database_url=database_url_from(env, DEFAULT_DB),
-        redis_url=env.get("REDIS_URL", "redis://127.0.0.1:6479/0"),
+        redis_url=broker_url_from(env),
         web_port=int(env.get("WEB_PORT", "8000")),
         sandbox_port=int(env.get("SANDBOX_PORT", "8100")),
         flower_port=int(env.get("FLOWER_PORT", "5555")),

@@ -60,12 +60,6 @@ def _counting(factory: ClientFactory) -> ClientFactory:
     return counting_factory
 
 
-def _register_secrets(settings: Settings) -> None:
-    # Revealed once, only so the log formatter can mask these values wherever they appear: every key
-    # set of every shop (active and next), the API, metrics and checkout secrets.
-    register_secrets(*settings.secrets())
-
-
 def create_app(
     settings: Settings | None = None,
     *,
@@ -78,8 +72,7 @@ def create_app(
     if configure_logs:
         configure_logging(settings.log_level)
     install_record_factory()
-    if not settings.sandbox_defaults:
-        _register_secrets(settings)
+    register_secrets(*settings.log_secrets())
     if settings.api_token is not None and settings.checkout_secret is None:  # orders API open, no links
         logging.getLogger(__name__).warning(
             "CHECKOUT_SECRET is not set: orders get no checkout_url and /checkout pages answer 404")
@@ -93,16 +86,18 @@ def create_app(
         settings=settings,
         shops=settings.shop_numbers,
         unit_of_work=unit_of_work or (lambda: transaction(database_url)),
-        enqueuer=enqueuer or CeleryEnqueuer(settings.redis_url),
+        enqueuer=enqueuer or CeleryEnqueuer(settings.broker_url),
         client_factory=_counting(client_factory or _bank_client_factory(settings)),
         probes=ThreadPoolExecutor(max_workers=4, thread_name_prefix="readyz"),
     )
 
     from webhook import callbacks, customer, health, orders_api, scrape
     from webhook.errors import register_error_handlers
+    from webhook.headers import register_security_headers
     from webhook.requestlog import register_request_logging
 
     register_request_logging(app)
+    register_security_headers(app)
     register_error_handlers(app)
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(orders_api.bp)

@@ -1,15 +1,26 @@
-"""Reading request bodies with a hard cap, whatever Content-Length claims (or chunked bodies omit)."""
+"""Reading request bodies with a hard cap, whatever Content-Length claims (or chunked bodies omit).
+
+A body the server cannot decode (a chunked body with a bad chunk size, chunk data without its CRLF, a
+forbidden trailer such as Content-Length) is the client's fault: a 400, logged at INFO, never a 500
+with a traceback. The WSGI server raises its own exception types for these (gunicorn's
+`ParseException`s, an `OSError` on a cut connection), so every failure of the read itself is caught.
+"""
 
 from __future__ import annotations
 
+import logging
 from io import BytesIO
 
 from flask import request
+from werkzeug.exceptions import HTTPException
 from werkzeug.formparser import parse_form_data
 
 from webhook.validation import InvalidInput
 
+log = logging.getLogger(__name__)
+
 READ_CHUNK = 1024
+UNREADABLE_BODY = "body could not be read (malformed chunked encoding or trailer)"
 
 
 def read_capped(limit: int) -> bytes:
@@ -21,7 +32,13 @@ def read_capped(limit: int) -> bytes:
     chunks: list[bytes] = []
     total = 0
     while total <= limit:
-        chunk = stream.read(min(READ_CHUNK, limit + 1 - total))
+        try:
+            chunk = stream.read(min(READ_CHUNK, limit + 1 - total))
+        except HTTPException:
+            raise  # werkzeug's own answers (client disconnected, too large) stand as they are
+        except Exception as exc:  # the server's framing error, whatever its type
+            log.info("unreadable request body", extra={"error": type(exc).__name__})
+            raise InvalidInput(UNREADABLE_BODY) from None
         if not chunk:
             break
         chunks.append(chunk)

@@ -7,7 +7,9 @@ task code (workers/ does), which keeps the web process light.
 
 On a plain `redis://` broker the resolve message is built here (webhook/taskmessage.py) and sent
 with one LPUSH on a redis-py client kept per process: a third of the cost of Celery's send_task.
-Other brokers (rediss://, sentinel://, amqp://) go through send_task, as before.
+Other brokers (rediss://, sentinel://, amqp://) go through send_task. On amqp:// the queues are
+declared exactly as the workers declare them (quorum, topic: core/queues.py) and every publish waits
+for RabbitMQ's confirm, so True means the broker has the message.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from celery import Celery
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from core.queues import CALLBACK_QUEUE, RESOLVE_TASK
+from core.queues import AMQP_TRANSPORT_OPTIONS, CALLBACK_QUEUE, RESOLVE_TASK, amqp_queues, is_amqp
 from webhook.taskmessage import default_origin, task_message
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,10 @@ class Enqueuer(Protocol):
     def ping(self) -> None: ...
 
 
-def _transport_options(timeout: float) -> dict[str, Any]:
+def _transport_options(broker_url: str, timeout: float) -> dict[str, Any]:
+    if is_amqp(broker_url):
+        return {**AMQP_TRANSPORT_OPTIONS, "max_retries": 0, "connect_timeout": timeout,
+                "read_timeout": timeout, "write_timeout": timeout}
     return {
         "max_retries": 0,  # kombu's ensure_connection on publish: no reconnect loop
         "socket_connect_timeout": timeout,
@@ -73,13 +78,15 @@ class CeleryEnqueuer:
                     broker_connection_retry=False,
                     broker_connection_retry_on_startup=False,
                     broker_connection_max_retries=0,
-                    broker_transport_options=_transport_options(self._timeout),
+                    broker_transport_options=_transport_options(self._broker_url, self._timeout),
                     broker_pool_limit=10,
                     task_serializer="json",
                     accept_content=["json"],
                     task_publish_retry=False,
                     task_default_queue=CALLBACK_QUEUE,
                 )
+                if is_amqp(self._broker_url):
+                    app.conf.task_queues = amqp_queues()
                 self._app = app
                 self._pid = os.getpid()
             return self._app

@@ -15,15 +15,19 @@ from flask import Response, render_template
 from webhook.texts import TEXTS, Lang
 
 
-def _html(body: str, status: int, nonce: str | None = None) -> Response:
+def content_security_policy(nonce: str | None = None) -> str:
+    """The one policy of every page: nothing but its own inline style, its nonce'd script (if any) and
+    fetches to us; never framed (clickjacking), no <base> rewriting, forms post only to us."""
     script = f"'nonce-{nonce}'" if nonce else "'none'"
+    return (f"default-src 'none'; script-src {script}; connect-src 'self'; style-src 'unsafe-inline'; "
+            "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
+
+def _html(body: str, status: int, nonce: str | None = None) -> Response:
     response = Response(body, status=status, mimetype="text/html")
-    response.headers["Content-Security-Policy"] = (
-        f"default-src 'none'; script-src {script}; connect-src 'self'; style-src 'unsafe-inline'"
-    )
+    response.headers["Content-Security-Policy"] = content_security_policy(nonce)
     response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Referrer-Policy"] = "no-referrer"  # nosniff: webhook/headers.py, on every answer
     return response
 
 

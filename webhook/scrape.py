@@ -26,7 +26,7 @@ def install(app: Flask) -> None:
     figures = CollectorRegistry(auto_describe=False)
     # Looked up per scrape, like the views do (tests swap the unit of work on the app).
     figures.register(BusinessCollector(lambda: d.unit_of_work(),
-                                       QueueDepths(d.settings.redis_url, QUEUES),
+                                       QueueDepths(d.settings.broker_url, QUEUES),
                                        d.settings.sweep_interval))
     app.extensions[_FIGURES] = figures
     app.register_blueprint(bp)

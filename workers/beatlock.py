@@ -6,8 +6,9 @@ the other checks again every few seconds and takes over within BEAT_LOCK_TTL sec
 dies. The sweep is safe even if two passes do overlap (core/services/sweep.py); the lock only keeps
 the schedule from being doubled.
 
-The lock lives in BEAT_LOCK_URL, by default REDIS_URL when that is a redis:// or rediss:// URL. With a
-sentinel:// or amqp:// broker set BEAT_LOCK_URL to a plain Redis URL, or beat refuses to start.
+The lock lives in BEAT_LOCK_URL, by default the broker when that is a redis:// or rediss:// URL, else
+REDIS_URL when that is one (BROKER_URL=amqp://... beside a Redis add-on). With a sentinel:// or amqp://
+broker and no plain Redis URL, beat refuses to start.
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ def lock_url(env: dict[str, str] | None = None, broker_url: str = "") -> str:
     url = shared_redis_url(dict(os.environ) if env is None else env, broker_url)
     if url is None:
         raise RuntimeError(
-            "the beat owner lock needs a plain Redis URL: set BEAT_LOCK_URL when REDIS_URL is a "
-            "sentinel:// or amqp:// broker"
+            "the beat owner lock needs a plain Redis URL: set BEAT_LOCK_URL (or REDIS_URL) when the broker "
+            "is a sentinel:// or amqp:// URL"
         )
     return url
 

@@ -3,9 +3,9 @@
 Every reliability setting says why it is there. Read by `workers/__init__.py` through
 `app.config_from_object("workers.celeryconfig")`; nothing here talks to the broker or the database.
 
-Environment (besides the core settings): CELERY_VISIBILITY_TIMEOUT (seconds, default 3600),
-CELERY_SENTINEL_MASTER (the master name when REDIS_URL is a `sentinel://` URL), BEAT_LOCK_URL and
-BEAT_LOCK_TTL (the beat owner lock, see workers/beatlock.py).
+Environment (besides the core settings): BROKER_URL (else REDIS_URL), CELERY_VISIBILITY_TIMEOUT
+(seconds, default 3600; Redis only), CELERY_SENTINEL_MASTER (the master name when the broker is a
+`sentinel://` URL), BEAT_LOCK_URL and BEAT_LOCK_TTL (the beat owner lock, see workers/beatlock.py).
 """
 
 from __future__ import annotations
@@ -14,20 +14,30 @@ import os
 
 from kombu import Exchange, Queue
 
-from core.queues import CALLBACK_QUEUE, RESOLVE_TASK, SWEEP_QUEUE, SWEEP_TASK
+from core.queues import (
+    AMQP_TRANSPORT_OPTIONS,
+    CALLBACK_QUEUE,
+    RESOLVE_TASK,
+    SWEEP_QUEUE,
+    SWEEP_TASK,
+    amqp_queues,
+    is_amqp,
+)
 from core.settings import SettingsError, env_float, get_settings
 
 _settings = get_settings()
 
 
 # -- broker -----------------------------------------------------------------------------------------
-# REDIS_URL may be redis://, rediss://, sentinel://host:26379;sentinel://host2:26379 or amqp://: Celery
-# picks the transport from the scheme (README.md, Configuration: REDIS_URL).
-broker_url = _settings.redis_url
+# BROKER_URL (else REDIS_URL) may be redis://, rediss://, sentinel://host:26379;sentinel://host2:26379
+# or amqp://: Celery picks the transport from the scheme (README.md, Configuration: BROKER_URL).
+broker_url = _settings.broker_url
+AMQP = is_amqp(broker_url)
 
 # A message a worker took but did not acknowledge (acks_late, below) goes back to the queue only after
 # this many seconds on Redis. Long, because a task ETA (a retry countdown) is also held unacknowledged:
-# a countdown longer than this would be delivered twice. Tests shorten it to see redelivery quickly.
+# a countdown longer than this would be delivered twice. A whole worker that dies does not wait for it:
+# its liveness key expires and a live worker restores its messages (workers/recovery.py).
 VISIBILITY_TIMEOUT = env_float(os.environ, "CELERY_VISIBILITY_TIMEOUT", 3600.0, 1.0)
 if _settings.retry_cap * 2 > VISIBILITY_TIMEOUT:
     raise SettingsError(
@@ -35,17 +45,32 @@ if _settings.retry_cap * 2 > VISIBILITY_TIMEOUT:
         "or a retry countdown would outlive the broker's visibility window and run twice"
     )
 
-broker_transport_options: dict[str, object] = {
-    "visibility_timeout": VISIBILITY_TIMEOUT,
-    # How often a worker looks for messages whose visibility window ran out (a crashed worker's
-    # task). Kombu's default scan period is ~100 s; follow the timeout so recovery is prompt.
-    "unacked_restore_interval": max(1, min(10, int(VISIBILITY_TIMEOUT // 4))),
-    "unacked_restore_throttle": 1,
-    # A broker that vanishes without closing the TCP connection must not hang a publish forever.
-    "socket_connect_timeout": 5,
-    "socket_timeout": 30,
-    "socket_keepalive": True,
-}
+broker_transport_options: dict[str, object]
+if AMQP:
+    # RabbitMQ returns a dead connection's unacknowledged messages at once; no visibility timeout.
+    broker_transport_options = {**AMQP_TRANSPORT_OPTIONS, "connect_timeout": 5, "read_timeout": 30,
+                                "write_timeout": 30}
+    # Quorum queues on topic exchanges (task_queues below). Celery sees the quorum queues, turns global
+    # QoS off (quorum queues refuse it) and starts native delayed delivery: a retry's countdown waits
+    # in the broker's delay queues, not unacknowledged in a worker.
+    worker_detect_quorum_queues = True
+    # A countdown is routed by whole seconds: one under a second would be refused (Celery's
+    # calculate_routing_key), so the first retry delay must be at least 1 s (RESOLVE_RETRY_BASE >= 2).
+    if _settings.retry_base < 2:
+        raise SettingsError("RESOLVE_RETRY_BASE must be at least 2 with an AMQP broker "
+                            "(retry countdowns wait in RabbitMQ in whole seconds)")
+else:
+    broker_transport_options = {
+        "visibility_timeout": VISIBILITY_TIMEOUT,
+        # How often a worker looks for messages whose visibility window ran out. Kombu's default scan
+        # period is ~100 s; follow the timeout so recovery is prompt.
+        "unacked_restore_interval": max(1, min(10, int(VISIBILITY_TIMEOUT // 4))),
+        "unacked_restore_throttle": 1,
+        # A broker that vanishes without closing the TCP connection must not hang a publish forever.
+        "socket_connect_timeout": 5,
+        "socket_timeout": 30,
+        "socket_keepalive": True,
+    }
 if os.environ.get("CELERY_SENTINEL_MASTER"):
     # sentinel:// URLs name the sentinels; the transport needs the master's name too.
     broker_transport_options["master_name"] = os.environ["CELERY_SENTINEL_MASTER"]
@@ -110,8 +135,9 @@ task_default_queue = CALLBACK_QUEUE
 # online to report what it consumes (Flower then falls back to these names). Each with its own
 # exchange and routing key, exactly as Celery creates a missing queue: a bare Queue(name) would be
 # bound to the default exchange and key, and a sweep would then be delivered to both queues.
-task_queues = tuple(Queue(name, Exchange(name, type="direct"), routing_key=name)
-                    for name in (CALLBACK_QUEUE, SWEEP_QUEUE))
+# On RabbitMQ: quorum queues on topic exchanges, declared as the web's sender declares them (core/queues.py).
+task_queues: object = amqp_queues() if AMQP else tuple(
+    Queue(name, Exchange(name, type="direct"), routing_key=name) for name in (CALLBACK_QUEUE, SWEEP_QUEUE))
 
 # -- beat -------------------------------------------------------------------------------------------
 timezone = "UTC"

@@ -9,12 +9,16 @@ Flower executes this file and takes every module-level name that is one of its o
   nothing (qpay.sweep), never a PayToken, an amount or a key.
 - History is bounded (max_tasks) so a busy day cannot grow Flower's memory without limit.
 - It listens on 127.0.0.1 unless FLOWER_ADDRESS says otherwise; the port is FLOWER_PORT (5555).
+- Its log lines are redacted like every process's: the API token, its own logins and the shop's keys.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+
+from core.logging import redact_records, register_secrets
+from core.settings import get_settings
 
 
 def _basic_auth() -> list[str]:
@@ -43,6 +47,10 @@ if not basic_auth and os.environ.get("FLOWER_ALLOW_NO_AUTH") != "1":
         "flowerconfig: refusing to start Flower without authentication; set FLOWER_BASIC_AUTH=user:password "
         "(FLOWER_ALLOW_NO_AUTH=1 is for the local demo only)"
     )
+
+# Flower logs through tornado's formatter, not ours: mask the secrets in every record it creates.
+register_secrets(*get_settings().log_secrets())
+redact_records()
 
 address = os.environ.get("FLOWER_ADDRESS", "") or "127.0.0.1"
 port = _port()

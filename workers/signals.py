@@ -13,7 +13,9 @@ from celery.signals import (
     setup_logging,
     task_postrun,
     task_prerun,
+    task_received,
     worker_process_init,
+    worker_ready,
 )
 
 from core.db import dispose_engines
@@ -21,6 +23,7 @@ from core.db import size_pool as size_db_pool
 from core.logging import bind_context, configure_logging, register_secrets, reset_context
 from core.settings import get_settings
 from metrics import exporter
+from workers import recovery
 from workers.bank import reset_client, size_pool
 
 _bound: dict[str, Token[Any]] = {}
@@ -31,9 +34,7 @@ def _json_logs(**_: Any) -> None:
     """One JSON object per line, like the web process; Celery's own handlers are not installed."""
     settings = get_settings()
     configure_logging(settings.log_level)
-    if not settings.sandbox_defaults:
-        # Revealed once, only so the formatter can mask these values wherever they appear.
-        register_secrets(*settings.secrets())
+    register_secrets(*settings.log_secrets())
 
 
 @celeryd_after_setup.connect
@@ -70,6 +71,22 @@ def _worker_metrics(instance: Any = None, **_: Any) -> None:
 @beat_init.connect
 def _beat_metrics(**_: Any) -> None:
     exporter.start("beat")
+
+
+@worker_ready.connect
+def _start_liveness(sender: Any = None, **_: Any) -> None:
+    """A dead worker's unacknowledged tasks are restored in seconds, not after the visibility
+    timeout (workers/recovery.py); the first pass also restores a crashed predecessor's."""
+    if sender is not None:
+        recovery.ensure_started(sender.app)
+
+
+@task_received.connect
+def _record_owner(sender: Any = None, request: Any = None, **_: Any) -> None:
+    if sender is None or request is None:
+        return
+    if recovery.ensure_started(sender.app):
+        recovery.record_owner(sender.app, getattr(request.message, "delivery_tag", None))
 
 
 @task_prerun.connect

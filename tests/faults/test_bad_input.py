@@ -3,9 +3,11 @@ the server stays healthy, and good callbacks keep settling while bad ones arrive
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
@@ -133,3 +135,62 @@ def test_a_burst_of_garbage_leaves_good_callbacks_answered(stack: Stack, ledger:
     wait_for(stack.healthy, timeout=10, message="web healthy")
     assert stack.wait_final([order_no], timeout=30) == {order_no: "paid"}
     ledger(stack, "bad input: burst + good callback", {order_no: "paid"})
+
+
+# A chunked body whose framing is broken: the server cannot even read it (issue 13, item 7).
+BROKEN_CHUNKS: dict[str, bytes] = {
+    "bad chunk size": b"zz\r\n__BODY__\r\n0\r\n\r\n",
+    "chunk data without CRLF": b"__LEN__\r\n__BODY__XX0\r\n\r\n",
+    "Content-Length trailer": b"__LEN__\r\n__BODY__\r\n0\r\nContent-Length: 5\r\n\r\n",
+}
+
+
+def raw_chunked(url: str, path: str, chunks: bytes, request_id: str, *, bearer: str = "") -> bytes:
+    """POST a hand-framed chunked body over a raw socket; the whole answer, up to the server's close."""
+    parsed = urlparse(url)
+    head = (f"POST {path} HTTP/1.1\r\nHost: {parsed.netloc}\r\nContent-Type: application/json\r\n"
+            f"Transfer-Encoding: chunked\r\nX-Request-ID: {request_id}\r\n"
+            + (f"Authorization: Bearer {bearer}\r\n" if bearer else "") + "\r\n").encode()
+    out = b""
+    with socket.create_connection((parsed.hostname, parsed.port), timeout=15) as sock:
+        sock.sendall(head + chunks)
+        while (data := sock.recv(65536)):
+            out += data  # the server closes: after a broken body the next request's start is unknown
+    return out
+
+
+@pytest.mark.parametrize("path", ["/qpay/backend", "/qpay/return", "/api/orders"])
+@pytest.mark.parametrize("case", sorted(BROKEN_CHUNKS))
+def test_a_malformed_chunked_body_is_a_400_logged_at_info(stack: Stack, path: str, case: str) -> None:
+    # Given a body that would be a valid request if its chunked framing were not broken
+    if path == "/api/orders":
+        body = json.dumps({"amount": 500, "pay_type": "A", "product_name": "chunked"}).encode()
+    else:
+        body = json.dumps({"ShopNo": stack.keys.shop_no, "PayToken": uuid.uuid4().hex}).encode()
+    chunks = BROKEN_CHUNKS[case].replace(b"__LEN__", b"%x" % len(body)).replace(b"__BODY__", body)
+    request_id = f"chunked-{uuid.uuid4().hex}"
+    before_tokens, before_orders = stored_tokens(stack), stack.count("orders")
+
+    # When it arrives at the real app under gunicorn
+    answer = raw_chunked(stack.web_url, path, chunks, request_id, bearer=stack.api_token)
+
+    # Then it is a 400 (the return page's own 400 page there), with the security headers, nothing is
+    # stored, and the web logged it at INFO: no ERROR, no traceback
+    head, _, page = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
+    assert status_line.split(" ")[1] == "400", answer[:500]
+    assert headers["x-content-type-options"] == "nosniff"
+    if path == "/qpay/return":
+        assert headers["content-type"].startswith("text/html")
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
+        assert b"body could not be read" in page
+    else:
+        assert json.loads(page)["error"].startswith("body could not be read")
+    assert stored_tokens(stack) == before_tokens
+    assert stack.count("orders") == before_orders
+    lines = [json.loads(ln) for ln in stack.procs["web"].log().splitlines()
+             if request_id in ln and ln.startswith("{")]
+    assert any(ln["msg"] == "unreadable request body" and ln["level"] == "INFO" for ln in lines), lines
+    assert all(ln["level"] in {"INFO", "DEBUG"} and "exc" not in ln for ln in lines), lines
+    assert stack.healthy()

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.faults
 def needles(stack: Stack, keys: ShopKeys) -> dict[str, str]:
     found = keys.needles()
     found["API token"] = stack.api_token
+    found["Flower password"] = stack.flower_auth.split(":", 1)[1]
     found["checkout secret"] = stack.checkout_secret
     return found
 

@@ -205,13 +205,52 @@ def _as_postgres(cmd: list[str]) -> list[str]:
     return cmd
 
 
+_readable_copies: dict[str, str] = {}
+
+
+def runnable_bindir(bindir: str) -> str:
+    """`bindir`, or a copy of its installation the PostgreSQL user can run.
+
+    As root the server runs as `postgres` (it refuses root), and that user cannot reach binaries
+    inside a checkout it may not enter (a clone under /root, a `mktemp -d` folder): the pgserver
+    wheel's binaries live in the checkout's virtualenv. Then the whole installation (bin, lib, share:
+    the server finds them relative to its binary, and the wheel's bundled libraries) is copied once
+    per session to a world-readable temporary folder, removed at exit.
+    """
+    if os.geteuid() != 0:
+        return bindir
+    probe = subprocess.run(_as_postgres([os.path.join(bindir, "initdb"), "--version"]),
+                           capture_output=True, timeout=30, check=False)
+    if probe.returncode == 0:
+        return bindir
+    if bindir not in _readable_copies:
+        root = tempfile.mkdtemp(prefix="qpay-pgbin-")
+        os.chmod(root, 0o755)  # noqa: S103 - binaries only, read by the postgres user
+        atexit.register(shutil.rmtree, root, True)
+        _readable_copies[bindir] = copy_pg_install(bindir, root)
+    return _readable_copies[bindir]
+
+
+def copy_pg_install(bindir: str, dest: str) -> str:
+    """Copy the installation of `bindir` (<package>/<install>/bin) under `dest`, with the wheel's
+    bundled libraries (<package>.libs, found through the binaries' relative RPATH); the new bindir."""
+    install = os.path.dirname(bindir)
+    package = os.path.dirname(install)
+    target = os.path.join(dest, os.path.basename(package), os.path.basename(install))
+    shutil.copytree(install, target, symlinks=True)
+    libs = package + ".libs"
+    if os.path.isdir(libs):
+        shutil.copytree(libs, os.path.join(dest, os.path.basename(libs)), symlinks=True)
+    return os.path.join(target, os.path.basename(bindir))
+
+
 class TempPostgres:
     """A private PostgreSQL cluster (initdb into a temporary folder) on a spare port."""
 
     def __init__(self, port: int | None = None, bindir: str | None = None) -> None:
         self.port = port or free_port()
         self.admin_url = f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
-        self._bindir = bindir or _pg_bindir()
+        self._bindir = runnable_bindir(bindir or _pg_bindir())
         self._dir = tempfile.mkdtemp(prefix="qpay-pg-")
         self._data = os.path.join(self._dir, "data")
         if os.geteuid() == 0:

@@ -5,7 +5,7 @@ bank URL, shop keys, short retry and sweep timings). Tests drive it the way the 
 creates orders through the orders API, customers pay at the sandbox bank, the bank pushes callbacks,
 and the tests read the outcome from the database. Everything is stopped on exit, even on failure.
 
-    with Stack(database_url, redis_url, workers=1, beat=True) as stack:
+    with Stack(database_url, broker_url, workers=1, beat=True) as stack:
         order_no = stack.create_order(500)
         stack.pay(order_no)
         stack.wait_final([order_no])
@@ -93,7 +93,7 @@ class Stack:
     """Sandbox + web + N workers (+ beat, + Flower) sharing one environment; a context manager."""
 
     database_url: str
-    redis_url: str
+    broker_url: str  # redis:// (also REDIS_URL) or amqp:// (tests/support/brokers.py)
     workers: int = 1
     beat: bool = False
     flower: bool = False
@@ -102,6 +102,7 @@ class Stack:
     worker_concurrency: int = 2
     web_workers: int = 2
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    broker_kind: str = "redis"  # or "rabbitmq": what the broker URL is, for tests that differ by it
 
     def __post_init__(self) -> None:
         self.api_token = secrets.token_hex(16)
@@ -115,7 +116,8 @@ class Stack:
         self.flower_url = f"http://127.0.0.1:{self.flower_port}"
         self.env = base_env(
             DATABASE_URL=self.database_url,
-            REDIS_URL=self.redis_url,
+            BROKER_URL=self.broker_url,
+            REDIS_URL=self.broker_url,
             QPAY_API_BASE_URL=self.sandbox_url + API_PATH,
             API_TOKEN=self.api_token,
             CHECKOUT_SECRET=self.checkout_secret,

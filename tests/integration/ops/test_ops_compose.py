@@ -5,6 +5,7 @@ Needs PyYAML in the dev requirements.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -12,7 +13,8 @@ import yaml
 
 from tests.support.services import PROJECT_DIR
 
-SERVICES = {"postgres", "redis", "migrate", "web", "worker", "beat", "flower", "sandbox"}
+SERVICES = {"postgres", "redis", "migrate", "web", "worker", "beat", "flower"}
+SANDBOX = {"sandbox"}  # only with `docker compose --profile sandbox up`
 MONITORING = {"prometheus", "grafana"}  # only with `docker compose --profile monitoring up`
 
 
@@ -27,7 +29,7 @@ def _command(service: dict[str, Any]) -> str:
 
 
 def test_compose_defines_exactly_the_pipeline_services(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == SERVICES | MONITORING
+    assert set(compose["services"]) == SERVICES | SANDBOX | MONITORING
     assert {n for n, s in compose["services"].items() if not s.get("profiles")} == SERVICES
 
 
@@ -42,7 +44,7 @@ def test_every_dependency_names_a_service_and_a_valid_condition(compose: dict[st
     conditions = {"service_healthy", "service_completed_successfully", "service_started"}
     for name, service in compose["services"].items():
         for target, spec in (service.get("depends_on") or {}).items():
-            assert target in SERVICES | MONITORING, f"{name} depends on unknown {target}"
+            assert target in SERVICES | SANDBOX | MONITORING, f"{name} depends on unknown {target}"
             assert spec["condition"] in conditions, f"{name} -> {target}"
             if spec["condition"] == "service_healthy":
                 assert "healthcheck" in compose["services"][target], f"{target} has no healthcheck"
@@ -62,8 +64,54 @@ def test_app_processes_wait_for_migrations_and_broker(compose: dict[str, Any], n
     assert deps["redis"]["condition"] == "service_healthy"
 
 
-def test_web_waits_for_the_sandbox_bank(compose: dict[str, Any]) -> None:
-    assert compose["services"]["web"]["depends_on"]["sandbox"]["condition"] == "service_healthy"
+def test_web_waits_for_the_sandbox_bank_only_when_the_sandbox_runs(compose: dict[str, Any]) -> None:
+    spec = compose["services"]["web"]["depends_on"]["sandbox"]
+    assert spec["condition"] == "service_healthy"
+    assert spec["required"] is False  # without the sandbox profile, web starts against the real bank
+
+
+def test_the_sandbox_bank_runs_only_under_its_profile(compose: dict[str, Any]) -> None:
+    # Its pay and fault routes mark orders paid: it must never start by default.
+    assert compose["services"]["sandbox"]["profiles"] == ["sandbox"]
+    for name, service in compose["services"].items():
+        assert "sandbox" not in (service.get("profiles") or []) or name == "sandbox"
+
+
+@pytest.mark.parametrize(("name", "variable"), [
+    ("API_TOKEN", "API_TOKEN"),
+    ("FLOWER_BASIC_AUTH", "FLOWER_BASIC_AUTH"),
+    ("CHECKOUT_SECRET", "CHECKOUT_SECRET"),
+    ("DATABASE_URL", "POSTGRES_PASSWORD"),
+])
+def test_compose_refuses_to_start_without_the_secrets(compose: dict[str, Any], name: str,
+                                                      variable: str) -> None:
+    # `${VAR:?message}`: compose stops with the message when VAR is unset or empty; no default secret.
+    required = re.compile(r"\$\{" + variable + r":\?[^}]+\}")
+    for service_name in ("migrate", "web", "worker", "beat", "flower", "sandbox"):
+        assert required.search(compose["services"][service_name]["environment"][name]), (service_name, name)
+
+
+def test_the_database_takes_its_password_from_the_required_variable(compose: dict[str, Any]) -> None:
+    password = compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    assert re.fullmatch(r"\$\{POSTGRES_PASSWORD:\?[^}]+\}", password)
+
+
+def test_no_default_password_or_token_is_left_for_the_required_secrets() -> None:
+    raw = (PROJECT_DIR / "docker-compose.yml").read_text()
+    for name in ("API_TOKEN", "FLOWER_BASIC_AUTH", "CHECKOUT_SECRET", "POSTGRES_PASSWORD"):
+        assert f"${{{name}:-" not in raw, name
+    assert "admin:change-me" not in raw
+    assert "qpay:qpay@" not in raw
+    assert not re.search(r"POSTGRES_PASSWORD:\s*qpay\b", raw)
+
+
+def test_published_ports_bind_loopback_only(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    published = {name: service["ports"] for name, service in services.items() if "ports" in service}
+    assert set(published) == {"web", "flower", "sandbox", "prometheus", "grafana"}
+    for name, ports in published.items():
+        for port in ports:
+            assert str(port).startswith("127.0.0.1:"), (name, port)
 
 
 @pytest.mark.parametrize(("name", "program"), [
@@ -86,11 +134,10 @@ def test_app_services_share_the_database_and_broker_of_compose(compose: dict[str
         assert compose["services"][name]["build"] == "."
 
 
-def test_web_signs_checkout_links_with_a_valid_secret(compose: dict[str, Any]) -> None:
-    """A default long enough for core.settings, replaced from .env (the `${VAR:-default}` form)."""
+def test_web_signs_checkout_links_with_a_secret_of_its_own(compose: dict[str, Any]) -> None:
+    """No default: a known signing secret would let anyone make checkout links (`${VAR:?message}`)."""
     value = compose["services"]["web"]["environment"]["CHECKOUT_SECRET"]
-    assert value.startswith("${CHECKOUT_SECRET:-")
-    assert len(value.removeprefix("${CHECKOUT_SECRET:-").removesuffix("}")) >= 32
+    assert re.fullmatch(r"\$\{CHECKOUT_SECRET:\?[^}]+\}", value)
 
 
 def test_beat_is_never_scaled(compose: dict[str, Any]) -> None:

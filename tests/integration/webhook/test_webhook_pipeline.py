@@ -7,12 +7,14 @@ message the receiver published after its commit, straight onto the Redis list.
 from __future__ import annotations
 
 import re
+import subprocess
 
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
+from tests.support import brokers
 from tests.support.poll import wait_for
 from tests.support.services import TempRedis, free_port
 from tests.support.stack import Stack
@@ -43,6 +45,47 @@ def test_receiver_messages_are_consumed_by_a_celery_worker(pg_url: str, redis_se
             assert resent.scalar_one() == 0  # each was queued by its first receipt, none re-sent since
         worker_log = next(log for name, log in stack.logs().items() if name.startswith("worker-"))
         assert len(set(RECEIVED.findall(worker_log))) >= len(order_nos)
+
+
+def _rabbitmqctl_rows(*args: str) -> list[list[str]]:
+    out = subprocess.run(["rabbitmqctl", "-q", "--no-table-headers", *args], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    return [line.split("\t") for line in out.splitlines() if line.strip()]
+
+
+def test_the_pipeline_runs_on_rabbitmq_with_quorum_queues_and_publisher_confirms(pg_url: str) -> None:
+    # given web, the sandbox bank, one worker and beat on a vhost of its own on RabbitMQ (BROKER_URL),
+    # with beat's lock in the Redis that REDIS_URL names
+    with brokers.broker_for("rabbitmq") as broker, \
+            Stack(pg_url, broker.url, workers=1, beat=True, broker_kind=broker.kind,
+                  extra_env=broker.env) as stack:
+        vhost = broker.url.rsplit("/", 1)[1]
+        orders = stack.create_orders(3, amount_twd=330)
+        declined = stack.create_order(340, pay_type="C")
+
+        # when the customers pay, one card is declined, and the bank fails the first OrderPayQuery
+        # calls so that their tokens wait out a retry countdown (in RabbitMQ's delay queues)
+        stack.set_faults(fail_next=2, fail_next_action="error", fail_next_status=503,
+                         services=["OrderPayQuery"])
+        for order_no in orders:
+            stack.pay(order_no)
+        stack.pay(declined, outcome="failed")
+        statuses = stack.wait_final([*orders, declined], timeout=90)
+
+        # then every order ends right, changed once, from the receiver's messages and their retries
+        assert statuses == {**dict.fromkeys(orders, "paid"), declined: "failed"}
+        assert set(stack.transitions([*orders, declined]).values()) == {1}
+        # (beat's sweep may settle an order first: its token is resolved when its retry comes due)
+        wait_for(lambda: {t.state for t in stack.pay_tokens()} == {"resolved"}, timeout=30,
+                 message="every token resolved")
+        assert max(t.attempts for t in stack.pay_tokens()) >= 2  # a retry went through the broker
+        # on quorum queues, with the publishing channels in confirm mode
+        queues = {row[0]: row[1] for row in _rabbitmqctl_rows("list_queues", "-p", vhost, "name", "type")}
+        assert (queues["callbacks"], queues["sweep"]) == ("quorum", "quorum"), queues
+        assert any(name.startswith("celery_delayed_") for name in queues), queues  # native delayed delivery
+        channels = _rabbitmqctl_rows("list_channels", "vhost", "confirm")
+        confirming = [row for row in channels if row[0] == vhost]
+        assert any(row[1] == "true" for row in confirming), confirming
 
 
 def _scrape(url: str, token: str | None = None) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

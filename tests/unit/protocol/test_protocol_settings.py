@@ -67,9 +67,9 @@ def test_api_base_url_must_be_http() -> None:
 
 
 def test_secrets_never_appear_in_repr_or_str_of_settings() -> None:
-    settings = load_settings(_env(API_TOKEN="tok-9f8e7d", DATABASE_URL="postgresql://u:pw-31337@db/qpay"))
+    settings = load_settings(_env(API_TOKEN="tok-9f8e7d-0123456789abcdef0123456789", DATABASE_URL="postgresql://u:pw-31337@db/qpay"))
     text = repr(settings) + str(settings) + repr(settings.shop) + repr(settings.shop.hash_id)
-    for secret in (*HASH_KEYS.values(), HASH_ID, KEY_ID, "tok-9f8e7d", "pw-31337"):
+    for secret in (*HASH_KEYS.values(), HASH_ID, KEY_ID, "tok-9f8e7d-0123456789abcdef0123456789", "pw-31337"):
         assert secret.lower() not in text.lower()
     # and yet the values are there for the one place that needs them
     assert settings.shop.hash_id.reveal() == HASH_ID
