@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import socket
+import sys
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -54,6 +55,12 @@ class SandboxServer(ThreadingHTTPServer):
     def server_close(self) -> None:
         self.sandbox.close()
         super().server_close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that vanished (a worker killed mid-call resets its connection) is no error."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
 
 
 def make_server(sandbox: Sandbox) -> SandboxServer:
