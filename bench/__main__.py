@@ -9,9 +9,10 @@ import argparse
 import time
 from datetime import UTC, datetime
 
-from bench import cli, drain, harness, ingest, loadgen, machine, scrape, sweep
+from bench import cli, drain, harness, ingest, loadgen, machine, notify, scrape, sweep
 
-MODULES: dict[str, cli.Part] = {"ingest": ingest, "drain": drain, "sweep": sweep, "scrape": scrape}
+MODULES: dict[str, cli.Part] = {"ingest": ingest, "drain": drain, "sweep": sweep, "scrape": scrape,
+                                "notify": notify}
 PARTS = tuple(MODULES)
 
 
@@ -21,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the issue's sizes: 30 s x 3 rounds of ingest, 10,000 callbacks, 1M orders "
                              "(sweep and scrape)")
     parser.add_argument("--only", default=",".join(PARTS),
-                        help="comma-separated subset of ingest,drain,sweep,scrape")
+                        help="comma-separated subset of ingest,drain,sweep,scrape,notify")
     full = cli.wants_full(argv)
     for module in MODULES.values():
         module.add_arguments(parser, full=full)

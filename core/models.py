@@ -214,6 +214,7 @@ class SweepRun(Base):
     expired: Mapped[int] = mapped_column(Integer, default=0)
     still_pending: Mapped[int] = mapped_column(Integer, default=0)
     errors: Mapped[int] = mapped_column(Integer, default=0)
+    events_relayed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     detail: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
@@ -225,3 +226,55 @@ class SweepRun(Base):
             sqlite_where=text("errors = 0"),
         ),
     )
+
+
+class ShopEvent(Base):
+    """The notification outbox: one row per order change, written in the change's own transaction.
+
+    `body` is the JSON every delivery and the pull feed send, fixed at write time. `txid` is the writing
+    transaction's id on PostgreSQL (pg_current_xact_id()), which orders the pull feed by commit
+    (core/services/events.py); NULL on SQLite, where writers are serialized and ids follow commits.
+    Delivery state: pending (to push) -> delivered | failed; `next_attempt_at` is when the next push is
+    due (a claimed attempt pushes it past its own timeout, so a dead worker's claim runs out).
+    """
+
+    __tablename__ = "shop_events"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    order_no: Mapped[str] = mapped_column(String(50), index=True)
+    type: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    txid: Mapped[int | None] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        # The pull feed: commit order (txid), then id.
+        Index("ix_shop_events_feed", "txid", "id"),
+        # The outbox relay: undelivered events by due time. Partial, so delivered history costs nothing.
+        Index(
+            "ix_shop_events_pending",
+            "next_attempt_at",
+            postgresql_where=text("state = 'pending'"),
+            sqlite_where=text("state = 'pending'"),
+        ),
+    )
+
+
+class DeliveryAttempt(Base):
+    """One POST of one event to the shop: when, how long, and the HTTP status or the error."""
+
+    __tablename__ = "shop_event_attempts"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    event_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)

@@ -7,6 +7,8 @@ RESOLVE_TASK = "qpay.resolve_pay_token"  # args: [token_id: int]
 SWEEP_TASK = "qpay.sweep"  # no args
 CALLBACK_QUEUE = "callbacks"  # fresh payments: never behind a sweep
 SWEEP_QUEUE = "sweep"
+NOTIFY_TASK = "qpay.deliver_event"  # args: [event_id: int]
+NOTIFY_QUEUE = "notifications"  # pushes to the shop: a dead shop endpoint never delays a payment
 
 # -- the broker ---------------------------------------------------------------------------------------
 # Plain data (no Celery import): the workers' config and the web's sender must declare the queues
@@ -26,7 +28,7 @@ def amqp_queues() -> dict[str, dict[str, object]]:
     """Celery's `task_queues` (its mapping form) for RabbitMQ."""
     return {name: {"exchange": name, "exchange_type": "topic", "routing_key": name,
                    "queue_arguments": dict(QUORUM), "durable": True}
-            for name in (CALLBACK_QUEUE, SWEEP_QUEUE)}
+            for name in (CALLBACK_QUEUE, SWEEP_QUEUE, NOTIFY_QUEUE)}
 
 
 # Publisher confirms: a publish returns only once RabbitMQ has taken the message (a rejected one

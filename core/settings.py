@@ -6,6 +6,8 @@ they never appear in a repr, a log line or an exception message.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import re
@@ -33,6 +35,7 @@ SANDBOX_KEY_ID = "sandbox-key-id"
 
 __all__ = ["HASH_KEY_NAMES", "Settings", "SettingsError", "ShopCredentials", "UnknownShop", "get_settings",
            "load_settings"]
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -65,6 +68,14 @@ class Settings:
     sweep_batch: int = 500
     check_schedule: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0, 21600.0)
     flower_basic_auth: Secret | None = None
+    # Shop notifications (core/services/notify.py): where each order event is POSTed, the signing key
+    # (whsec_<base64>, raw bytes decoded once here), retry backoff base and cap, and the age at which an
+    # undelivered event is given up (seconds).
+    shop_webhook_url: str | None = field(default=None, repr=False)  # may hold basic-auth credentials
+    shop_webhook_secret: Secret | None = None
+    webhook_retry_base: float = 5.0
+    webhook_retry_cap: float = 3600.0
+    webhook_max_age: float = 3 * 86400.0
     # Bearer token Prometheus sends to the web's GET /metrics (unset: /metrics is open).
     metrics_token: Secret | None = None
     log_level: str = "INFO"
@@ -110,8 +121,9 @@ class Settings:
 
     def log_secrets(self) -> tuple[str, ...]:
         """Every configured secret value, revealed only so the log formatter can mask it in every
-        process (core.logging.register_secrets): the API, checkout and metrics secrets and Flower's logins
-        always, every key set of every shop (active and next) unless they are the public sandbox ones."""
+        process (core.logging.register_secrets): the API, checkout and metrics secrets, Flower's logins
+        and the shop notifications' signing secret always, every key set of every shop (active and next)
+        unless they are the public sandbox ones."""
         values: list[str] = []
         if not self.sandbox_defaults:
             values += [v for shop in self.all_shops for v in shop.secrets()]
@@ -124,6 +136,8 @@ class Settings:
         if self.flower_basic_auth is not None:
             logins = [p.strip() for p in self.flower_basic_auth.reveal().split(",") if p.strip()]
             values += logins + [login.partition(":")[2] for login in logins]
+        if self.shop_webhook_secret is not None:
+            values += webhook_secret_values(self.shop_webhook_secret.reveal())
         return tuple(values)
 
 
@@ -313,6 +327,40 @@ def _shops(env: Mapping[str, str], allow_sandbox_defaults: bool) -> tuple[tuple[
         raise SettingsError(str(exc)) from None
 
 
+def _webhook_secret(env: Mapping[str, str], url: str | None) -> Secret | None:
+    """SHOP_WEBHOOK_SECRET (`whsec_` + base64 of the key bytes): required when SHOP_WEBHOOK_URL is set."""
+    raw = (env.get("SHOP_WEBHOOK_SECRET") or "").strip()
+    if not raw:
+        if url:
+            raise SettingsError("SHOP_WEBHOOK_SECRET is required when SHOP_WEBHOOK_URL is set "
+                                "(`SHOP_WEBHOOK_URL= flask --app webhook events new-secret` prints one)")
+        return None
+    if not raw.startswith(WEBHOOK_SECRET_PREFIX):
+        raise SettingsError(f"SHOP_WEBHOOK_SECRET must start with {WEBHOOK_SECRET_PREFIX}")
+    try:
+        key = base64.b64decode(raw[len(WEBHOOK_SECRET_PREFIX):], validate=True)
+    except (binascii.Error, ValueError):
+        raise SettingsError("SHOP_WEBHOOK_SECRET is not valid base64 after whsec_") from None
+    if not 24 <= len(key) <= 64:
+        raise SettingsError("SHOP_WEBHOOK_SECRET must hold 24 to 64 bytes of key")
+    return Secret(raw)
+
+
+def webhook_secret_values(secret: str) -> tuple[str, str]:
+    """What the log formatter masks of SHOP_WEBHOOK_SECRET: the value as configured and its bare base64."""
+    return secret, secret.removeprefix(WEBHOOK_SECRET_PREFIX)
+
+
+def _webhook_url(env: Mapping[str, str]) -> str | None:
+    url = (env.get("SHOP_WEBHOOK_URL") or "").strip()
+    if not url:
+        return None
+    parsed = urlparse(url)
+    if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+        raise SettingsError("SHOP_WEBHOOK_URL must be an http(s) URL")
+    return url
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from the environment, failing with a message that names the variable."""
     env = os.environ if env is None else env
@@ -339,6 +387,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
     retry_base = env_float(env, "RESOLVE_RETRY_BASE", 2.0, 0.01)
     retry_cap = env_float(env, "RESOLVE_RETRY_CAP", 300.0, retry_base)
+    webhook_url = _webhook_url(env)
+    webhook_base = env_float(env, "SHOP_WEBHOOK_RETRY_BASE", 5.0, 0.01)
     if retry_cap > 3000:
         raise SettingsError("RESOLVE_RETRY_CAP must stay well below the broker's visibility timeout (3600 s)")
     return Settings(
@@ -360,6 +410,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sweep_batch=env_int(env, "SWEEP_BATCH", 500, 1),
         check_schedule=_schedule(env, "CHECK_SCHEDULE", (60.0, 300.0, 900.0, 3600.0, 21600.0)),
         flower_basic_auth=Secret(flower_auth) if flower_auth else None,
+        shop_webhook_url=webhook_url,
+        shop_webhook_secret=_webhook_secret(env, webhook_url),
+        webhook_retry_base=webhook_base,
+        webhook_retry_cap=env_float(env, "SHOP_WEBHOOK_RETRY_CAP", 3600.0, webhook_base),
+        webhook_max_age=env_float(env, "SHOP_WEBHOOK_MAX_AGE", 3 * 86400.0, 1.0),
         metrics_token=Secret(metrics_token) if metrics_token else None,
         log_level=level,
         sandbox_defaults=sandbox_defaults,

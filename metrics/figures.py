@@ -25,13 +25,13 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session
 
-from core.queues import CALLBACK_QUEUE, SWEEP_QUEUE
+from core.queues import CALLBACK_QUEUE, NOTIFY_QUEUE, SWEEP_QUEUE
 from core.services.figures import Figures, read_figures
 
 log = logging.getLogger(__name__)
 
-# Queues whose depth is reported; the notifications queue joins when shop notifications exist.
-QUEUES: tuple[str, ...] = (CALLBACK_QUEUE, SWEEP_QUEUE)
+# Queues whose depth is reported.
+QUEUES: tuple[str, ...] = (CALLBACK_QUEUE, SWEEP_QUEUE, NOTIFY_QUEUE)
 BROKER_TIMEOUT = 1.0
 REDIS_PRIORITY_SEP = RedisChannel.sep
 

@@ -3,8 +3,10 @@
 It starts the local stack (embedded Redis, SQLite in var/demo.db made fresh, the sandbox bank,
 gunicorn, a Celery worker, beat and Flower), creates a mixed batch of orders through the orders API,
 has the sandbox bank pay, decline, drop callbacks, fail calls and expire orders, shows progress while
-the pipeline resolves them, then prints how each order got to its final state. Exit 0 only if every
-order ended where the bank says it should, each settled exactly once.
+the pipeline resolves them, then prints how each order got to its final state. A small shop endpoint
+(scripts/shop.py, holding only SHOP_WEBHOOK_SECRET) receives the order events and verifies every
+signature with the `standardwebhooks` package. Exit 0 only if every order ended where the bank says it
+should, each settled exactly once, and the shop was notified of each order's final state.
 
 Demo-only shortcut: a real unpaid ATM order expires at the end of its last payment day and a card
 link after ExpMinutes (the order's optional expire_minutes, 30 by default). To show expiry within the
@@ -32,6 +34,8 @@ from sqlalchemy.pool import NullPool
 from core.models import BankCall, Order, OrderEvent, PayToken
 from core.settings import broker_url_from, normalize_database_url
 from core.sinopac.client import short_token
+from core.webhook_signing import new_secret
+from scripts.shop import ShopEndpoint
 from scripts.stack import PROJECT_DIR, Stack, StackConfig, StackError
 
 VAR = PROJECT_DIR / "var"
@@ -39,8 +43,11 @@ DEMO_DB = VAR / "demo.db"
 STACK_LOG = VAR / "demo-stack.log"
 DEADLINE = 150.0  # seconds for the pipeline to settle everything (the whole demo stays under 3 min)
 
+NOTIFY_WAIT = 20.0  # seconds after the last order change for the shop to hear of every final state
 # Short timings so the sweep and retries act within seconds instead of minutes.
 DEMO_ENV = {
+    "SHOP_WEBHOOK_RETRY_BASE": "1",
+    "SHOP_WEBHOOK_RETRY_CAP": "5",
     "SWEEP_INTERVAL": "8",
     "SWEEP_GRACE": "5",
     "SWEEP_WINDOW_OVERLAP": "600",
@@ -174,6 +181,7 @@ class Verdict:
     path: str
     settled_moves: int
     ok: bool
+    notified: str = ""
     notes: list[str] = field(default_factory=list)
 
 
@@ -321,11 +329,38 @@ def watch(engine: Engine, cases_: list[Case], flower_url: str, started: float) -
         time.sleep(0.5)  # pacing between polls
 
 
-def judge(engine: Engine, bank: Bank, cases_: list[Case]) -> list[Verdict]:
+def shop_heard(shop: ShopEndpoint, case: Case, status: str) -> str | None:
+    """What the shop was last told of this order, if it is `status` in a verified delivery; else None."""
+    heard = shop.events_of(case.order_no)
+    if not heard:
+        return None
+    last = heard[-1]
+    data = last["data"]
+    if data["to_status"] != status or data["order"]["status"] != status or last["type"] != f"order.{status}":
+        return None
+    return str(last["id"])
+
+
+def wait_for_shop(shop: ShopEndpoint, cases_: list[Case], engine: Engine) -> None:
+    """Give the pushes a moment to catch up with the last order changes."""
+    def heard_all() -> bool:
+        with engine.connect() as conn:
+            statuses = dict(conn.execute(select(Order.order_no, Order.status)
+                                         .where(Order.order_no.in_([c.order_no for c in cases_]))).all())
+        return all(shop_heard(shop, c, statuses[c.order_no]) for c in cases_)
+
+    if not wait_quietly(heard_all, NOTIFY_WAIT):
+        out(f"  (the shop still misses some final states after {NOTIFY_WAIT:.0f}s)")
+
+
+def judge(engine: Engine, bank: Bank, cases_: list[Case], shop: ShopEndpoint) -> list[Verdict]:
     verdicts = []
     for case in cases_:
         status, path, moves = how(engine, case)
         notes = []
+        event_id = shop_heard(shop, case, status)
+        if event_id is None:
+            notes.append(f"the shop was not notified of {status}")
         truth = bank_truth(bank.view(case.order_no))
         if truth is not None and truth != status:
             notes.append(f"the bank says {truth}")
@@ -333,28 +368,34 @@ def judge(engine: Engine, bank: Bank, cases_: list[Case]) -> list[Verdict]:
             notes.append(f"expected {case.expected}")
         if moves > 1:
             notes.append(f"moved {moves} times")
-        verdicts.append(Verdict(case, status, path, moves, ok=not notes, notes=notes))
+        verdicts.append(Verdict(case, status, path, moves, ok=not notes,
+                                notified=event_id or "MISSING", notes=notes))
     return verdicts
 
 
-def report(verdicts: list[Verdict]) -> bool:
-    out("\nreport: every order, its final status and how it got there")
-    out(f"  {'order':<26} {'case':<14} {'status':<9} how")
+def report(verdicts: list[Verdict], shop: ShopEndpoint) -> bool:
+    out("\nreport: every order, its final status, how it got there, and the shop's notification of it")
+    out(f"  {'order':<26} {'case':<14} {'status':<9} {'shop told':<10} how")
     for v in verdicts:
         mark = "ok " if v.ok else "WRONG"
         extra = f"  <- {'; '.join(v.notes)}" if v.notes else ""
-        out(f"  {mark} {v.case.order_no:<22} {v.case.key:<14} {v.status:<9} {v.path}{extra}")
+        out(f"  {mark} {v.case.order_no:<22} {v.case.key:<14} {v.status:<9} {v.notified:<10} {v.path}{extra}")
     wrong = [v for v in verdicts if not v.ok]
     lost = [v for v in wrong if "the bank says paid" in v.notes]
     out(f"\n{len(verdicts)} orders: {len(verdicts) - len(wrong)} right, {len(wrong)} wrong, {len(lost)} lost "
         "(paid at the bank but not here)")
-    return not wrong
+    received, bad = shop.received(), shop.unverified()
+    out(f"shop endpoint: {len(received)} deliveries received, {len(received) - len(bad)} verified "
+        f"(standardwebhooks), {len(bad)} failed verification")
+    return not wrong and not bad
 
 
 def main() -> int:
     t0 = time.monotonic()
     api_token = secrets.token_hex(16)
-    env = {**DEMO_ENV, "API_TOKEN": api_token, "CHECKOUT_SECRET": secrets.token_hex(32)}
+    shop_endpoint = ShopEndpoint(new_secret(), port=int(os.environ.get("SHOP_PORT", "0"))).start()
+    env = {**DEMO_ENV, "API_TOKEN": api_token, "SHOP_WEBHOOK_URL": shop_endpoint.url,
+           "SHOP_WEBHOOK_SECRET": shop_endpoint.secret, "CHECKOUT_SECRET": secrets.token_hex(32)}
     database_url = normalize_database_url(os.environ.get("DATABASE_URL") or fresh_database())
     config = StackConfig(
         database_url=database_url,
@@ -381,14 +422,16 @@ def main() -> int:
         stack.start_processes()
         stack.wait_ready(lambda: STACK_LOG.read_text(errors="replace"), timeout=60)
         out(f"ready in {time.monotonic() - t0:.0f}s:  web {config.web_url}  sandbox {config.sandbox_url}  "
-            f"Flower {config.flower_url}  metrics {config.metrics_urls()}\n")
+            f"Flower {config.flower_url}  metrics {config.metrics_urls()}\n"
+            f"  shop endpoint (order events, verified) {shop_endpoint.url}\n")
         batch = cases()
         bank = Bank(config.sandbox_url)
         drive(batch, Shop(config.web_url, api_token), bank)
         out(f"\nthe pipeline resolves them (callbacks, retries, sweeps every {DEMO_ENV['SWEEP_INTERVAL']}s); "
             f"Flower: {config.flower_url}")
         watch(engine, batch, config.flower_url, t0)
-        ok = report(judge(engine, bank, batch))
+        wait_for_shop(shop_endpoint, batch, engine)
+        ok = report(judge(engine, bank, batch, shop_endpoint), shop_endpoint)
     except (StackError, DemoError, requests.RequestException) as exc:
         out(f"\ndemo failed: {exc}")
         tail = STACK_LOG.read_text(errors="replace")[-3000:] if STACK_LOG.exists() else ""
@@ -399,6 +442,7 @@ def main() -> int:
     finally:
         out("\nstopping every process ...")
         stack.stop()
+        shop_endpoint.stop()
         engine.dispose()
         log.close()
         out(f"done in {time.monotonic() - t0:.0f}s: {'all orders right' if ok else 'FAILED'}")

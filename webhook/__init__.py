@@ -18,6 +18,7 @@ from requests.adapters import HTTPAdapter
 from core.budget import bank_budget
 from core.db import transaction
 from core.logging import configure_logging, install_record_factory, register_secrets
+from core.services.events import set_publisher
 from core.settings import Settings, get_settings
 from core.sinopac.client import BankClient, Observer, QPayClient
 from core.sinopac.types import BankCallRecord
@@ -91,7 +92,11 @@ def create_app(
         probes=ThreadPoolExecutor(max_workers=4, thread_name_prefix="readyz"),
     )
 
-    from webhook import callbacks, customer, health, orders_api, scrape
+    # Events committed here (an order created, an operator's decision) start their delivery at once.
+    send_event = getattr(app.extensions["qpay"].enqueuer, "send_event", None)
+    set_publisher(send_event if settings.shop_webhook_url is not None else None)
+
+    from webhook import callbacks, customer, events_api, health, orders_api, scrape
     from webhook.errors import register_error_handlers
     from webhook.headers import register_security_headers
     from webhook.requestlog import register_request_logging
@@ -101,6 +106,7 @@ def create_app(
     register_error_handlers(app)
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(orders_api.bp)
+    app.register_blueprint(events_api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(customer.bp)
     scrape.install(app)

@@ -3,7 +3,9 @@
     shops                              the configured shops, with key fingerprints (never keys)
     shops check                        ask the bank (Nonce, a harmless OrderQuery) with each key set of
                                        each shop; print which sets it accepts
-    orders show <order_no> [--shop S]  status, bank calls, events and tokens as one timeline
+    orders show <order_no> [--shop S]  status, bank calls, events and tokens as one timeline, then the
+                                       shop notifications with their delivery state
+    events ...                         the shop notifications (webhook/events_cli.py)
     orders stuck [--older-than 30m]    pending work older than that, tokens not yet resolved, untrusted
                                        and dead tokens (any age), reviews (late payments included)
     orders requery <order_no>          OrderQuery by OrderNo now and settle from the bank's answer
@@ -44,6 +46,7 @@ from core.sinopac.errors import QPayError
 from core.sinopac.types import BankCallRecord
 from core.states import Source, TokenState
 from webhook.deps import deps
+from webhook.events_cli import events_cli, order_event_lines
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -208,6 +211,9 @@ def orders_show(order_no: str, shop_no: str | None) -> None:
         click.echo("timeline (UTC):")
         for line in timeline(session, order):
             click.echo(f"  {_when(line.at)}  {line.kind:<5}  {line.text}")
+        click.echo("shop notifications (UTC):")
+        for at, text in order_event_lines(session, order.order_no):
+            click.echo(f"  {_when(at)}  {text}")
         if order.status in ("pending", "needs_review"):
             untrusted = _untrusted_count(session)
             if untrusted:
@@ -467,7 +473,9 @@ def sweep_run() -> None:
     clients = _ShopClients(record_alone)
     try:
         # send_resolve is the sweep's Enqueue as it stands: False when the broker is down.
-        counts = run_sweep(deps().unit_of_work, clients, _settings(), _enqueuer())
+        send_event = getattr(deps().enqueuer, "send_event", None)
+        relay = send_event if _settings().shop_webhook_url is not None else None
+        counts = run_sweep(deps().unit_of_work, clients, _settings(), _enqueuer(), relay=relay)
     finally:
         clients.close_all()
     click.echo("sweep: " + ", ".join(f"{k}={v}" for k, v in counts.as_dict().items()))
@@ -577,7 +585,7 @@ def db_upgrade(revision: str) -> None:
 
 def register_cli(app: Flask) -> None:
     """Attach the ops commands to `app` (create_app calls this)."""
-    for group in (orders_cli, tokens_cli, sweep_cli, db_cli, shops_cli):
+    for group in (orders_cli, tokens_cli, sweep_cli, db_cli, shops_cli, events_cli):
         app.cli.add_command(group)
 
 

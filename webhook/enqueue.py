@@ -24,7 +24,15 @@ from celery import Celery
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from core.queues import AMQP_TRANSPORT_OPTIONS, CALLBACK_QUEUE, RESOLVE_TASK, amqp_queues, is_amqp
+from core.queues import (
+    AMQP_TRANSPORT_OPTIONS,
+    CALLBACK_QUEUE,
+    NOTIFY_QUEUE,
+    NOTIFY_TASK,
+    RESOLVE_TASK,
+    amqp_queues,
+    is_amqp,
+)
 from webhook.taskmessage import default_origin, task_message
 
 log = logging.getLogger(__name__)
@@ -108,25 +116,31 @@ class CeleryEnqueuer:
                     current = self._redis = (os.getpid(), client, default_origin())
         return current[1], current[2]
 
-    def _publish(self, token_id: int) -> None:
+    def _publish(self, task: str, queue: str, item_id: int) -> None:
         if self._direct:
             client, origin = self._redis_client()
-            client.lpush(CALLBACK_QUEUE, task_message(RESOLVE_TASK, [token_id], queue=CALLBACK_QUEUE,
-                                                      origin=origin))
+            client.lpush(queue, task_message(task, [item_id], queue=queue, origin=origin))
         else:
-            self._celery().send_task(RESOLVE_TASK, args=[token_id], queue=CALLBACK_QUEUE, retry=False)
+            self._celery().send_task(task, args=[item_id], queue=queue, retry=False)
 
-    def send_resolve(self, token_id: int) -> bool:
-        """True if the broker accepted the task; False (logged) if it is unreachable."""
+    def _send(self, task: str, queue: str, item_id: int, what: str) -> bool:
         try:
-            self._publish(token_id)
-        except Exception as exc:  # any broker failure: the sweep owns the token now
+            self._publish(task, queue, item_id)
+        except Exception as exc:  # any broker failure: the sweep owns the row now
             log.warning(
                 "enqueue failed; the sweep will re-enqueue",
-                extra={"token_id": token_id, "error": type(exc).__name__},
+                extra={what: item_id, "error": type(exc).__name__},
             )
             return False
         return True
+
+    def send_resolve(self, token_id: int) -> bool:
+        """True if the broker accepted the task; False (logged) if it is unreachable."""
+        return self._send(RESOLVE_TASK, CALLBACK_QUEUE, token_id, "token_id")
+
+    def send_event(self, event_id: int) -> bool:
+        """Start one shop event's delivery (notifications queue); False (logged) if the broker is down."""
+        return self._send(NOTIFY_TASK, NOTIFY_QUEUE, event_id, "event_id")
 
     def ping(self) -> None:
         """Raise if the broker cannot be reached within the timeout (for /readyz)."""
@@ -140,6 +154,9 @@ class NullEnqueuer:
     """For processes without a broker (tests of pure HTTP behaviour): always reports failure."""
 
     def send_resolve(self, token_id: int) -> bool:
+        return False
+
+    def send_event(self, event_id: int) -> bool:
         return False
 
     def ping(self) -> None:

@@ -12,10 +12,10 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from core.checkout import checkout_url
 from core.logging import bind_context
-from core.models import Order, OrderEvent
+from core.models import OrderEvent
 from core.services.bank_calls import recorder
+from core.services.order_json import iso, order_detail, order_summary, twd
 from core.services.orders import (
     NewOrder,
     OrderValidationError,
@@ -47,38 +47,12 @@ _FIELD_NAMES = {"amount_twd": "amount"}
 
 
 @bp.before_request
-def _authenticate() -> Response | None:
+def authenticate() -> Response | None:
+    """Bearer API_TOKEN, compared in constant time (the events feed uses it too)."""
     token = deps().settings.api_token
     if token is None:
         return error_response(503, "API_TOKEN is not configured")
     return bearer_refusal(token)
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def _twd(amount: int) -> int | float:
-    return amount // 100 if amount % 100 == 0 else amount / 100
-
-
-def order_body(order: Order) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "shop_no": order.shop_no,
-        "order_no": order.order_no,
-        "status": order.status,
-        "amount": _twd(order.amount),
-        "currency": order.currency,
-        "pay_type": order.pay_type,
-        "ts_no": order.ts_no,
-        "expires_at": _iso(order.expires_at),
-    }
-    if order.pay_type == "A":
-        body["atm_pay_no"] = order.atm_pay_no
-    else:
-        body["card_pay_url"] = order.card_pay_url
-    body["checkout_url"] = checkout_url(deps().settings, order.order_no, order.shop_no)
-    return body
 
 
 def event_body(event: OrderEvent) -> dict[str, Any]:
@@ -87,9 +61,9 @@ def event_body(event: OrderEvent) -> dict[str, Any]:
         "to_status": event.to_status,
         "source": event.source,
         "ts_no": event.ts_no,
-        "amount": _twd(event.amount) if event.amount is not None else None,
+        "amount": twd(event.amount) if event.amount is not None else None,
         "detail": event.detail,
-        "at": _iso(event.at),
+        "at": iso(event.at),
     }
 
 
@@ -144,7 +118,7 @@ def create() -> Response:
         raise InvalidInput(str(exc)) from None
     else:
         bind_context(order_no=order.order_no)
-        body = order_body(order)
+        body = order_summary(order, d.settings)
     finally:
         _record_calls(calls)
     if failure is not None:
@@ -171,13 +145,6 @@ def show(order_no: str) -> Response:
         order = get_order(session, order_no, shop_no)
         if order is None:
             return error_response(404, "order not found")
-        body = order_body(order)
-        body.update(
-            product_name=order.product_name,
-            status_reason=order.status_reason,
-            created_at=_iso(order.created_at),
-            updated_at=_iso(order.updated_at),
-            paid_at=_iso(order.paid_at),
-            events=[event_body(e) for e in order_history(session, order_no, order.shop_no)],
-        )
+        body = order_detail(order, deps().settings)
+        body["events"] = [event_body(e) for e in order_history(session, order_no, order.shop_no)]
     return jsonify(body)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-app = Celery("qpay", include=["workers.tasks"])
+app = Celery("qpay", include=["workers.tasks", "workers.notify"])
 app.config_from_object("workers.celeryconfig")
 
 __all__ = ["app"]

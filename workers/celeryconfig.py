@@ -17,6 +17,8 @@ from kombu import Exchange, Queue
 from core.queues import (
     AMQP_TRANSPORT_OPTIONS,
     CALLBACK_QUEUE,
+    NOTIFY_QUEUE,
+    NOTIFY_TASK,
     RESOLVE_TASK,
     SWEEP_QUEUE,
     SWEEP_TASK,
@@ -125,19 +127,23 @@ worker_send_task_events = True
 task_send_sent_event = True
 
 # -- routing ----------------------------------------------------------------------------------------
-# Fresh payments and sweeps never share a queue, so a big sweep cannot delay a callback.
+# Fresh payments, sweeps and shop notifications never share a queue, so a big sweep or a dead shop
+# endpoint cannot delay a callback.
 task_routes = {
     RESOLVE_TASK: {"queue": CALLBACK_QUEUE},
     SWEEP_TASK: {"queue": SWEEP_QUEUE},
+    # Pushes to the shop: a dead shop endpoint never sits in front of a payment.
+    NOTIFY_TASK: {"queue": NOTIFY_QUEUE},
 }
 task_default_queue = CALLBACK_QUEUE
-# Declared, so Flower's Broker view and /api/queues/length list both queues even when no worker is
+# Declared, so Flower's Broker view and /api/queues/length list every queue even when no worker is
 # online to report what it consumes (Flower then falls back to these names). Each with its own
 # exchange and routing key, exactly as Celery creates a missing queue: a bare Queue(name) would be
 # bound to the default exchange and key, and a sweep would then be delivered to both queues.
 # On RabbitMQ: quorum queues on topic exchanges, declared as the web's sender declares them (core/queues.py).
 task_queues: object = amqp_queues() if AMQP else tuple(
-    Queue(name, Exchange(name, type="direct"), routing_key=name) for name in (CALLBACK_QUEUE, SWEEP_QUEUE))
+    Queue(name, Exchange(name, type="direct"), routing_key=name)
+    for name in (CALLBACK_QUEUE, SWEEP_QUEUE, NOTIFY_QUEUE))
 
 # -- beat -------------------------------------------------------------------------------------------
 timezone = "UTC"

@@ -14,6 +14,7 @@ from celery.signals import (
     task_postrun,
     task_prerun,
     task_received,
+    worker_init,
     worker_process_init,
     worker_ready,
 )
@@ -45,6 +46,19 @@ def _size_pools(instance: Any = None, **_: Any) -> None:
     if isinstance(concurrency, int):
         size_pool(concurrency)
         size_db_pool(concurrency)
+        from workers.notify import delivery_slots
+
+        delivery_slots(concurrency)
+
+
+@worker_init.connect
+def _publish_events(**_: Any) -> None:
+    """Order events committed in this worker (settlements, the sweep) start their delivery at once."""
+    if get_settings().shop_webhook_url is not None:
+        from core.services.events import set_publisher
+        from workers.notify import send_delivery
+
+        set_publisher(send_delivery)
 
 
 @worker_process_init.connect
@@ -52,6 +66,9 @@ def _fresh_connections(**_: Any) -> None:
     """Two processes talking over one inherited socket corrupt each other's conversation."""
     dispose_engines()
     reset_client()
+    from workers.notify import reset_pool
+
+    reset_pool()
     exporter.start("worker")  # a prefork child runs tasks: it counts them and serves them itself
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from celery import Task
 from sqlalchemy.exc import OperationalError
 
+from core.backoff import retry_countdown
 from core.db import transaction
 from core.logging import bind_context
 from core.queues import CALLBACK_QUEUE, RESOLVE_TASK, SWEEP_QUEUE, SWEEP_TASK
@@ -22,9 +23,9 @@ from core.settings import Settings, get_settings
 from core.sinopac.client import BankClient
 from metrics import defs as metrics
 from workers import app
-from workers.backoff import retry_countdown
 from workers.bank import client_for
 from workers.celeryconfig import RESOLVE_HARD_LIMIT, RESOLVE_SOFT_LIMIT, SWEEP_HARD_LIMIT, SWEEP_SOFT_LIMIT
+from workers.notify import send_delivery
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,9 @@ def _enqueue_resolve(token_id: int) -> bool:
 def sweep() -> dict[str, int]:
     """One reconciliation pass (core/services/sweep.py); safe to run while another one runs."""
     try:
-        counts = run_sweep(transaction, client_for, get_settings(), _enqueue_resolve)
+        settings = get_settings()
+        relay = send_delivery if settings.shop_webhook_url is not None else None
+        counts = run_sweep(transaction, client_for, settings, _enqueue_resolve, relay=relay)
     except OperationalError as exc:
         # The database is unreachable: nothing can be read or settled now; beat sends the next pass.
         log.warning("sweep skipped: database unavailable (%s)", type(exc.orig).__name__,

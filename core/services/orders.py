@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from core.models import Order, OrderEvent
 from core.services.due import next_check_at
+from core.services.events import record_event
 from core.services.units import UnitOfWork, as_unit_of_work
 from core.settings import Settings
 from core.sinopac.errors import MalformedReply
@@ -192,6 +193,7 @@ def create_order(
             )
         )
         session.flush()
+        record_event(session, order, None, OrderStatus.PENDING.value, Source.API.value, at)
     log.info("order %s created", order_no,
              extra={"order_no": order_no, "shop_no": shop_no, "ts_no": result.ts_no})
     return order

@@ -1,8 +1,9 @@
 """Order transitions and the settlement rules: only the bank's verified word moves an order.
 
 Every change is one conditional UPDATE (`... WHERE status = <current>`) whose row count says whether
-this call made it, plus one OrderEvent. Two settlers racing on one order (a callback and a sweep, or
-twenty workers) therefore produce exactly one transition and one event; the losers see a no-op.
+this call made it, plus one OrderEvent and the shop's ShopEvent (the notification outbox). Two
+settlers racing on one order (a callback and a sweep, or twenty workers) therefore produce exactly one
+transition and one event; the losers see a no-op.
 Mismatches never pay an order: they park it in needs_review with the reason, logged loudly.
 """
 
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session
 from core.models import Order, OrderEvent
 from core.services import paystatus
 from core.services.due import next_check_at
+from core.services.events import record_event
 from core.settings import Settings
 from core.sinopac.timefmt import from_bank_minute
 from core.sinopac.types import OrderQueryRow, PayQueryResult
@@ -152,6 +154,10 @@ def transition(
             )
             session.flush()
             _expire_cached(session, order_no, row.shop_no)
+            # The shop's notification, in this same transaction (core/services/events.py).
+            moved = _get_order(session, order_no, row.shop_no)
+            if moved is not None:
+                record_event(session, moved, current.value, target.value, src.value, at)
             return True
     raise RuntimeError(f"order {order_no}: status kept changing under us ({_MAX_TRIES} tries)")
 

@@ -2,7 +2,8 @@
 
 One pass, three steps, each in short transactions with every bank call outside them:
   1. requeue   tokens stored but still unresolved after the grace period are enqueued again (the
-               outbox relay: the broker was down, the worker died, or retries ran out);
+               outbox relay: the broker was down, the worker died, or retries ran out); so are shop
+               events neither delivered nor failed whose delivery is due and not running;
   2. bulk      OrderQuery by PayDateTime window [last window end - overlap, now] with PayFlag=Y settles
                pending orders the bank reports paid; a window that hits the bank's 300-row maximum is
                split in halves down to one minute;
@@ -20,6 +21,7 @@ logged and stored as a SweepRun row.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -27,10 +29,12 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from core.models import SweepRun
 from core.services.callbacks import mark_enqueued
 from core.services.due import claim_due_orders, due_tokens
+from core.services.notify import due_events, mark_relayed
 from core.services.settlement import SettleOutcome, schedule_next_check, settle_from_query_row
 from core.services.units import UnitOfWork
 from core.settings import Settings
@@ -61,6 +65,7 @@ class SweepCounts:
     expired: int = 0
     still_pending: int = 0
     errors: int = 0
+    events_relayed: int = 0
     window_start: datetime | None = None
     window_end: datetime | None = None  # set only when the whole bulk window was read
     notes: list[str] = field(default_factory=list)
@@ -98,11 +103,15 @@ def run_sweep(
     enqueue: Enqueue,
     *,
     now: datetime | None = None,
+    relay: Enqueue | None = None,
 ) -> SweepCounts:
     """One reconciliation pass over every shop (`client`: one shop's client, or a ClientFor); returns
-    the total and records one SweepRun per shop."""
+    the total and records one SweepRun per shop. `relay` sends one shop event's delivery (None when no
+    SHOP_WEBHOOK_URL is set: nothing to push); the events' relay runs once per pass."""
     now = now or datetime.now(UTC)
     total = SweepCounts()
+    if relay is not None:
+        _relay_events(unit_of_work, settings, relay, now, total)
     starts: list[datetime | None] = []
     ends: list[datetime | None] = []
     for shop in settings.all_shops:
@@ -159,30 +168,62 @@ def _record(unit_of_work: UnitOfWork, counts: SweepCounts, now: datetime, shop_n
 def _requeue(
     uow: UnitOfWork, settings: Settings, enqueue: Enqueue, now: datetime, counts: SweepCounts, shop_no: str
 ) -> None:
+    def mark(session: Session, token_ids: list[int]) -> None:
+        for token_id in token_ids:
+            mark_enqueued(session, token_id, now=now)
+
+    due = functools.partial(due_tokens, shop_no=shop_no)
+    counts.requeued = _relay(uow, settings, now, counts, "token", due, enqueue, mark)
+    counts.by_step["requeued"] = counts.requeued
+
+
+def _relay_events(
+    uow: UnitOfWork, settings: Settings, relay: Enqueue, now: datetime, counts: SweepCounts
+) -> None:
+    """The shop events' outbox relay: undelivered events with no live delivery are sent again."""
+    def mark(session: Session, event_ids: list[int]) -> None:
+        mark_relayed(session, event_ids, now=now)
+
+    counts.events_relayed = _relay(uow, settings, now, counts, "event", due_events, relay, mark)
+
+
+def _relay(
+    uow: UnitOfWork,
+    settings: Settings,
+    now: datetime,
+    counts: SweepCounts,
+    what: str,
+    due: Callable[..., list[int]],
+    send: Enqueue,
+    mark: Callable[[Session, list[int]], None],
+) -> int:
+    """Read what is due, send it, stamp what the broker took; how many were sent."""
     with uow() as session:
-        token_ids = due_tokens(session, now=now, grace=settings.sweep_grace, limit=settings.sweep_batch,
-                               shop_no=shop_no)
+        ids = due(session, now=now, grace=settings.sweep_grace, limit=settings.sweep_batch)
+    sent = _send_all(ids, send, counts, what)
+    if sent:
+        with uow() as session:
+            mark(session, sent)
+    return len(sent)
+
+
+def _send_all(ids: list[int], send: Enqueue, counts: SweepCounts, what: str) -> list[int]:
+    """Send each id until the broker refuses one (the rest would fail alike); the ids it took."""
     sent: list[int] = []
-    for token_id in token_ids:
+    for item in ids:
         try:
-            accepted = enqueue(token_id) is True
+            accepted = send(item) is True
             reason = "broker unreachable"
         except Exception as exc:  # against the contract, but it must not end the pass either
             accepted, reason = False, type(exc).__name__
         if not accepted:
-            # The broker is down: the rows are durable, the next pass tries again. The rest of this
-            # batch would fail the same way, so stop here.
+            # The broker is down: the rows are durable, the next pass tries again.
             counts.errors += 1
             counts.notes.append(f"enqueue failed: {reason}")
-            log.warning("sweep: could not enqueue token %s (%s)", token_id, reason)
+            log.warning("sweep: could not enqueue %s %s (%s)", what, item, reason)
             break
-        sent.append(token_id)
-    if sent:
-        with uow() as session:
-            for token_id in sent:
-                mark_enqueued(session, token_id, now=now)
-    counts.requeued = len(sent)
-    counts.by_step["requeued"] = len(sent)
+        sent.append(item)
+    return sent
 
 
 # -- 2. bulk: what the bank says was paid in the window ----------------------------------------------

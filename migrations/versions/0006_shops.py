@@ -1,7 +1,7 @@
 """Several shops: orders unique per (shop_no, order_no); the shop on events, bank calls and sweep runs.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0003
 Create Date: 2026-11-29
 
 An existing single-shop database keeps every row: order_events.shop_no is filled from the order it
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | None = "0004"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -128,7 +128,7 @@ def start_web(env: Mapping[str, str], port: int | None = None, workers: int = 2)
     return proc, base
 
 
-def start_worker(env: Mapping[str, str], name: str = "w1", queues: str = "callbacks,sweep",
+def start_worker(env: Mapping[str, str], name: str = "w1", queues: str = "callbacks,sweep,notifications",
                  concurrency: int = 2, pool: str = "threads") -> Proc:
     """A real Celery worker process; ready when it logs that it is ready.
 

@@ -284,6 +284,24 @@ class Stack:
         assert resp.status_code == 200, f"sandbox pay {order_no}: {resp.status_code} {resp.text[:300]}"
         return str(resp.json()["PayToken"])
 
+    def expire_at_bank(self, order_no: str) -> None:
+        """The bank declares an unpaid order overdue now (the sandbox's operator shortcut)."""
+        resp = self.http.post(f"{self.sandbox_url}/sandbox/orders/{order_no}/expire", timeout=10)
+        assert resp.status_code == 200, f"sandbox expire {order_no}: {resp.status_code} {resp.text[:300]}"
+
+    def event_feed(self, limit: int = 100, after: str = "") -> tuple[list[dict[str, Any]], str]:
+        """Every event the pull feed gives, following `next` from `after` until a page is empty."""
+        events: list[dict[str, Any]] = []
+        while True:
+            resp = self.http.get(f"{self.web_url}/api/events", params={"after": after, "limit": limit},
+                                 headers=self._api_headers(), timeout=10)
+            assert resp.status_code == 200, f"GET /api/events: {resp.status_code} {resp.text[:300]}"
+            page = resp.json()
+            events += page["events"]
+            if not page["events"]:
+                return events, str(page["next"])
+            after = page["next"]
+
     def set_faults(self, **faults: Any) -> dict[str, Any]:
         """Merge fault settings into the sandbox's (docs/sandbox.md lists them)."""
         resp = self.http.post(f"{self.sandbox_url}/sandbox/faults", json=faults, timeout=10)
@@ -348,6 +366,17 @@ class Stack:
         return self._rows("SELECT from_status, to_status, source, ts_no, amount, detail FROM order_events "
                           "WHERE order_no = :no ORDER BY id", no=order_no)
 
+    def shop_events(self, order_nos: Iterable[str] | None = None) -> list[Any]:
+        """The notification outbox (id, order_no, type, state, attempts, body), by id."""
+        sql = "SELECT id, order_no, type, state, attempts, body, created_at FROM shop_events"
+        if order_nos is None:
+            return self._rows(sql + " ORDER BY id")
+        return self._rows(sql + " WHERE order_no = ANY(:nos) ORDER BY id", nos=list(order_nos))
+
+    def delivery_attempts(self, event_id: int) -> list[Any]:
+        return self._rows("SELECT attempt, http_status, error, duration_ms FROM shop_event_attempts "
+                          "WHERE event_id = :id ORDER BY attempt, id", id=event_id)
+
     def pay_tokens(self, order_no: str | None = None) -> list[Any]:
         if order_no is None:
             return self._rows(TOKEN_SQL + " ORDER BY id")
@@ -358,7 +387,7 @@ class Stack:
         return rows[0] if rows else None
 
     def count(self, table: str) -> int:
-        assert table in {"orders", "pay_tokens", "order_events", "bank_calls"}
+        assert table in {"orders", "pay_tokens", "order_events", "bank_calls", "shop_events"}
         return int(self._rows(f"SELECT count(*) AS n FROM {table}")[0].n)  # noqa: S608 - fixed names
 
     def bank_call_outcomes(self) -> dict[str, int]:

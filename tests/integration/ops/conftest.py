@@ -26,11 +26,18 @@ class FakeEnqueuer:
 
     up: bool = True
     sent: list[int] = field(default_factory=list)
+    events: list[int] = field(default_factory=list)
 
     def send_resolve(self, token_id: int) -> bool:
         if not self.up:
             return False
         self.sent.append(token_id)
+        return True
+
+    def send_event(self, event_id: int) -> bool:
+        if not self.up:
+            return False
+        self.events.append(event_id)
         return True
 
     def ping(self) -> None:

@@ -116,7 +116,7 @@ def test_published_ports_bind_loopback_only(compose: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(("name", "program"), [
     ("web", "gunicorn -c gunicorn.conf.py"),
-    ("worker", "celery -A workers worker -Q callbacks,sweep"),
+    ("worker", "celery -A workers worker -Q callbacks,sweep,notifications "),
     ("beat", "celery -A workers beat"),
     ("flower", "celery -A workers flower --conf=workers/flowerconfig.py"),
     ("sandbox", "python -m sandbox"),

@@ -64,9 +64,10 @@ def test_procfile_declares_web_worker_beat_flower_and_release() -> None:
     assert set(read_procfile("Procfile")) == {"release", "web", "worker", "beat", "flower"}
 
 
-def test_procfile_worker_consumes_both_queues() -> None:
-    worker = read_procfile("Procfile")["worker"]
-    assert "-Q callbacks,sweep" in worker
+@pytest.mark.parametrize("procfile", ["Procfile", "Procfile.dev"])
+def test_procfile_worker_consumes_every_queue(procfile: str) -> None:
+    worker = read_procfile(procfile)["worker"]
+    assert "-Q callbacks,sweep,notifications " in worker
 
 
 @pytest.mark.parametrize("procfile", ["Procfile", "Procfile.dev"])

@@ -6,7 +6,7 @@ import pytest
 import redis
 import requests
 
-from core.queues import CALLBACK_QUEUE, SWEEP_QUEUE
+from core.queues import CALLBACK_QUEUE, NOTIFY_QUEUE, SWEEP_QUEUE
 from tests.support import procs, services
 from tests.support.poll import wait_for
 
@@ -44,11 +44,12 @@ def test_flower_will_not_start_without_auth(redis_server):
 
 
 
-def test_flower_shows_the_depth_of_the_callbacks_and_sweep_queues(redis_server):
-    # given messages waiting on both queues and no worker online to take them
+def test_flower_shows_the_depth_of_the_callbacks_sweep_and_notifications_queues(redis_server):
+    # given messages waiting on every queue and no worker online to take them
     client = redis.Redis.from_url(redis_server.url)
     client.lpush(CALLBACK_QUEUE, *[b"{}"] * 3)
     client.lpush(SWEEP_QUEUE, b"{}")
+    client.lpush(NOTIFY_QUEUE, *[b"{}"] * 2)
     proc, base = _flower(redis_server.url, FLOWER_BASIC_AUTH="ops:correct-horse")
     try:
         proc.wait_ready(lambda: procs.http_ok(f"{base}/healthcheck"), timeout=30)
@@ -57,12 +58,13 @@ def test_flower_shows_the_depth_of_the_callbacks_and_sweep_queues(redis_server):
         # then it lists each queue with the messages waiting there
         assert resp.status_code == 200, resp.text
         depths = {q["name"]: q["messages"] for q in resp.json()["active_queues"]}
-        assert depths == {CALLBACK_QUEUE: 3, SWEEP_QUEUE: 1}
+        assert depths == {CALLBACK_QUEUE: 3, SWEEP_QUEUE: 1, NOTIFY_QUEUE: 2}
         page = requests.get(f"{base}/broker", auth=("ops", "correct-horse"), timeout=10)
         assert page.status_code == 200
         assert CALLBACK_QUEUE in page.text
         assert SWEEP_QUEUE in page.text
+        assert NOTIFY_QUEUE in page.text
     finally:
         proc.stop()
-        client.delete(CALLBACK_QUEUE, SWEEP_QUEUE)
+        client.delete(CALLBACK_QUEUE, SWEEP_QUEUE, NOTIFY_QUEUE)
         client.close()

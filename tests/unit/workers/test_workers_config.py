@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from core.backoff import retry_countdown
 from core.queues import CALLBACK_QUEUE, RESOLVE_TASK, SWEEP_QUEUE, SWEEP_TASK
-from workers.backoff import retry_countdown
 
 ROOT = Path(__file__).resolve().parents[3]
 FLOWER_CONF = ROOT / "workers" / "flowerconfig.py"

@@ -177,7 +177,7 @@ def test_the_counts_are_recorded_as_a_sweep_run(uow, settings):
     assert (run.requeued, run.found, run.settled, run.expired, run.still_pending, run.errors) == (
         1, 1, 1, 0, 0, 0)
     assert counts.as_dict() == {"requeued": 1, "found": 1, "settled": 1, "expired": 0, "still_pending": 0,
-                                "errors": 0}
+                                "errors": 0, "events_relayed": 0}
     assert run.finished_at is not None
 
 

@@ -1,4 +1,5 @@
-"""The resolve task's retry delay: capped exponential backoff with equal jitter (docs/architecture.md).
+"""Retry delays: capped exponential backoff with equal jitter (resolution retries, shop notifications;
+docs/architecture.md).
 
 Equal jitter (half fixed, half random) rather than full jitter: callbacks for one outage arrive
 together, the random half spreads their retries apart, and the fixed half guarantees the gaps grow
