@@ -110,12 +110,12 @@ def run_sweep(
     SHOP_WEBHOOK_URL is set: nothing to push); the events' relay runs once per pass."""
     now = now or datetime.now(UTC)
     total = SweepCounts()
-    if relay is not None:
-        _relay_events(unit_of_work, settings, relay, now, total)
     starts: list[datetime | None] = []
     ends: list[datetime | None] = []
-    for shop in settings.all_shops:
+    for index, shop in enumerate(settings.all_shops):
         counts = SweepCounts()
+        if relay is not None and index == 0:  # events are not per shop: relayed once, on the first row
+            _relay_events(unit_of_work, settings, relay, now, counts)
         try:
             _shop_pass(unit_of_work, client_of(client, shop.shop_no), settings, enqueue, now, counts,
                        shop.shop_no)
