@@ -33,6 +33,8 @@ def recorder(session: Session) -> Callable[[BankCallRecord], None]:
                 http_status=call.http_status,
                 outcome=call.outcome,
                 error=call.error[:_MAX_ERROR] if call.error else None,
+                shop_no=call.shop_no[:20] or None,
+                key_set=call.key_set[:8] or None,
             )
         )
 
