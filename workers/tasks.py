@@ -1,4 +1,5 @@
-"""The two tasks. Each is as thin as a view: take ids, open a transaction, call one service.
+"""The resolve and sweep tasks (shop notifications: workers/notify.py), each as thin as a view:
+take ids, open a transaction, call one service.
 
 Arguments are only ids (a pay_tokens row id), never a PayToken, an amount or a key, so the broker,
 Flower and the logs hold nothing sensitive.
