@@ -35,7 +35,7 @@ __all__ = [
     "short_token",
 ]
 
-CONTEXT_FIELDS = ("request_id", "task_id", "order_no", "pay_token")
+CONTEXT_FIELDS = ("request_id", "task_id", "shop_no", "order_no", "pay_token")
 MASK = "***"
 
 _context: ContextVar[Mapping[str, str]] = ContextVar("qpay_log_context", default={})  # noqa: B039

@@ -18,9 +18,11 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    and_,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -67,7 +69,7 @@ class Order(Base):
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     shop_no: Mapped[str] = mapped_column(String(20))
-    order_no: Mapped[str] = mapped_column(String(50), unique=True)
+    order_no: Mapped[str] = mapped_column(String(50))  # unique per shop (uq_orders_shop_order)
     amount: Mapped[int] = mapped_column(BigInteger)  # ×100
     currency: Mapped[str] = mapped_column(String(3), default="TWD")
     pay_type: Mapped[str] = mapped_column(String(1))  # A | C
@@ -95,7 +97,15 @@ class Order(Base):
             sqlite_where=text("status = 'pending'"),
         ),
         Index("ix_orders_status", "status"),
+        # An OrderNo is unique within its shop: two shops of one merchant may use the same numbers.
+        UniqueConstraint("shop_no", "order_no", name="uq_orders_shop_order"),
     )
+
+    @staticmethod
+    def key(order_no: str, shop_no: str | None = None) -> ColumnElement[bool]:
+        """The WHERE clause naming one order; without a shop, the OrderNo alone (single-shop callers)."""
+        clause = Order.order_no == order_no
+        return clause if shop_no is None else and_(Order.shop_no == shop_no, clause)
 
 
 class PayToken(Base):
@@ -162,6 +172,8 @@ class BankCall(Base):
     http_status: Mapped[int | None] = mapped_column(Integer)
     outcome: Mapped[str] = mapped_column(String(32))  # ok | rejected | transport_error | protocol_error
     error: Mapped[str | None] = mapped_column(Text)
+    shop_no: Mapped[str | None] = mapped_column(String(20))  # NULL: recorded before several shops
+    key_set: Mapped[str | None] = mapped_column(String(8))  # the set that verified the reply: active | next
 
 
 class OrderEvent(Base):
@@ -170,6 +182,7 @@ class OrderEvent(Base):
     __tablename__ = "order_events"
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    shop_no: Mapped[str] = mapped_column(String(20))
     order_no: Mapped[str] = mapped_column(String(50), index=True)
     from_status: Mapped[str | None] = mapped_column(String(16))
     to_status: Mapped[str] = mapped_column(String(16))
@@ -179,7 +192,9 @@ class OrderEvent(Base):
     detail: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    __table_args__ = (UniqueConstraint("order_no", "from_status", "to_status", name="uq_order_events_move"),)
+    __table_args__ = (
+        UniqueConstraint("shop_no", "order_no", "from_status", "to_status", name="uq_order_events_move"),
+    )
 
 
 class SweepRun(Base):
@@ -188,6 +203,7 @@ class SweepRun(Base):
     __tablename__ = "sweep_runs"
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    shop_no: Mapped[str | None] = mapped_column(String(20))  # NULL: a pass from before several shops
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     window_start: Mapped[datetime | None] = mapped_column(UTCDateTime)

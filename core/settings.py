@@ -1,6 +1,6 @@
 """Typed settings read from the environment, validated once at start-up.
 
-Every variable is documented in README.md (Configuration). Secrets are wrapped in `Secret`, so
+Every variable is documented in docs/configuration.md. Secrets are wrapped in `Secret`, so
 they never appear in a repr, a log line or an exception message.
 """
 
@@ -18,13 +18,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from core.secrets import Secret
-from core.sinopac.crypto import hash_id
+from core.shops import HASH_KEY_NAMES, ShopCredentials, ShopsError, UnknownShop, shop_from_env, shops_from_env
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_API_BASE_URL = "http://127.0.0.1:8100/QPay.WebAPI/api/"
 DEFAULT_DATABASE_URL = f"sqlite:///{PROJECT_DIR / 'var' / 'qpay.db'}"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6479/0"  # the embedded Redis that `make demo` / `make up` start
-HASH_KEY_NAMES = ("QPAY_HASH_A1", "QPAY_HASH_A2", "QPAY_HASH_B1", "QPAY_HASH_B2")
 # A bearer token anyone on the network may try to guess: `openssl rand -hex 32` gives 64 characters.
 MIN_API_TOKEN_LENGTH = 32
 
@@ -34,35 +33,22 @@ SANDBOX_SHOP_NO = "NA0001_001"
 SANDBOX_HASH_KEYS = ("0A2A9C1D5E7B4086", "0BB2C3D4E5F60718", "9E8D7C6B5A493827", "9E1E2D3C4B5A6978")
 SANDBOX_KEY_ID = "sandbox-key-id"
 
+__all__ = ["HASH_KEY_NAMES", "Settings", "SettingsError", "ShopCredentials", "UnknownShop", "get_settings",
+           "load_settings"]
 WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
-_HEX16 = re.compile(r"^[0-9A-Fa-f]{16}$")
-_SHOP_NO = re.compile(r"^[A-Za-z0-9_]{1,20}$")
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_FORWARDED: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.1/32"),)
 
 
-class SettingsError(ValueError):
+class SettingsError(ShopsError):
     """A variable is missing or malformed; the message names the variable, never its value."""
 
 
 @dataclass(frozen=True)
-class ShopCredentials:
-    """One shop's identity at the bank: ShopNo, the four hash keys and the X-KeyID."""
-
-    shop_no: str
-    hash_keys: tuple[Secret, Secret, Secret, Secret]
-    key_id: Secret
-
-    @property
-    def hash_id(self) -> Secret:
-        return Secret(hash_id(*(k.reveal() for k in self.hash_keys)))
-
-
-@dataclass(frozen=True)
 class Settings:
-    shop: ShopCredentials
+    shop: ShopCredentials  # the first (or only) shop: the default where a request names none
     api_base_url: str = DEFAULT_API_BASE_URL
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
@@ -95,6 +81,7 @@ class Settings:
     metrics_token: Secret | None = None
     log_level: str = "INFO"
     sandbox_defaults: bool = False
+    shops: tuple[ShopCredentials, ...] = ()  # every shop served, `shop` first; () means just `shop`
     # Trust and abuse (issue 13).
     confirm_payments: bool = True  # OrderQuery confirms an OrderPayQuery's paid result before paying
     bank_rate: float = 10.0  # bank requests per second, shared by every process (0: no budget)
@@ -113,18 +100,34 @@ class Settings:
         return self.shop.shop_no
 
     @property
+    def all_shops(self) -> tuple[ShopCredentials, ...]:
+        return self.shops or (self.shop,)
+
+    @property
+    def shop_numbers(self) -> frozenset[str]:
+        return frozenset(s.shop_no for s in self.all_shops)
+
+    def shop_for(self, shop_no: str | None) -> ShopCredentials:
+        """The shop with this ShopNo (None: the default shop); UnknownShop if it is not configured."""
+        if shop_no is None:
+            return self.shop
+        for shop in self.all_shops:
+            if shop.shop_no == shop_no:
+                return shop
+        raise UnknownShop(shop_no)
+
+    @property
     def api_is_local(self) -> bool:
         return _is_loopback(self.api_base_url)
 
     def log_secrets(self) -> tuple[str, ...]:
         """Every configured secret value, revealed only so the log formatter can mask it in every
         process (core.logging.register_secrets): the API, checkout and metrics secrets, Flower's logins
-        and the shop notifications' signing secret always, the shop's keys unless they are the public
-        sandbox ones."""
+        and the shop notifications' signing secret always, every key set of every shop (active and next)
+        unless they are the public sandbox ones."""
         values: list[str] = []
         if not self.sandbox_defaults:
-            shop = self.shop
-            values += [k.reveal() for k in shop.hash_keys] + [shop.hash_id.reveal(), shop.key_id.reveal()]
+            values += [v for shop in self.all_shops for v in shop.secrets()]
         if self.api_token is not None:
             values.append(self.api_token.reveal())
         if self.checkout_secret is not None:
@@ -310,24 +313,19 @@ def _shop_name(env: Mapping[str, str]) -> str | None:
     return name or None
 
 
-def _shop(env: Mapping[str, str], allow_sandbox_defaults: bool) -> tuple[ShopCredentials, bool]:
-    present = [n for n in (*HASH_KEY_NAMES, "QPAY_KEY_ID", "QPAY_SHOP_NO") if env.get(n)]
+def _shops(env: Mapping[str, str], allow_sandbox_defaults: bool) -> tuple[tuple[ShopCredentials, ...], bool]:
+    names = (*HASH_KEY_NAMES, "QPAY_KEY_ID", "QPAY_SHOP_NO", "QPAY_SHOPS", "QPAY_SHOPS_FILE")
+    present = [n for n in names if env.get(n)]
     if not present and allow_sandbox_defaults:
         keys = tuple(Secret(k) for k in SANDBOX_HASH_KEYS)
-        return ShopCredentials(SANDBOX_SHOP_NO, keys, Secret(SANDBOX_KEY_ID)), True  # type: ignore[arg-type]
-    shop_no = env.get("QPAY_SHOP_NO", "")
-    if not _SHOP_NO.match(shop_no):
-        raise SettingsError("QPAY_SHOP_NO is missing or malformed (letters, digits and _, at most 20)")
-    keys_list = []
-    for name in HASH_KEY_NAMES:
-        value = env.get(name, "").strip()
-        if not _HEX16.match(value):
-            raise SettingsError(f"{name} is missing or malformed (expected 16 hexadecimal characters)")
-        keys_list.append(Secret(value))
-    key_id = env.get("QPAY_KEY_ID", "").strip()
-    if not key_id:
-        raise SettingsError("QPAY_KEY_ID is missing (the X-KeyID issued by SinoPac)")
-    return ShopCredentials(shop_no, tuple(keys_list), Secret(key_id)), False  # type: ignore[arg-type]
+        return (ShopCredentials(SANDBOX_SHOP_NO, keys, Secret(SANDBOX_KEY_ID)),), True  # type: ignore[arg-type]
+    if not present:
+        # Nothing declared: name the single-shop variable first, as before several shops existed.
+        shop_from_env(env)
+    try:
+        return tuple(shops_from_env(env)), False
+    except ShopsError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def _webhook_secret(env: Mapping[str, str], url: str | None) -> Secret | None:
@@ -371,7 +369,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if not api_base_url.endswith("/"):
         api_base_url += "/"
     _check_api_base_url(env, api_base_url)
-    shop, sandbox_defaults = _shop(env, allow_sandbox_defaults=_is_loopback(api_base_url))
+    try:
+        shops, sandbox_defaults = _shops(env, allow_sandbox_defaults=_is_loopback(api_base_url))
+    except ShopsError as exc:
+        raise SettingsError(str(exc)) from None
     token = env.get("API_TOKEN")
     if token and len(token) < MIN_API_TOKEN_LENGTH and not _is_loopback(api_base_url):
         raise SettingsError(
@@ -392,7 +393,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if retry_cap > 3000:
         raise SettingsError("RESOLVE_RETRY_CAP must stay well below the broker's visibility timeout (3600 s)")
     return Settings(
-        shop=shop,
+        shop=shops[0],
+        shops=shops,
         api_base_url=api_base_url,
         connect_timeout=env_float(env, "QPAY_CONNECT_TIMEOUT", 5.0, 0.01),
         read_timeout=env_float(env, "QPAY_READ_TIMEOUT", 30.0, 0.01),

@@ -1,8 +1,8 @@
 """Every counter and histogram the processes update, and one function per fact to record.
 
-Labels take only values from small fixed sets (sources, results, bank services, outcomes, steps):
-never an order number, a PayToken or an error text. A value outside its set is recorded as `other`,
-so a bug cannot grow a label without bound.
+Labels take only values from small fixed sets (sources, results, bank services, outcomes, steps, the
+configured ShopNos, key sets): never an order number, a PayToken or an error text. A value outside its
+set is recorded as `other` (`none` for a shop or key set), so a bug cannot grow a label without bound.
 """
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ from collections.abc import Iterable
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from core.shops import SHOP_NO_RE
 from core.sinopac.types import BankCallRecord
 
 CALLBACK_SOURCES = frozenset({"backend", "return"})
 CALLBACK_RESULTS = frozenset({"stored", "duplicate", "invalid", "db_unavailable"})
 BANK_SERVICES = frozenset({"OrderCreate", "OrderQuery", "OrderPayQuery"})
 BANK_OUTCOMES = frozenset({"ok", "rejected", "transport_error", "protocol_error"})
+KEY_SETS = frozenset({"active", "next"})
 SWEEP_RESULTS = frozenset({"ok", "errors", "failed", "skipped"})
 SWEEP_STEPS = frozenset({"requeued", "bulk", "targeted", "expired"})
 DELIVERY_RESULTS = frozenset({"delivered", "failed", "gave_up"})
@@ -32,8 +34,9 @@ CALLBACKS = Counter(
     ["source", "result"],
 )
 BANK_REQUESTS = Counter(
-    "qpay_bank_requests_total", "Calls to the bank's QPay API, by service and outcome",
-    ["service", "outcome"],
+    "qpay_bank_requests_total",
+    "Calls to the bank's QPay API, by service, outcome, shop and the key set that verified the reply",
+    ["service", "outcome", "shop", "key_set"],
 )
 BANK_DURATION = Histogram(
     "qpay_bank_request_duration_seconds", "Duration of calls to the bank's QPay API", ["service"],
@@ -71,7 +74,10 @@ def callback(source: str, result: str) -> None:
 def bank_call(record: BankCallRecord) -> None:
     """One bank call, from the client's observer record (the same record the bank_calls row keeps)."""
     service = _bounded(record.api_service, BANK_SERVICES)
-    BANK_REQUESTS.labels(service, _bounded(record.outcome, BANK_OUTCOMES)).inc()
+    # The client only ever has a configured shop, so the ShopNos are as few as the configuration's.
+    shop = record.shop_no if SHOP_NO_RE.match(record.shop_no or "") else "none"
+    key_set = record.key_set if record.key_set in KEY_SETS else "none"
+    BANK_REQUESTS.labels(service, _bounded(record.outcome, BANK_OUTCOMES), shop, key_set).inc()
     BANK_DURATION.labels(service).observe(max(0.0, record.duration_ms / 1000.0))
 
 
@@ -102,16 +108,18 @@ def beat_lock(held: bool) -> None:
     BEAT_LOCK_HELD.set(1 if held else 0)
 
 
-def preset() -> None:
+def preset(shops: Iterable[str] = ()) -> None:
     """Create every fixed label combination at zero, so rates and alerts see a series from the start
-    (a counter that first appears at 1 has no increase Prometheus can see)."""
+    (a counter that first appears at 1 has no increase Prometheus can see); bank calls per shop of
+    `shops` under its active key set."""
     for source in CALLBACK_SOURCES:
         for result in CALLBACK_RESULTS:
             CALLBACKS.labels(source, result)
     for service in BANK_SERVICES:
         BANK_DURATION.labels(service)
         for outcome in BANK_OUTCOMES:
-            BANK_REQUESTS.labels(service, outcome)
+            for shop in shops:
+                BANK_REQUESTS.labels(service, outcome, shop, "active")
     for result in SWEEP_RESULTS:
         SWEEP_RUNS.labels(result)
     for step in SWEEP_STEPS:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 from prometheus_client import REGISTRY, start_http_server
 
-from core.settings import env_int
+from core.settings import env_int, get_settings
 from metrics import defs
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def start(kind: str, env: Mapping[str, str] | None = None) -> int | None:
         return None
     span = env_int(env, "METRICS_PORT_SPAN", DEFAULT_SPAN, minimum=1)
     address = env.get("METRICS_ADDRESS") or "127.0.0.1"
-    defs.preset()
+    defs.preset(get_settings().shop_numbers)
     for port in range(base, min(base + span, 65536)):
         try:
             start_http_server(port, addr=address, registry=REGISTRY)

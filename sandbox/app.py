@@ -13,13 +13,16 @@ import json
 import logging
 import re
 import socket
+import sys
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from core.settings import SettingsError
 from sandbox import pages, wire
 from sandbox.bank import PayError
+from sandbox.config import shop_from_keys
 from sandbox.faults import Decision, FaultError
 from sandbox.runtime import Sandbox
 
@@ -32,6 +35,7 @@ DOCS = "docs/sandbox.md"
 _API = re.compile(r"^(?:/[^/]+)*/QPay\.WebAPI/api/(Nonce|Order)/?$", re.IGNORECASE)
 _ORDER = re.compile(r"^/sandbox/orders/([^/]+)(?:/(pay|expire))?/?$")
 _PAGE = re.compile(r"^/sandbox/(card|atm)/([^/]+)/?$")
+_SHOP_KEYS = re.compile(r"^/sandbox/shops/([A-Za-z0-9_]{1,20})/keys(?:/(retire))?/?$")
 
 
 class BadRequest(Exception):
@@ -51,6 +55,12 @@ class SandboxServer(ThreadingHTTPServer):
     def server_close(self) -> None:
         self.sandbox.close()
         super().server_close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that vanished (a worker killed mid-call resets its connection) is no error."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
 
 
 def make_server(sandbox: Sandbox) -> SandboxServer:
@@ -142,6 +152,7 @@ class Handler(BaseHTTPRequestHandler):
             ("/", lambda: self._json(200, {"service": "QPay sandbox bank", "docs": DOCS})),
             ("/sandbox/faults", lambda: self._json(200, self.sb.faults.snapshot())),
             ("/sandbox/stats", lambda: self._json(200, self.sb.bank.stats())),
+            ("/sandbox/shops", lambda: self._json(200, self.sb.bank.shop_views())),
             (_ORDER, self._order_view),
             (_PAGE, self._page_get),
         ])
@@ -154,6 +165,7 @@ class Handler(BaseHTTPRequestHandler):
             (_API, self._api),
             ("/sandbox/faults", self._faults_post),
             ("/sandbox/reset", self._reset),
+            (_SHOP_KEYS, self._shop_keys),
             (_ORDER, self._order_post),
             (_PAGE, self._page_post),
         ])
@@ -168,7 +180,8 @@ class Handler(BaseHTTPRequestHandler):
         service = "Nonce" if nonce else body.get("APIService") if isinstance(body, dict) else None
         service = service if isinstance(service, str) and service else "Unknown"
         self.sb.bank.count(service)
-        decision = self.sb.faults.decide(service, order_call=not nonce)
+        shop_no = body.get("ShopNo") if isinstance(body, dict) else None
+        decision = self.sb.faults.decide(service, order_call=not nonce, shop_no=shop_no)
         if decision.latency and self.sb.stopping.wait(decision.latency):
             return self._drop()
         if decision.action and not decision.after:
@@ -203,9 +216,11 @@ class Handler(BaseHTTPRequestHandler):
             self.sb.bank.count_outcome("envelope_error")
             get = body.get if isinstance(body, dict) else (lambda _k: "")
             return wire.error_body(exc.description, shop_no=get("ShopNo"), service=get("APIService"))
+        if shop.key_id != self.sb.bank.shops[shop.shop_no].key_id:
+            self.sb.bank.count_outcome("previous_keys")  # a key change in progress: the old set still works
         inner = self.sb.order_call(shop, service, message, misdirect=self.sb.faults.misdirected())
         self.sb.bank.count_outcome("ok" if inner.get("Status") == "S" else "rejected")
-        return wire.seal_reply(shop, service, inner)
+        return wire.seal_reply(wire.reply_keys(self.sb.bank, shop), service, inner)
 
     def _apply(self, decision: Decision, reply: dict[str, Any] | None) -> None:
         self.sb.bank.count_outcome(f"fault_{decision.action}")
@@ -240,15 +255,41 @@ class Handler(BaseHTTPRequestHandler):
         except FaultError as exc:
             self._error(400, str(exc))
 
+    def _shop_keys(self, shop_no: str, action: str | None) -> None:
+        """A key change at the bank: new keys for a shop (the old ones stay accepted unless
+        keep_previous is false), or `/retire` to stop accepting the previous set."""
+        body = self._json_body()
+        try:
+            if action == "retire":
+                return self._json(200, self.sb.bank.retire_previous_keys(shop_no))
+            if not isinstance(body, dict):
+                return self._error(400, "send a JSON object: the new a1, a2, b1, b2 and key_id")
+            keep, reply_with = body.get("keep_previous", True), body.get("reply_with", "current")
+            if not isinstance(keep, bool) or reply_with not in ("current", "request"):
+                return self._error(400, 'keep_previous: true or false; reply_with: "current" or "request"')
+            return self._json(200, self.sb.bank.change_keys(shop_from_keys(shop_no, body),
+                                                            keep_previous=keep, reply_with=reply_with))
+        except SettingsError as exc:
+            return self._error(400, str(exc))
+        except KeyError:
+            return self._error(404, f"no shop {shop_no}")
+
     def _reset(self) -> None:
         self._body()
         self.sb.reset()
         self._json(200, {"reset": True})
 
+    def _shop_arg(self) -> str | None:
+        """`?shop=<ShopNo>`: which shop's order, when two shops use one OrderNo."""
+        return parse_qs(urlsplit(self.path).query).get("shop", [""])[0] or None
+
     def _order_view(self, order_no: str, action: str | None) -> None:
         if action:
             return self._error(405, f"use POST for /{action}")
-        view = self.sb.view(order_no)
+        try:
+            view = self.sb.view(order_no, self._shop_arg())
+        except PayError as exc:
+            return self._error(exc.status, str(exc))
         if view is None:
             return self._error(404, f"no order {order_no}")
         return self._json(200, view)
@@ -257,18 +298,19 @@ class Handler(BaseHTTPRequestHandler):
         body = self._json_body()
         if action is None:
             return self._error(405, "use GET to view an order")
+        shop = self._shop_arg()
         try:
             if action == "expire":
-                self.sb.bank.expire(order_no)
-                return self._json(200, self.sb.view(order_no))
+                expired = self.sb.bank.expire(order_no, shop)
+                return self._json(200, self.sb.view(order_no, expired.shop_no))
             outcome = body.get("outcome") if isinstance(body, dict) else None
             if outcome not in ("paid", "failed"):
                 return self._error(400, 'send {"outcome": "paid"} or {"outcome": "failed"}')
-            order, payment = self.sb.pay(order_no, succeeded=outcome == "paid")
+            order, payment = self.sb.pay(order_no, succeeded=outcome == "paid", shop_no=shop)
         except PayError as exc:
             return self._error(exc.status, str(exc))
         reply: dict[str, Any] = {"OrderNo": order_no, "PayToken": payment.pay_token, "outcome": outcome,
-                                 "PayStatus": (self.sb.view(order_no) or {}).get("PayStatus")}
+                                 "PayStatus": (self.sb.view(order_no, order.shop_no) or {}).get("PayStatus")}
         if order.pay_type == "C":
             reply["return"] = {"url": order.return_url,
                                "form": {"ShopNo": order.shop_no, "PayToken": payment.pay_token}}
@@ -277,8 +319,11 @@ class Handler(BaseHTTPRequestHandler):
     # -- customer pages ----------------------------------------------------------------------------
 
     def _page_order(self, kind: str, order_no: str) -> tuple[Any, str] | None:
-        order = self.sb.bank.order(order_no)
         key = parse_qs(urlsplit(self.path).query).get("TK", [""])[0]
+        try:
+            order = self.sb.bank.order(order_no, page_key=key)
+        except PayError:
+            order = None
         if order is None or (order.pay_type == "C") != (kind == "card") or key != order.page_key:
             self._html(404, pages.message_page("Not found", "This payment link is not valid."))
             return None
@@ -287,7 +332,7 @@ class Handler(BaseHTTPRequestHandler):
     def _page_get(self, kind: str, order_no: str) -> None:
         found = self._page_order(kind, order_no)
         if found is not None:
-            view = self.sb.view(order_no) or {}
+            view = self.sb.view(order_no, found[0].shop_no) or {}
             self._html(200, pages.payment_page(found[0], self.path, str(view.get("PayStatus", ""))))
 
     def _page_post(self, kind: str, order_no: str) -> None:
@@ -299,7 +344,8 @@ class Handler(BaseHTTPRequestHandler):
         if outcome not in ("paid", "failed"):
             return self._html(400, pages.message_page("Bad request", "Choose Pay or Decline."))
         try:
-            order, payment = self.sb.pay(order_no, succeeded=outcome == "paid", page_key=found[1])
+            order, payment = self.sb.pay(order_no, succeeded=outcome == "paid", page_key=found[1],
+                                         shop_no=found[0].shop_no)
         except PayError as exc:
             return self._html(exc.status, pages.message_page("Payment not possible", str(exc)))
         if kind == "card":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import secrets
 import threading
 import time
@@ -131,7 +132,7 @@ class Bank:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
         self._nonces: OrderedDict[str, tuple[str, float]] = OrderedDict()
-        self._orders: dict[str, Order] = {}
+        self._orders: dict[tuple[str, str], Order] = {}  # by (ShopNo, OrderNo): unique per shop
         self._payments: dict[str, Payment] = {}
         self._serial: Counter[str] = Counter()
         self._calls: Counter[str] = Counter()
@@ -171,9 +172,9 @@ class Bank:
     # -- orders --------------------------------------------------------------------------------
 
     def add_order(self, order: Order) -> Order | None:
-        """Store a new order, giving it a TSNo (and an AtmPayNo); None if the OrderNo exists."""
+        """Store a new order, giving it a TSNo (and an AtmPayNo); None if the shop has that OrderNo."""
         with self._lock:
-            if order.order_no in self._orders:
+            if (order.shop_no, order.order_no) in self._orders:
                 return None
             prefix = order.shop_no.split("_")[0][:6].upper()
             self._serial[prefix] += 1
@@ -182,12 +183,26 @@ class Bank:
                 self._serial["ATM"] += 1
                 order.atm_pay_no = f"99922{self._serial['ATM']:09d}"
             order.page_key = secrets.token_hex(16)
-            self._orders[order.order_no] = order
+            self._orders[(order.shop_no, order.order_no)] = order
             return copy.deepcopy(order)
 
-    def order(self, order_no: str) -> Order | None:
+    def _find(self, order_no: str, shop_no: str | None, page_key: str | None = None) -> Order | None:
+        """The order with this OrderNo (of `shop_no`, or the only one of any shop; the lock is held).
+        With a page key the page's own order is meant. PayError 409 when two shops have the OrderNo."""
+        if shop_no:
+            return self._orders.get((shop_no, order_no))
+        found = [o for (_, no), o in self._orders.items() if no == order_no]
+        if page_key is not None:
+            found = [o for o in found if secrets.compare_digest(page_key, o.page_key)] or found[:1]
+        if len(found) > 1:
+            raise PayError(409, f"order {order_no} exists in several shops: add ?shop=<ShopNo>")
+        return found[0] if found else None
+
+    def order(
+        self, order_no: str, shop_no: str | None = None, *, page_key: str | None = None
+    ) -> Order | None:
         with self._lock:
-            found = self._orders.get(order_no)
+            found = self._find(order_no, shop_no, page_key)
             return copy.deepcopy(found) if found else None
 
     def orders(
@@ -196,7 +211,7 @@ class Bank:
         """Up to `limit` orders of a shop that `keep` accepts, oldest first (one lookup by OrderNo)."""
         with self._lock:
             if order_no:
-                found = self._orders.get(order_no)
+                found = self._orders.get((shop_no, order_no))
                 candidates: Iterable[Order] = [found] if found else []
             else:
                 candidates = self._orders.values()
@@ -208,10 +223,10 @@ class Bank:
                         break
             return chosen
 
-    def expire(self, order_no: str) -> Order:
+    def expire(self, order_no: str, shop_no: str | None = None) -> Order:
         """Operator action: an unpaid order becomes overdue now (to test expiry without waiting)."""
         with self._lock:
-            order = self._orders.get(order_no)
+            order = self._find(order_no, shop_no)
             if order is None:
                 raise PayError(404, f"no order {order_no}")
             if order.state != "unpaid":
@@ -221,11 +236,12 @@ class Bank:
 
     # -- payments ------------------------------------------------------------------------------
 
-    def pay(self, order_no: str, succeeded: bool, *, page_key: str | None = None) -> tuple[Order, Payment]:
+    def pay(self, order_no: str, succeeded: bool, *, page_key: str | None = None,
+            shop_no: str | None = None) -> tuple[Order, Payment]:
         """The customer pays (or the card is declined): one new PayToken, the order updated."""
         now = self._clock()
         with self._lock:
-            order = self._orders.get(order_no)
+            order = self._find(order_no, shop_no, page_key)
             if order is None:
                 raise PayError(404, f"no order {order_no}")
             if page_key is not None and not secrets.compare_digest(page_key, order.page_key):
@@ -259,7 +275,7 @@ class Bank:
             payment = self._payments.get(pay_token)
             if payment is None:
                 return None
-            return copy.deepcopy(self._orders[payment.order_no]), copy.deepcopy(payment)
+            return copy.deepcopy(self._orders[(payment.shop_no, payment.order_no)]), copy.deepcopy(payment)
 
     def record_attempt(self, pay_token: str, attempt: Attempt, state: str) -> bool:
         """Append a delivery attempt; False when the payment is gone (the sandbox was reset)."""
@@ -302,6 +318,34 @@ class Bank:
                 "live_nonces": len(self._nonces),
                 "uptime_seconds": round(time.monotonic() - self._started, 3),
             }
+
+    # -- key changes -----------------------------------------------------------------------------
+
+    def change_keys(self, new: Shop, *, keep_previous: bool, reply_with: str) -> dict[str, Any]:
+        """The shop's keys become `new`; its current set stays accepted (as `previous`) if asked.
+        KeyError for an unknown shop."""
+        with self._lock:
+            old = self.shops[new.shop_no]
+            previous = dataclasses.replace(old, previous=None) if keep_previous else None
+            self.shops[new.shop_no] = dataclasses.replace(new, previous=previous, reply_with=reply_with)
+            return self._shop_view(self.shops[new.shop_no])
+
+    def retire_previous_keys(self, shop_no: str) -> dict[str, Any]:
+        """End a key change: only the current set is accepted from now on."""
+        with self._lock:
+            self.shops[shop_no] = dataclasses.replace(self.shops[shop_no], previous=None)
+            return self._shop_view(self.shops[shop_no])
+
+    def shop_views(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [self._shop_view(shop) for shop in self.shops.values()]
+
+    @staticmethod
+    def _shop_view(shop: Shop) -> dict[str, Any]:
+        """Fingerprints only (core.shops.key_fingerprint), never keys."""
+        previous = shop.previous.fingerprint if shop.previous else None
+        return {"shop_no": shop.shop_no, "keys": shop.fingerprint, "previous": previous,
+                "reply_with": shop.reply_with}
 
     def reset(self) -> None:
         with self._lock:

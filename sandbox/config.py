@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 from collections.abc import Mapping
@@ -9,18 +10,38 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.secrets import Secret
-from core.settings import DEFAULT_API_BASE_URL, HASH_KEY_NAMES, SettingsError, ShopCredentials, load_settings
+from core.settings import DEFAULT_API_BASE_URL, SettingsError, ShopCredentials, load_settings
+from core.shops import KEY_FIELDS, ShopsError, key_fingerprint, parse_shops
 
 __all__ = ["SandboxConfig", "Shop", "load_shops"]
 
 
 @dataclass(frozen=True)
 class Shop:
-    """A shop as the bank knows it: its HashID (AES key and signing secret) and its X-KeyID."""
+    """A shop as the bank knows it: its HashID (AES key and signing secret) and its X-KeyID.
+
+    During a key change (`POST /sandbox/shops/<ShopNo>/keys`) `previous` is the set the bank still
+    accepts on requests (told apart by X-KeyID); replies are signed with the current set, or with the
+    request's set when `reply_with` is "request".
+    """
 
     shop_no: str
     hash_id: Secret
     key_id: Secret
+    previous: Shop | None = None
+    reply_with: str = "current"  # current | request
+
+    def matching(self, key_id: str) -> Shop | None:
+        """The key set (this one or the previous) whose X-KeyID is `key_id`, or None."""
+        given = key_id.encode("utf-8")
+        for keys in (self, self.previous):
+            if keys is not None and hmac.compare_digest(given, keys.key_id.reveal().encode("utf-8")):
+                return keys
+        return None
+
+    @property
+    def fingerprint(self) -> str:
+        return key_fingerprint(self.hash_id, self.key_id)
 
 
 @dataclass(frozen=True)
@@ -50,6 +71,17 @@ def _shop(creds: ShopCredentials) -> Shop:
     return Shop(creds.shop_no, creds.hash_id, creds.key_id)
 
 
+def shop_from_keys(shop_no: object, data: Mapping[str, Any]) -> Shop:
+    """A key set posted to the control API ({"a1", "a2", "b1", "b2", "key_id"}), validated like the
+    client's own configuration; errors name the field, never the value."""
+    try:
+        shop = parse_shops(json.dumps([{"shop_no": shop_no, **{k: data.get(k) for k in KEY_FIELDS},
+                                        "key_id": data.get("key_id")}]), "keys")[0]
+    except ShopsError as exc:
+        raise SettingsError(str(exc)) from None
+    return _shop(shop)
+
+
 def _extra_shops(raw: str) -> list[Shop]:
     """SANDBOX_EXTRA_SHOPS: a JSON list of {"shop_no", "a1", "a2", "b1", "b2", "key_id"}."""
     try:
@@ -62,26 +94,23 @@ def _extra_shops(raw: str) -> list[Shop]:
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             raise SettingsError(f"SANDBOX_EXTRA_SHOPS[{index}] must be an object")
-        env = {"QPAY_API_BASE_URL": DEFAULT_API_BASE_URL, "QPAY_SHOP_NO": str(item.get("shop_no", "")),
-               "QPAY_KEY_ID": str(item.get("key_id", ""))}
-        for name, key in zip(HASH_KEY_NAMES, ("a1", "a2", "b1", "b2"), strict=True):
-            env[name] = str(item.get(key, ""))
         try:
-            shops.append(_shop(load_settings(env).shop))
+            shops.append(shop_from_keys(item.get("shop_no"), item))
         except SettingsError as exc:
             raise SettingsError(f"SANDBOX_EXTRA_SHOPS[{index}]: {exc}") from None
     return shops
 
 
 def load_shops(env: Mapping[str, str] | None = None) -> dict[str, Shop]:
-    """The shop of QPAY_SHOP_NO / QPAY_HASH_* / QPAY_KEY_ID, plus SANDBOX_EXTRA_SHOPS.
+    """Every shop of the client's settings (QPAY_SHOP_NO / QPAY_HASH_* / QPAY_KEY_ID, QPAY_SHOPS,
+    QPAY_SHOPS_FILE), each with its active key set, plus SANDBOX_EXTRA_SHOPS.
 
     The sandbox is the bank, so it reads the keys as if the bank were local: with no key configured
     it serves the public sandbox shop (core.settings.SANDBOX_*), wherever its clients reach it from.
     """
     env = dict(os.environ if env is None else env)
     env["QPAY_API_BASE_URL"] = DEFAULT_API_BASE_URL
-    shops = {s.shop_no: s for s in [_shop(load_settings(env).shop)]}
+    shops = {s.shop_no: _shop(s) for s in load_settings(env).all_shops}
     extra = env.get("SANDBOX_EXTRA_SHOPS", "").strip()
     for shop in _extra_shops(extra) if extra else []:
         if shop.shop_no in shops:

@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "fail_next_status": 503,
     "fail_phase": "before",  # error/hang/drop: before the bank processes the call, or after
     "services": [],  # scope: empty = all, else names from SERVICES
+    "shops": [],  # scope: empty = every shop, else these ShopNos (one shop's bank trouble)
     "seed": None,
     # OrderPayQuery replies, correctly encrypted and signed and echoing the queried PayToken, describe
     # this OrderNo of the shop as paid (the Sign does not cover TSResultContent); "" = off.
@@ -89,6 +90,9 @@ def _validate(s: dict[str, Any]) -> None:
     services = s["services"]
     if not isinstance(services, list) or any(v not in SERVICES for v in services):
         raise FaultError(f"services must be a list of names from {', '.join(SERVICES)}")
+    shops = s["shops"]
+    if not isinstance(shops, list) or any(not isinstance(v, str) or not v for v in shops):
+        raise FaultError("shops must be a list of ShopNos")
     if s["seed"] is not None and (isinstance(s["seed"], bool) or not isinstance(s["seed"], int)):
         raise FaultError("seed must be a whole number or null")
     if not isinstance(s["misdirect_order_no"], str) or len(s["misdirect_order_no"]) > 50:
@@ -146,11 +150,13 @@ class Faults:
             self._s = dict(self._initial)
             self._random = random.Random(self._s["seed"])
 
-    def decide(self, service: str, *, order_call: bool) -> Decision:
-        """What happens to one call to `service` (Nonce, or an Order call's APIService)."""
+    def decide(self, service: str, *, order_call: bool, shop_no: object = None) -> Decision:
+        """What happens to one call to `service` (Nonce, or an Order call's APIService) of `shop_no`."""
         with self._lock:
             s = self._s
             if s["services"] and service not in s["services"]:
+                return Decision()
+            if s["shops"] and shop_no not in s["shops"]:
                 return Decision()
             latency = s["latency_ms"]
             if isinstance(latency, list):

@@ -49,23 +49,24 @@ class Sandbox:
 
         def autopay() -> None:
             try:
-                self.pay(order.order_no, succeeded=True)
+                self.pay(order.order_no, succeeded=True, shop_no=order.shop_no)
             except PayError as exc:
                 log.info("autopay of %s skipped: %s", order.order_no, exc)
 
         self.scheduler.call_later(delay, autopay)
 
-    def pay(self, order_no: str, *, succeeded: bool, page_key: str | None = None) -> tuple[Order, Payment]:
+    def pay(self, order_no: str, *, succeeded: bool, page_key: str | None = None,
+            shop_no: str | None = None) -> tuple[Order, Payment]:
         """A customer pays (or is declined): a PayToken, then the BackendURL is told about it."""
-        order, payment = self.bank.pay(order_no, succeeded, page_key=page_key)
+        order, payment = self.bank.pay(order_no, succeeded, page_key=page_key, shop_no=shop_no)
         what = "paid" if succeeded else "declined"
         log.info("order %s %s, PayToken %s…", order_no, what, payment.pay_token[:8])
         self.notifier.notify(order.shop_no, payment.pay_token, order.backend_url)
         return order, payment
 
-    def view(self, order_no: str) -> dict[str, Any] | None:
+    def view(self, order_no: str, shop_no: str | None = None) -> dict[str, Any] | None:
         """The bank's view of an order, with every payment and every callback attempt."""
-        order = self.bank.order(order_no)
+        order = self.bank.order(order_no, shop_no)
         if order is None:
             return None
         payments = []

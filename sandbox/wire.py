@@ -7,14 +7,14 @@ shape is unknown, §7; this one is what defensive clients expect).
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from core.sinopac import crypto
 from sandbox.bank import Bank, reply_nonce
 from sandbox.config import Shop
 
-__all__ = ["ORDER_SERVICES", "EnvelopeError", "check_key_id", "error_body", "open_request", "seal_reply"]
+__all__ = ["ORDER_SERVICES", "EnvelopeError", "check_key_id", "error_body", "open_request", "reply_keys",
+           "seal_reply"]
 
 VERSION = "1.0.0"
 ORDER_SERVICES = ("OrderCreate", "OrderQuery", "OrderPayQuery")
@@ -40,17 +40,19 @@ def error_body(description: str, *, shop_no: Any = "", service: Any = "") -> dic
 
 
 def check_key_id(bank: Bank, shop_no: Any, key_id: str | None) -> Shop:
-    """The shop must exist and the X-KeyID header must be the one issued to it."""
+    """The shop must exist and the X-KeyID header must be one issued to it: its current set's, or
+    during a key change its previous set's. Returns that key set."""
     shop = bank.shops.get(shop_no) if isinstance(shop_no, str) else None
     if shop is None:
         raise EnvelopeError("E9002 – ShopNo 不存在 (unknown ShopNo)")
-    if not key_id or not hmac.compare_digest(key_id.encode("utf-8"), shop.key_id.reveal().encode("utf-8")):
+    keys = shop.matching(key_id) if key_id else None
+    if keys is None:
         raise EnvelopeError("E9003 – X-KeyID 驗證失敗 (missing or wrong X-KeyID)")
-    return shop
+    return keys
 
 
 def open_request(bank: Bank, body: Any, key_id: str | None) -> tuple[Shop, str, dict[str, Any]]:
-    """Check and open an Order envelope: (shop, APIService, decrypted message)."""
+    """Check and open an Order envelope: (the shop's key set the request used, APIService, message)."""
     if not isinstance(body, dict) or any(not body.get(f) or not isinstance(body[f], str) for f in _FIELDS):
         raise EnvelopeError(f"E9001 – 請求格式錯誤 (the envelope needs {', '.join(_FIELDS)} as strings)")
     if body["Version"] != VERSION:
@@ -70,6 +72,13 @@ def open_request(bank: Bank, body: Any, key_id: str | None) -> tuple[Shop, str, 
     if not crypto.verify_sign(message, body["Nonce"], hash_id, body["Sign"]):
         raise EnvelopeError("E9006 – Sign 驗證失敗 (Sign does not verify)")
     return shop, service, message
+
+
+def reply_keys(bank: Bank, used: Shop) -> Shop:
+    """The set a reply is sealed with: the shop's current set, or (reply_with "request") the one the
+    request used."""
+    current = bank.shops.get(used.shop_no, used)
+    return used if current.reply_with == "request" else current
 
 
 def seal_reply(shop: Shop, service: str, inner: dict[str, Any]) -> dict[str, str]:

@@ -41,8 +41,9 @@ def _bank_client_factory(settings: Settings) -> ClientFactory:
     http.mount("http://", adapter)
     budget = bank_budget(settings)  # the web's OrderCreate calls share the workers' budget
 
-    def factory(observer: Observer) -> BankClient:
-        return QPayClient(settings, http=http, observer=observer, budget=budget)
+    def factory(observer: Observer, shop_no: str | None = None) -> BankClient:
+        return QPayClient(settings, shop=settings.shop_for(shop_no), http=http, observer=observer,
+                          budget=budget)
 
     return factory
 
@@ -50,12 +51,12 @@ def _bank_client_factory(settings: Settings) -> ClientFactory:
 def _counting(factory: ClientFactory) -> ClientFactory:
     """Every bank call of the web (the orders API) also moves the bank metrics, whatever the factory."""
 
-    def counting_factory(observer: Observer) -> BankClient:
+    def counting_factory(observer: Observer, shop_no: str | None = None) -> BankClient:
         def observe(record: BankCallRecord) -> None:
             metrics.bank_call(record)
             observer(record)
 
-        return factory(observe)
+        return factory(observe, shop_no=shop_no)
 
     return counting_factory
 
@@ -84,7 +85,7 @@ def create_app(
     database_url = settings.database_url
     app.extensions["qpay"] = Deps(
         settings=settings,
-        shops=frozenset({settings.shop_no}),
+        shops=settings.shop_numbers,
         unit_of_work=unit_of_work or (lambda: transaction(database_url)),
         enqueuer=enqueuer or CeleryEnqueuer(settings.broker_url),
         client_factory=_counting(client_factory or _bank_client_factory(settings)),

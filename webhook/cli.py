@@ -1,6 +1,9 @@
 """The on-call engineer's commands, under `flask --app webhook` (docs/architecture.md, Operations).
 
-    orders show <order_no>             status, bank calls, events and tokens as one timeline, then the
+    shops                              the configured shops, with key fingerprints (never keys)
+    shops check                        ask the bank (Nonce, a harmless OrderQuery) with each key set of
+                                       each shop; print which sets it accepts
+    orders show <order_no> [--shop S]  status, bank calls, events and tokens as one timeline, then the
                                        shop notifications with their delivery state
     events ...                         the shop notifications (webhook/events_cli.py)
     orders stuck [--older-than 30m]    pending work older than that, tokens not yet resolved, untrusted
@@ -30,13 +33,14 @@ from typing import Any, NoReturn
 
 import click
 from flask import Flask
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core import db
 from core.models import BankCall, Order, OrderEvent, PayToken
 from core.settings import Settings
+from core.shops import UnknownShop
 from core.sinopac.client import BankClient, short_token
 from core.sinopac.errors import QPayError
 from core.sinopac.types import BankCallRecord
@@ -62,8 +66,40 @@ def _tx() -> AbstractContextManager[Session]:
     return deps().unit_of_work()
 
 
-def _bank(observer: Callable[[BankCallRecord], None]) -> BankClient:
-    return deps().client_factory(observer)
+def _bank(observer: Callable[[BankCallRecord], None], shop_no: str | None = None) -> BankClient:
+    return deps().client_factory(observer, shop_no=shop_no)
+
+
+class _ShopClients:
+    """A ClientFor that builds each shop's client on first use, and closes them all afterwards."""
+
+    def __init__(self, observer: Callable[[BankCallRecord], None]) -> None:
+        self._observer = observer
+        self._built: dict[str, BankClient] = {}
+
+    def __call__(self, shop_no: str) -> BankClient:
+        if shop_no not in self._built:
+            self._built[shop_no] = _bank(self._observer, _settings().shop_for(shop_no).shop_no)
+        return self._built[shop_no]
+
+    def close_all(self) -> None:
+        for client in self._built.values():
+            _close(client)
+
+
+_SHOP_OPTION = click.option("--shop", "shop_no", default=None, metavar="SHOP_NO",
+                            help="the order's ShopNo (needed when two shops use this OrderNo)")
+
+
+def _find_order(session: Session, order_no: str, shop_no: str | None) -> Order:
+    """The order named on the command line; with several shops sharing the OrderNo, --shop decides."""
+    orders = list(session.scalars(select(Order).where(Order.key(order_no, shop_no)).order_by(Order.id)))
+    if not orders:
+        _fail(f"order {order_no} not found" + (f" in shop {shop_no}" if shop_no else ""))
+    if len(orders) > 1:
+        shops = ", ".join(o.shop_no for o in orders)
+        _fail(f"order {order_no} exists in several shops ({shops}): name one with --shop", 2)
+    return orders[0]
 
 
 def _close(client: BankClient) -> None:
@@ -126,21 +162,26 @@ class Line:
 
 def timeline(session: Session, order: Order) -> Iterator[Line]:
     """Events, bank calls and tokens of one order, oldest first."""
-    tokens = list(session.scalars(select(PayToken).where(PayToken.order_no == order.order_no)))
+    tokens = list(session.scalars(select(PayToken).where(PayToken.order_no == order.order_no,
+                                                         PayToken.shop_no == order.shop_no)))
     if order.pay_token and order.pay_token not in {t.pay_token for t in tokens}:
         tokens += list(session.scalars(select(PayToken).where(PayToken.pay_token == order.pay_token)))
     keys = [order.order_no, *(short_token(t.pay_token) for t in tokens)]
     lines: list[Line] = []
-    for ev in session.scalars(select(OrderEvent).where(OrderEvent.order_no == order.order_no)):
+    for ev in session.scalars(select(OrderEvent).where(OrderEvent.order_no == order.order_no,
+                                                       OrderEvent.shop_no == order.shop_no)):
         move = f"{ev.from_status or '(new)'} -> {ev.to_status}"
         extra = "".join(f"  {k}={v}" for k, v in (("ts_no", ev.ts_no), ("amount", _money(ev.amount)),
                                                    ("detail", ev.detail)) if v not in (None, "-"))
         lines.append(Line(ev.at, "event", f"{move:<24} source={ev.source}{extra}"))
-    for call in session.scalars(select(BankCall).where(BankCall.key.in_(keys))):
+    calls = select(BankCall).where(BankCall.key.in_(keys),
+                                   (BankCall.shop_no == order.shop_no) | BankCall.shop_no.is_(None))
+    for call in session.scalars(calls):
         http = f" http={call.http_status}" if call.http_status else ""
+        keyset = f" keys={call.key_set}" if call.key_set and call.key_set != "active" else ""
         err = f"  {call.error}" if call.error else ""
-        lines.append(Line(call.started_at, "bank",
-                          f"{call.api_service:<14} {call.outcome:<15} {call.duration_ms} ms{http}{err}"))
+        text = f"{call.api_service:<14} {call.outcome:<15} {call.duration_ms} ms{http}{keyset}{err}"
+        lines.append(Line(call.started_at, "bank", text))
     for tok in tokens:
         lines.append(Line(tok.first_received_at, "token",
                           f"{short_token(tok.pay_token)} received via {tok.source} (receipts={tok.receipts}, "
@@ -153,17 +194,16 @@ def timeline(session: Session, order: Order) -> Iterator[Line]:
 
 @orders_cli.command("show")
 @click.argument("order_no")
-def orders_show(order_no: str) -> None:
+@_SHOP_OPTION
+def orders_show(order_no: str, shop_no: str | None) -> None:
     """Status, bank calls, events and tokens of ORDER_NO, as one timeline (UTC)."""
     _check_order_no(order_no)
     with _tx() as session:
-        order = session.scalar(select(Order).where(Order.order_no == order_no))
-        if order is None:
-            _fail(f"order {order_no} not found")
+        order = _find_order(session, order_no, shop_no)
         pay = "ATM" if order.pay_type == "A" else "card" if order.pay_type == "C" else order.pay_type
         click.echo(f"order {order.order_no}: {order.status.upper()}"
                    + (f" ({order.status_reason})" if order.status_reason else ""))
-        click.echo(f"  {pay}, {order.currency} {_money(order.amount)}, shop {order.shop_no}, "
+        click.echo(f"  {pay}, {order.currency} {_money(order.amount)}, shop {_shop_label(order.shop_no)}, "
                    f"TSNo {order.ts_no or '-'}")
         click.echo(f"  created {_when(order.created_at)}  expires {_when(order.expires_at)}  "
                    f"paid {_when(order.paid_at)}  checks {order.check_attempts}"
@@ -179,6 +219,15 @@ def orders_show(order_no: str) -> None:
             if untrusted:
                 click.echo(f"note: {untrusted} untrusted pay token(s) (bank reply failed verification) "
                            "belong to no known order; one may be this order's: see `orders stuck`")
+
+
+def _shop_label(shop_no: str) -> str:
+    """ShopNo, with its display name when one is configured (and a warning when it is no longer)."""
+    try:
+        shop = _settings().shop_for(shop_no)
+    except UnknownShop:
+        return f"{shop_no} (not configured)"
+    return f"{shop_no} ({shop.name})" if shop.name else shop_no
 
 
 def _untrusted_count(session: Session) -> int:
@@ -209,18 +258,18 @@ def orders_stuck(older_than: str) -> None:
             .order_by(PayToken.first_received_at)))
         click.echo(f"pending orders older than {older_than}: {len(pending)}")
         for o in pending:
-            click.echo(f"  {o.order_no:<24} {o.pay_type} {_money(o.amount):>12}  "
+            click.echo(f"  {o.shop_no:<12} {o.order_no:<24} {o.pay_type} {_money(o.amount):>12}  "
                        f"created {_when(o.created_at)}  checks {o.check_attempts}  "
                        f"next {_when(o.next_check_at)}")
         click.echo(f"unresolved pay tokens older than {older_than}: {len(tokens)}")
         for t in tokens:
             error = f"  {t.last_error}" if t.last_error else ""
-            click.echo(f"  {short_token(t.pay_token):<12} order {t.order_no or '?':<24} "
+            click.echo(f"  {t.shop_no:<12} {short_token(t.pay_token):<12} order {t.order_no or '?':<24} "
                        f"attempts {t.attempts}  since {_when(t.first_received_at)}{error}")
         click.echo(f"untrusted pay tokens (bank reply failed verification; not retried until replayed): "
                    f"{len(untrusted)}")
         for t in untrusted:
-            click.echo(f"  {short_token(t.pay_token):<12} attempts {t.attempts}  "
+            click.echo(f"  {t.shop_no:<12} {short_token(t.pay_token):<12} attempts {t.attempts}  "
                        f"since {_when(t.first_received_at)}  {t.last_error or ''}")
         if untrusted:
             click.echo("  once the cause is fixed: flask --app webhook tokens replay --untrusted "
@@ -235,23 +284,25 @@ def orders_stuck(older_than: str) -> None:
                        "(or tokens replay <pay_token>)")
         click.echo(f"orders needing review: {len(review)}")
         for o in review:
-            click.echo(f"  {o.order_no:<24} {o.status_reason or ''}")
+            click.echo(f"  {o.shop_no:<12} {o.order_no:<24} {o.status_reason or ''}")
 
 
 @orders_cli.command("requery")
 @click.argument("order_no")
-def orders_requery(order_no: str) -> None:
+@_SHOP_OPTION
+def orders_requery(order_no: str, shop_no: str | None) -> None:
     """Ask the bank about ORDER_NO now (OrderQuery) and settle from its signed answer."""
     from core.services.settlement import settle_from_query_row
 
     _check_order_no(order_no)
     with _tx() as session:
-        order = session.scalar(select(Order).where(Order.order_no == order_no))
-        if order is None:
-            _fail(f"order {order_no} not found")
-        before = order.status
+        order = _find_order(session, order_no, shop_no)
+        before, shop_no = order.status, order.shop_no
     records: list[BankCallRecord] = []
-    client = _bank(records.append)
+    try:
+        client = _bank(records.append, shop_no)
+    except UnknownShop as exc:
+        _fail(f"order {order_no}: {exc}; its keys are needed to ask the bank")
     try:
         result = client.query_orders(order_no=order_no)
     except QPayError as exc:
@@ -265,8 +316,9 @@ def orders_requery(order_no: str) -> None:
         _store_calls(session, records)
         if not rows:
             _fail(f"the bank has no order {order_no}")
-        outcome = settle_from_query_row(session, _settings(), rows[0], source=Source.OPERATOR)
-        after = session.scalar(select(Order.status).where(Order.order_no == order_no))
+        outcome = settle_from_query_row(session, _settings(), rows[0], source=Source.OPERATOR,
+                                        shop_no=shop_no)
+        after = session.scalar(select(Order.status).where(Order.key(order_no, shop_no)))
     click.echo(f"bank: PayStatus {rows[0].pay_status or '-'}  TSNo {rows[0].ts_no or '-'}  "
                f"paid {rows[0].pay_date or '-'}")
     verb = "moved" if after != before else "unchanged"
@@ -294,7 +346,10 @@ tokens_cli = AppGroup("tokens", help="Replay PayTokens.")
               help="send every untrusted token again (instead of one PAY_TOKEN)")
 @click.option("--dead", "all_dead", is_flag=True,
               help="send every dead token again (instead of one PAY_TOKEN)")
-def tokens_replay(pay_token: str | None, inline: bool, all_untrusted: bool, all_dead: bool) -> None:
+@click.option("--shop", "shop_no", default=None, metavar="SHOP_NO",
+              help="the token's ShopNo for a token not yet recorded (default: the first shop)")
+def tokens_replay(pay_token: str | None, inline: bool, all_untrusted: bool, all_dead: bool,
+                  shop_no: str | None) -> None:
     """Record PAY_TOKEN (source operator) and enqueue its resolution, or resolve it inline with --now.
 
     An untrusted token (its bank reply failed verification) or a dead one (RESOLVE_MAX_ATTEMPTS
@@ -312,8 +367,12 @@ def tokens_replay(pay_token: str | None, inline: bool, all_untrusted: bool, all_
 
     settings = _settings()
     try:
+        shop = settings.shop_for(shop_no).shop_no
+    except UnknownShop as exc:
+        raise click.BadParameter(str(exc), param_hint="--shop") from None
+    try:
         with _tx() as session:
-            rec = record_callback(session, shop_no=settings.shop_no, pay_token=pay_token,
+            rec = record_callback(session, shop_no=shop, pay_token=pay_token,
                                   source=Source.OPERATOR, grace=0)
             parked = rec.state in (TokenState.UNTRUSTED, TokenState.DEAD)
             reopened = parked and reopen_untrusted(session, rec.token_id)
@@ -373,12 +432,12 @@ def _resolve_inline(token_id: int, label: str) -> bool:
 
     settings = _settings()
     records: list[BankCallRecord] = []
-    client = _bank(records.append)
+    clients = _ShopClients(records.append)
     try:
         # The app's unit of work, not one transaction: none is open during the bank calls.
-        outcome = resolve_token(deps().unit_of_work, client, settings, token_id)
+        outcome = resolve_token(deps().unit_of_work, clients, settings, token_id)
     finally:
-        _close(client)
+        clients.close_all()
         with _tx() as session:
             _store_calls(session, records)
     kind = str(getattr(outcome, "kind", outcome))
@@ -411,19 +470,88 @@ def sweep_run() -> None:
         with _tx() as session:
             recorder(session)(call)
 
-    client = _bank(record_alone)
+    clients = _ShopClients(record_alone)
     try:
         # send_resolve is the sweep's Enqueue as it stands: False when the broker is down.
         send_event = getattr(deps().enqueuer, "send_event", None)
         relay = send_event if _settings().shop_webhook_url is not None else None
-        counts = run_sweep(deps().unit_of_work, client, _settings(), _enqueuer(), relay=relay)
+        counts = run_sweep(deps().unit_of_work, clients, _settings(), _enqueuer(), relay=relay)
     finally:
-        _close(client)
+        clients.close_all()
     click.echo("sweep: " + ", ".join(f"{k}={v}" for k, v in counts.as_dict().items()))
     for note in counts.notes:
         click.echo(f"  note: {note}")
     if counts.errors:
         _fail(f"sweep finished with {counts.errors} error(s); the next pass retries them")
+
+
+# -- shops ----------------------------------------------------------------------------------------
+
+CHECK_ORDER_NO = "QPAYKEYCHECK"  # the harmless OrderQuery of `shops check`: an OrderNo nobody uses
+
+
+@click.group("shops", invoke_without_command=True, cls=AppGroup)
+@click.pass_context
+@with_appcontext
+def shops_cli(ctx: click.Context) -> None:
+    """The configured shops with their key fingerprints (never the keys); `shops check` asks the bank."""
+    if ctx.invoked_subcommand is not None:
+        return
+    settings = _settings()
+    for shop in settings.all_shops:
+        name = f" ({shop.name})" if shop.name else ""
+        default = "  [default]" if shop.shop_no == settings.shop_no and len(settings.all_shops) > 1 else ""
+        click.echo(f"{shop.shop_no}{name}{default}")
+        for label, keys in shop.key_sets():
+            click.echo(f"  {label:<6} keys {keys.fingerprint}")
+        if shop.next_keys is None:
+            click.echo("  next   -")
+
+
+def check_key_set(client: BankClient) -> tuple[bool, str]:
+    """Does the bank accept this client's signing set? A Nonce, then an OrderQuery for an OrderNo
+    nobody uses: any reply that verifies (Status S, or F such as "no data") means it does."""
+    from core.sinopac.errors import BankRejection, BankTransportError
+
+    try:
+        client.nonce()  # type: ignore[attr-defined]
+        client.query_orders(order_no=CHECK_ORDER_NO)
+    except BankRejection as exc:
+        return True, f"accepted (OrderQuery answered {exc.code or 'F'})"
+    except BankTransportError as exc:
+        return False, f"bank unreachable ({type(exc).__name__})"
+    except QPayError as exc:
+        return False, f"refused ({type(exc).__name__}: {exc})"
+    return True, "accepted"
+
+
+@shops_cli.command("check")
+def shops_check() -> None:
+    """Ask the bank, with each key set of each shop, for a Nonce and a harmless OrderQuery; print which
+    sets it accepts (exit 1 if a shop's active set is refused)."""
+    from core.services.bank_calls import recorder
+
+    def record_alone(call: BankCallRecord) -> None:
+        with _tx() as session:
+            recorder(session)(call)
+
+    settings = _settings()
+    active_refused = []
+    for shop in settings.all_shops:
+        name = f" ({shop.name})" if shop.name else ""
+        click.echo(f"{shop.shop_no}{name}")
+        client = _bank(record_alone, shop.shop_no)
+        try:
+            for label, keys in shop.key_sets():
+                with_set = getattr(client, "with_key_set", None)
+                ok, text = check_key_set(with_set(label) if callable(with_set) else client)
+                click.echo(f"  {label:<6} keys {keys.fingerprint}: {text}")
+                if label == "active" and not ok:
+                    active_refused.append(shop.shop_no)
+        finally:
+            _close(client)
+    if active_refused:
+        _fail(f"the bank refuses the active keys of: {', '.join(active_refused)}")
 
 
 # -- db -------------------------------------------------------------------------------------------
@@ -457,7 +585,7 @@ def db_upgrade(revision: str) -> None:
 
 def register_cli(app: Flask) -> None:
     """Attach the ops commands to `app` (create_app calls this)."""
-    for group in (orders_cli, tokens_cli, sweep_cli, db_cli, events_cli):
+    for group in (orders_cli, tokens_cli, sweep_cli, db_cli, shops_cli, events_cli):
         app.cli.add_command(group)
 
 

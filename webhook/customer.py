@@ -18,9 +18,10 @@ from urllib.parse import urlparse
 
 from flask import Blueprint, Response, request, url_for
 
-from core.checkout import checkout_token_ok, shop_display_name, shop_return_url
+from core.checkout import checkout_shop, checkout_token_ok, shop_display_name, shop_return_url
 from core.models import Order
 from core.services.orders import get_order
+from core.shops import UnknownShop
 from webhook.deps import deps
 from webhook.errors import DB_UNAVAILABLE
 from webhook.pages import customer_page, problem_page
@@ -136,13 +137,17 @@ def _unavailable_page(lang: Lang) -> Response:
 def checkout(order_no: str) -> Response:
     lang = pick_language(request)
     d = deps()
+    try:
+        shop = checkout_shop(d.settings, request.args.get("shop"))
+    except UnknownShop:
+        return not_found_page(lang)
     if not ORDER_NO_RE.fullmatch(order_no) or not checkout_token_ok(
-        d.settings.checkout_secret, order_no, request.args.get("t")
+        d.settings.checkout_secret, order_no, request.args.get("t"), shop
     ):
         return not_found_page(lang)
     try:
         with d.unit_of_work() as session:
-            order = get_order(session, order_no)
+            order = get_order(session, order_no, shop)
             view = order_view(order) if order is not None else None
     except DB_UNAVAILABLE:
         return _unavailable_page(lang)
@@ -160,7 +165,7 @@ def return_page(pay_token: str) -> Response:
     try:
         with deps().unit_of_work() as session:
             found = token_progress(session, pay_token)
-            order = get_order(session, found[1]) if found is not None and found[1] else None
+            order = get_order(session, found[1], found[2]) if found is not None and found[1] else None
             view = order_view(order) if order is not None else None
     except DB_UNAVAILABLE:
         return _unavailable_page(lang)

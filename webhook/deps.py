@@ -6,6 +6,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Protocol
 
 from flask import current_app
 from sqlalchemy.orm import Session
@@ -15,7 +16,13 @@ from core.sinopac.client import BankClient, Observer
 from webhook.enqueue import Enqueuer
 
 UnitOfWork = Callable[[], AbstractContextManager[Session]]
-ClientFactory = Callable[[Observer], BankClient]
+
+
+class ClientFactory(Protocol):
+    """A bank client for one shop (None: the default shop) whose observer records each call."""
+
+    def __call__(self, observer: Observer, shop_no: str | None = None) -> BankClient: ...
+
 
 
 @dataclass

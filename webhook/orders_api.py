@@ -9,14 +9,21 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from core.logging import bind_context
 from core.models import OrderEvent
 from core.services.bank_calls import recorder
 from core.services.order_json import iso, order_detail, order_summary, twd
-from core.services.orders import NewOrder, OrderValidationError, create_order, get_order, order_history
+from core.services.orders import (
+    NewOrder,
+    OrderValidationError,
+    create_order,
+    get_order,
+    order_history,
+    shop_of,
+)
 from core.sinopac.errors import BankProtocolError, BankRejection, BankTransportError, QPayError
 from core.sinopac.types import BankCallRecord
 from webhook.auth import bearer_refusal
@@ -26,6 +33,7 @@ from webhook.errors import error_response
 from webhook.validation import (
     MAX_API_BODY,
     ORDER_NO_RE,
+    SHOP_NO_RE,
     InvalidInput,
     decode_json_object,
     validate_order_request,
@@ -88,14 +96,17 @@ def create() -> Response:
     data = decode_json_object(read_capped(MAX_API_BODY))
     req = validate_order_request(data)
     new = NewOrder(req.amount_twd, req.pay_type, req.product_name, req.order_no, req.expire_days,
-                   req.expire_minutes)
+                   req.expire_minutes, req.shop_no)
     d = deps()
     failure: QPayError | None = None
     body: dict[str, Any] = {}
     calls: list[BankCallRecord] = []
     try:
+        shop_no = shop_of(d.settings, new.shop_no)
+        bind_context(shop_no=shop_no)
         # No transaction is open during the bank call (create_order opens its own short ones).
-        order = create_order(d.unit_of_work, d.client_factory(calls.append), d.settings, new)
+        client = d.client_factory(calls.append, shop_no=shop_no)
+        order = create_order(d.unit_of_work, client, d.settings, new)
     except QPayError as exc:
         failure = exc  # the BankCall row, written below, says what the bank did
     except OrderValidationError as exc:
@@ -123,11 +134,17 @@ def create() -> Response:
 def show(order_no: str) -> Response:
     if not ORDER_NO_RE.fullmatch(order_no):
         raise InvalidInput("order_no must be 1-50 characters of A-Z a-z 0-9 _ -", field="order_no")
+    shop_no = request.args.get("shop_no") or None
+    if shop_no is not None and not SHOP_NO_RE.fullmatch(shop_no):
+        raise InvalidInput("shop_no must be 1-20 characters of A-Z a-z 0-9 _", field="shop_no")
+    if shop_no is None and len(deps().settings.all_shops) > 1:
+        raise InvalidInput("shop_no is required (?shop_no=...): this deployment serves several shops",
+                           field="shop_no")
     bind_context(order_no=order_no)
     with deps().unit_of_work() as session:
-        order = get_order(session, order_no)
+        order = get_order(session, order_no, shop_no)
         if order is None:
             return error_response(404, "order not found")
         body = order_detail(order, deps().settings)
-        body["events"] = [event_body(e) for e in order_history(session, order_no)]
+        body["events"] = [event_body(e) for e in order_history(session, order_no, order.shop_no)]
     return jsonify(body)

@@ -22,7 +22,7 @@ _FIGURES = "qpay.metrics.figures"
 def install(app: Flask) -> None:
     """Build this app's figures registry once and register the endpoint."""
     d = app.extensions["qpay"]
-    defs.preset()
+    defs.preset(d.settings.shop_numbers)
     figures = CollectorRegistry(auto_describe=False)
     # Looked up per scrape, like the views do (tests swap the unit of work on the app).
     figures.register(BusinessCollector(lambda: d.unit_of_work(),

@@ -21,21 +21,22 @@ def token_status(session: Session, pay_token: str) -> str | None:
     return None if found is None else found[0]
 
 
-def token_progress(session: Session, pay_token: str) -> tuple[str, str | None] | None:
-    """(status word as token_status says it, the order number once the token is linked to an order)."""
+def token_progress(session: Session, pay_token: str) -> tuple[str, str | None, str] | None:
+    """(status word as token_status says it, the order number once the token is linked to an order,
+    the token's shop)."""
     row = session.execute(
-        select(PayToken.state, Order.status, Order.order_no)
+        select(PayToken.state, Order.status, Order.order_no, PayToken.shop_no)
         .select_from(PayToken)
-        .outerjoin(Order, Order.order_no == PayToken.order_no)
+        .outerjoin(Order, (Order.order_no == PayToken.order_no) & (Order.shop_no == PayToken.shop_no))
         .where(PayToken.pay_token == pay_token)
     ).first()
     if row is None:
         return None
-    state, order_status, order_no = row
+    state, order_status, order_no, shop_no = row
     if order_status is not None:
-        return str(order_status), str(order_no)
+        return str(order_status), str(order_no), shop_no
     if state == "rejected":
-        return "rejected", None
+        return "rejected", None, shop_no
     if state in ("untrusted", "dead"):
-        return "needs_review", None
-    return "pending", None
+        return "needs_review", None, shop_no
+    return "pending", None, shop_no

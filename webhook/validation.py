@@ -25,7 +25,10 @@ CARD_MAX_TWD = 1_000_000  # our own ceiling; the wire limit is 9 digits of hundr
 # expire_days 0 = pay by the end of today (Taipei); expire_minutes is CardParam.ExpMinutes (PROTOCOL §9.1)
 MIN_EXPIRE_MINUTES, MAX_EXPIRE_MINUTES = MIN_CARD_EXP_MINUTES, MAX_CARD_EXP_MINUTES
 PAY_TYPES = ("A", "C")
-ORDER_FIELDS = frozenset({"amount", "pay_type", "product_name", "order_no", "expire_days", "expire_minutes"})
+ORDER_FIELDS = frozenset(
+    {"amount", "pay_type", "product_name", "order_no", "expire_days", "expire_minutes", "shop_no"}
+)
+SHOP_NO_RE = re.compile(r"[A-Za-z0-9_]{1,20}")
 
 
 class InvalidInput(ValueError):
@@ -52,6 +55,7 @@ class OrderRequest:
     order_no: str | None = None
     expire_days: int | None = None
     expire_minutes: int | None = None
+    shop_no: str | None = None
 
 
 def check_size(raw: bytes, limit: int) -> None:
@@ -180,7 +184,10 @@ def validate_order_request(data: Mapping[str, Any]) -> OrderRequest:
         if not MIN_EXPIRE_MINUTES <= expire_minutes <= MAX_EXPIRE_MINUTES:
             raise InvalidInput(f"expire_minutes must be {MIN_EXPIRE_MINUTES}..{MAX_EXPIRE_MINUTES}",
                                field="expire_minutes")
-    return OrderRequest(amount, pay_type, name, order_no, expire_days, expire_minutes)
+    shop_no = data.get("shop_no")
+    if shop_no is not None and (not isinstance(shop_no, str) or not SHOP_NO_RE.fullmatch(shop_no)):
+        raise InvalidInput("shop_no must be 1-20 characters of A-Z a-z 0-9 _", field="shop_no")
+    return OrderRequest(amount, pay_type, name, order_no, expire_days, expire_minutes, shop_no)
 
 
 def parse_return_body(raw: bytes, mimetype: str, shops: Collection[str]) -> CallbackInput:

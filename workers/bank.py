@@ -1,4 +1,5 @@
-"""One QPayClient per worker process, whose observer records every bank call (docs/architecture.md).
+"""One QPayClient per shop per worker process, whose observer records every bank call
+(docs/architecture.md).
 
 Neither the resolve task nor the sweep calls the bank inside a transaction, so a record gets a short
 transaction of its own after the call (a failure to record never fails the work), or, within the
@@ -21,13 +22,14 @@ from core.db import transaction
 from core.services.bank_calls import record_calls, recorder
 from core.services.units import UnitOfWork
 from core.settings import get_settings
-from core.sinopac.client import DEFAULT_POOL_SIZE, QPayClient
+from core.sinopac.client import DEFAULT_POOL_SIZE, Budget, QPayClient
 from core.sinopac.types import BankCallRecord
 from metrics import defs as metrics
 
 log = logging.getLogger(__name__)
 
-_client: QPayClient | None = None
+_clients: dict[str, QPayClient] = {}
+_budget: Budget | None = None  # one per process, shared by every shop's client (the bank counts them all)
 _client_pid: int | None = None
 _pool_size = DEFAULT_POOL_SIZE
 
@@ -93,19 +95,30 @@ def size_pool(concurrency: int) -> None:
     _pool_size = max(DEFAULT_POOL_SIZE, concurrency)
 
 
-def bank_client() -> QPayClient:
-    """This process's client, built on first use (never inherited across a fork: sockets are not)."""
-    global _client, _client_pid
-    if _client is None or _client_pid != os.getpid():
-        settings = get_settings()
-        _client = QPayClient(settings, observer=_observe, pool_size=_pool_size,
-                             budget=bank_budget(settings))
+def client_for(shop_no: str) -> QPayClient:
+    """This process's client of shop `shop_no`, built on first use (never inherited across a fork:
+    sockets are not); raises core.shops.UnknownShop for a shop that is not configured."""
+    global _client_pid, _budget
+    settings = get_settings()
+    if _client_pid != os.getpid():
+        _clients.clear()
+        _budget = bank_budget(settings)
         _client_pid = os.getpid()
-    return _client
+    client = _clients.get(shop_no)
+    if client is None:
+        shop = settings.shop_for(shop_no)
+        client = QPayClient(settings, shop=shop, observer=_observe, pool_size=_pool_size, budget=_budget)
+        _clients[shop_no] = client
+    return client
+
+
+def bank_client() -> QPayClient:
+    """This process's client of the default (first) shop."""
+    return client_for(get_settings().shop_no)
 
 
 def reset_client() -> None:
-    """Forget the client after a fork; the parent's copy is left for the parent to close."""
-    global _client, _client_pid
-    _client = None
+    """Forget the clients after a fork; the parent's copies are left for the parent to close."""
+    global _client_pid
+    _clients.clear()
     _client_pid = None

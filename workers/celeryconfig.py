@@ -32,7 +32,7 @@ _settings = get_settings()
 
 # -- broker -----------------------------------------------------------------------------------------
 # BROKER_URL (else REDIS_URL) may be redis://, rediss://, sentinel://host:26379;sentinel://host2:26379
-# or amqp://: Celery picks the transport from the scheme (README.md, Configuration: BROKER_URL).
+# or amqp://: Celery picks the transport from the scheme (docs/configuration.md: BROKER_URL).
 broker_url = _settings.broker_url
 AMQP = is_amqp(broker_url)
 

@@ -1,4 +1,5 @@
-"""The two tasks. Each is as thin as a view: take ids, open a transaction, call one service.
+"""The resolve and sweep tasks (shop notifications: workers/notify.py), each as thin as a view:
+take ids, open a transaction, call one service.
 
 Arguments are only ids (a pay_tokens row id), never a PayToken, an amount or a key, so the broker,
 Flower and the logs hold nothing sensitive.
@@ -15,13 +16,15 @@ from sqlalchemy.exc import OperationalError
 
 from core.backoff import retry_countdown
 from core.db import transaction
+from core.logging import bind_context
 from core.queues import CALLBACK_QUEUE, RESOLVE_TASK, SWEEP_QUEUE, SWEEP_TASK
 from core.services.resolution import record_failed_attempt, resolve_token
 from core.services.sweep import run_sweep
 from core.settings import Settings, get_settings
+from core.sinopac.client import BankClient
 from metrics import defs as metrics
 from workers import app
-from workers.bank import bank_client, records_with_the_work
+from workers.bank import client_for, records_with_the_work
 from workers.celeryconfig import RESOLVE_HARD_LIMIT, RESOLVE_SOFT_LIMIT, SWEEP_HARD_LIMIT, SWEEP_SOFT_LIMIT
 from workers.notify import send_delivery
 from workers.sweeplock import exclusive_pass
@@ -51,7 +54,7 @@ def resolve_pay_token(self: Task, token_id: Any) -> str:
         # A unit of work, not a session: no transaction is open while the bank answers; the bank
         # calls are recorded by the resolution's next transaction, its write (workers/bank.py).
         with records_with_the_work() as unit_of_work:
-            outcome = resolve_token(unit_of_work, bank_client(), settings, token_id)
+            outcome = resolve_token(unit_of_work, _shop_client, settings, token_id)
     except OperationalError as exc:
         # The database is unreachable: nothing was changed. Same backoff as a bank outage; after the
         # last retry the stored token is the sweep's (it re-enqueues unresolved tokens).
@@ -93,6 +96,13 @@ def resolve_pay_token(self: Task, token_id: Any) -> str:
     else:
         log.info("token %s resolved: %s", token_id, kind, extra=extra)
     return kind
+
+
+def _shop_client(shop_no: str) -> BankClient:
+    """The token's shop's client; from here on the task's log lines carry the shop (the task's context
+    is reset after it runs, see workers/signals.py)."""
+    bind_context(shop_no=shop_no)
+    return client_for(shop_no)
 
 
 def _unexpected(settings: Settings, token_id: int, exc: Exception) -> tuple[str, str]:
@@ -142,7 +152,7 @@ def sweep() -> dict[str, int]:
 def _sweep_pass(settings: Settings) -> dict[str, int]:
     try:
         relay = send_delivery if settings.shop_webhook_url is not None else None
-        counts = run_sweep(transaction, bank_client(), settings, _enqueue_resolve, relay=relay)
+        counts = run_sweep(transaction, client_for, settings, _enqueue_resolve, relay=relay)
     except OperationalError as exc:
         # The database is unreachable: nothing can be read or settled now; beat sends the next pass.
         log.warning("sweep skipped: database unavailable (%s)", type(exc.orig).__name__,

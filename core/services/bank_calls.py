@@ -29,6 +29,8 @@ def _row(call: BankCallRecord) -> dict[str, Any]:
         "http_status": call.http_status,
         "outcome": call.outcome,
         "error": call.error[:_MAX_ERROR] if call.error else None,
+        "shop_no": call.shop_no[:20] or None,
+        "key_set": call.key_set[:8] or None,
     }
 
 

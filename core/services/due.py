@@ -29,7 +29,9 @@ def next_check_at(attempts: int, now: datetime, schedule: Sequence[float]) -> da
     return now + timedelta(seconds=step)
 
 
-def due_tokens(session: Session, *, now: datetime, grace: timedelta | float, limit: int) -> list[int]:
+def due_tokens(
+    session: Session, *, now: datetime, grace: timedelta | float, limit: int, shop_no: str | None = None
+) -> list[int]:
     """Ids of tokens still unresolved `grace` after they were last received and last enqueued.
 
     These are the outbox's stragglers: the broker was down, the worker died, or retries ran out.
@@ -48,11 +50,18 @@ def due_tokens(session: Session, *, now: datetime, grace: timedelta | float, lim
         .order_by(PayToken.last_received_at)
         .limit(limit)
     )
+    if shop_no is not None:
+        stmt = stmt.where(PayToken.shop_no == shop_no)
     return list(session.scalars(stmt))
 
 
 def claim_due_orders(
-    session: Session, *, now: datetime, limit: int, lease: timedelta | float = DEFAULT_LEASE
+    session: Session,
+    *,
+    now: datetime,
+    limit: int,
+    lease: timedelta | float = DEFAULT_LEASE,
+    shop_no: str | None = None,
 ) -> list[str]:
     """Claim pending orders due for a check: lock them (SKIP LOCKED on PostgreSQL) and push their
     next_check_at out by `lease`; returns their OrderNos, oldest due first.
@@ -70,6 +79,8 @@ def claim_due_orders(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    if shop_no is not None:
+        stmt = stmt.where(Order.shop_no == shop_no)
     rows = session.execute(stmt).all()
     if rows:
         session.execute(

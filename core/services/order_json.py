@@ -40,7 +40,7 @@ def order_summary(order: Order, settings: Settings) -> dict[str, Any]:
         body["atm_pay_no"] = order.atm_pay_no
     else:
         body["card_pay_url"] = order.card_pay_url
-    body["checkout_url"] = checkout_url(settings, order.order_no)
+    body["checkout_url"] = checkout_url(settings, order.order_no, order.shop_no)
     return body
 
 

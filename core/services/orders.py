@@ -60,6 +60,7 @@ class NewOrder:
     order_no: str | None = None  # generated when absent
     expire_days: int | None = None  # ATM only: days from today (Taipei) to the last payment day
     expire_minutes: int | None = None  # card only: link validity (ExpMinutes), default CARD_EXP_MINUTES
+    shop_no: str | None = None  # the shop selling; None: the only (or first) configured shop
 
 
 def _validate(new: NewOrder) -> None:
@@ -122,11 +123,12 @@ def create_order(
     BankProtocolError) unchanged, and IntegrityError if the OrderNo was taken meanwhile.
     """
     _validate(new)
+    shop_no = shop_of(settings, new.shop_no)
     units = as_unit_of_work(source)
     at = now if now is not None else datetime.now(UTC)
     order_no = new.order_no or generate_order_no(at)
     with units() as session:
-        taken = session.scalar(select(Order.id).where(Order.order_no == order_no)) is not None
+        taken = session.scalar(select(Order.id).where(Order.key(order_no, shop_no))) is not None
     if taken:
         raise OrderValidationError("order_no", "already exists")
     amount = new.amount_twd * 100
@@ -138,6 +140,8 @@ def create_order(
         expire_date = last_day.date()
     else:
         expires_at = at + timedelta(minutes=card_minutes)
+    if getattr(client, "shop_no", shop_no) != shop_no:
+        raise ValueError(f"the bank client given is not shop {shop_no}'s")
     base = settings.public_base_url.rstrip("/")
     result = client.create_order(
         order_no=order_no,
@@ -157,7 +161,7 @@ def create_order(
     if new.pay_type == "C" and not result.card_pay_url:
         raise MalformedReply("OrderCreate: card reply without CardPayURL", service="OrderCreate")
     order = Order(
-        shop_no=settings.shop_no,
+        shop_no=shop_no,
         order_no=order_no,
         amount=amount,
         currency="TWD",
@@ -177,6 +181,7 @@ def create_order(
         session.add(order)
         session.add(
             OrderEvent(
+                shop_no=shop_no,
                 order_no=order_no,
                 from_status=None,
                 to_status=OrderStatus.PENDING.value,
@@ -189,18 +194,33 @@ def create_order(
         )
         session.flush()
         record_event(session, order, None, OrderStatus.PENDING.value, Source.API.value, at)
-    log.info("order %s created", order_no, extra={"order_no": order_no, "ts_no": result.ts_no})
+    log.info("order %s created", order_no,
+             extra={"order_no": order_no, "shop_no": shop_no, "ts_no": result.ts_no})
     return order
 
 
-def get_order(session: Session, order_no: str) -> Order | None:
+def shop_of(settings: Settings, shop_no: str | None) -> str:
+    """The ShopNo a new order belongs to: required when several shops are configured, and known."""
+    if shop_no is None:
+        if len(settings.all_shops) > 1:
+            raise OrderValidationError("shop_no", "is required: this deployment serves several shops")
+        return settings.shop_no
+    if not isinstance(shop_no, str) or shop_no not in settings.shop_numbers:
+        raise OrderValidationError("shop_no", "is not a shop of this deployment")
+    return shop_no
+
+
+def get_order(session: Session, order_no: str, shop_no: str | None = None) -> Order | None:
+    """The order with this OrderNo (of `shop_no`; None: of any shop, the oldest first)."""
     return session.scalars(
-        select(Order).where(Order.order_no == order_no).execution_options(populate_existing=True)
+        select(Order).where(Order.key(order_no, shop_no)).order_by(Order.id)
+        .execution_options(populate_existing=True)
     ).first()
 
 
-def order_history(session: Session, order_no: str) -> list[OrderEvent]:
+def order_history(session: Session, order_no: str, shop_no: str | None = None) -> list[OrderEvent]:
     """The order's events, oldest first: the answer to "what happened to order X?"."""
-    return list(
-        session.scalars(select(OrderEvent).where(OrderEvent.order_no == order_no).order_by(OrderEvent.id))
-    )
+    stmt = select(OrderEvent).where(OrderEvent.order_no == order_no)
+    if shop_no is not None:
+        stmt = stmt.where(OrderEvent.shop_no == shop_no)
+    return list(session.scalars(stmt.order_by(OrderEvent.id)))

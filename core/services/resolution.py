@@ -28,12 +28,14 @@ from core.models import PayToken
 from core.services.settlement import Confirmation, settle_from_pay_result
 from core.services.units import UnitOfWork, as_unit_of_work
 from core.settings import Settings
+from core.shops import UnknownShop
+from core.sinopac.client import client_of
 from core.sinopac.errors import BankProtocolError, BankRejection, BankTransportError, QPayError
 from core.sinopac.types import PayQueryResult
 from core.states import Source, TokenState
 
 if TYPE_CHECKING:
-    from core.sinopac.client import BankClient
+    from core.sinopac.client import BankClient, ClientFor
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +109,14 @@ def _confirm(client: BankClient, settings: Settings, result: PayQueryResult) -> 
 
 def resolve_token(
     source: Session | UnitOfWork,
-    client: BankClient,
+    client: BankClient | ClientFor,
     settings: Settings,
     token_id: int,
     *,
     now: datetime | None = None,
 ) -> ResolveOutcome:
-    """Resolve one stored PayToken; idempotent. `source`: a unit of work (core.db.transaction: one short
+    """Resolve one stored PayToken with its shop's keys (`client`: that shop's client, or a ClientFor);
+    idempotent. `source`: a unit of work (core.db.transaction: one short
     transaction to read, none during the bank calls, one to write) or a Session (all of it in the
     caller's transaction: tests).
 
@@ -131,7 +134,7 @@ def resolve_token(
     with units() as session:
         row = session.execute(
             select(PayToken.pay_token, PayToken.state, PayToken.order_no, PayToken.source,
-                   PayToken.first_received_at).where(PayToken.id == token_id)
+                   PayToken.shop_no, PayToken.first_received_at).where(PayToken.id == token_id)
         ).first()
     if row is None:
         log.warning("resolve: no pay token with id %s", token_id, extra={"token_id": token_id})
@@ -139,11 +142,20 @@ def resolve_token(
     if row.state != TokenState.RECEIVED:
         return ResolveOutcome("noop", order_no=row.order_no)
     token = row.pay_token
-    extra = {"pay_token": _short(token), "token_id": token_id}
+    extra = {"pay_token": _short(token), "token_id": token_id, "shop_no": row.shop_no}
     attempts = PayToken.attempts + 1
     try:
-        result = client.pay_query(token)
-        confirmation = _confirm(client, settings, result)
+        shop_client = client_of(client, row.shop_no)
+    except UnknownShop as exc:
+        # The shop was removed from the configuration: keep the token (the sweep offers it again), so
+        # putting the shop back resolves it; nothing is lost or decided without its keys.
+        with units() as session:
+            _update_token(session, token_id, attempts=attempts, last_error=str(exc))
+        log.warning("resolve %s: %s", _short(token), exc, extra=extra)
+        return ResolveOutcome("transient", error=str(exc))
+    try:
+        result = shop_client.pay_query(token)
+        confirmation = _confirm(shop_client, settings, result)
     except QPayError as exc:
         return _failed(units, settings, token_id, token, exc, at, extra)
 
@@ -152,7 +164,7 @@ def resolve_token(
         at = datetime.now(UTC)
     with units() as session:
         outcome = settle_from_pay_result(session, settings, result, source=src, pay_token=token, now=at,
-                                         confirmation=confirmation)
+                                         confirmation=confirmation, shop_no=row.shop_no)
         if outcome.kind == "unknown_order":
             _update_token(
                 session,

@@ -101,8 +101,11 @@ def transition(
     pay_token: str | None = None,
     paid_at: datetime | None = None,
     now: datetime | None = None,
+    shop_no: str | None = None,
 ) -> bool:
     """Move an order to `target`; True only if this call made the change.
+
+    `shop_no` names the order's shop (OrderNos are unique per shop); None: the OrderNo alone.
 
     Repeating the current state is a no-op (False); an illegal move raises IllegalTransition. If a
     concurrent writer changes the status between our read and our UPDATE, the UPDATE matches no row
@@ -112,7 +115,9 @@ def transition(
     src = Source(source)
     at = _now(now)
     for _ in range(_MAX_TRIES):
-        row = session.execute(select(Order.status, Order.ts_no).where(Order.order_no == order_no)).first()
+        row = session.execute(
+            select(Order.status, Order.ts_no, Order.shop_no).where(Order.key(order_no, shop_no))
+        ).first()
         if row is None:
             raise OrderNotFound(order_no)
         current = OrderStatus(row.status)
@@ -129,7 +134,7 @@ def transition(
             values["next_check_at"] = None
         result = session.execute(
             update(Order)
-            .where(Order.order_no == order_no, Order.status == current.value)
+            .where(Order.key(order_no, row.shop_no), Order.status == current.value)
             .values(**values)
             .execution_options(synchronize_session=False)
         )
@@ -137,6 +142,7 @@ def transition(
             # A Core INSERT: no ORM unit of work for a row nobody reads back here.
             session.execute(
                 insert(OrderEvent).values(
+                    shop_no=row.shop_no,
                     order_no=order_no,
                     from_status=current.value,
                     to_status=target.value,
@@ -147,26 +153,26 @@ def transition(
                     at=at,
                 )
             )
-            _expire_cached(session, order_no)
+            _expire_cached(session, order_no, row.shop_no)
             # The shop's notification, in this same transaction (core/services/events.py).
-            moved = _get_order(session, order_no)
+            moved = _get_order(session, order_no, row.shop_no)
             if moved is not None:
                 record_event(session, moved, current.value, target.value, src.value, at)
             return True
     raise RuntimeError(f"order {order_no}: status kept changing under us ({_MAX_TRIES} tries)")
 
 
-def _expire_cached(session: Session, order_no: str) -> None:
+def _expire_cached(session: Session, order_no: str, shop_no: str | None = None) -> None:
     """Bulk UPDATEs bypass the identity map: make a loaded Order re-read its row."""
     for obj in list(session.identity_map.values()):
-        if isinstance(obj, Order) and obj.order_no == order_no:
+        if isinstance(obj, Order) and obj.order_no == order_no and shop_no in (None, obj.shop_no):
             session.expire(obj)
 
 
-def _get_order(session: Session, order_no: str) -> Order | None:
+def _get_order(session: Session, order_no: str, shop_no: str | None = None) -> Order | None:
     """The whole order as it now stands (the shop's event shows it); populate_existing: another
     transaction may have moved it since this session cached it."""
-    stmt = select(Order).where(Order.order_no == order_no).execution_options(populate_existing=True)
+    stmt = select(Order).where(Order.key(order_no, shop_no)).execution_options(populate_existing=True)
     return session.scalars(stmt).first()
 
 
@@ -175,6 +181,8 @@ class OrderFacts:
     """What settling reads of an order, fresh from its row (no ORM object: an entity load with
     populate_existing and instrumented attribute reads was a tenth of a worker's CPU per settlement)."""
 
+    id: int
+    shop_no: str
     order_no: str
     amount: int
     currency: str
@@ -185,20 +193,20 @@ class OrderFacts:
     check_attempts: int
 
 
-_ORDER_FACTS = select(Order.order_no, Order.amount, Order.currency, Order.pay_type, Order.status, Order.ts_no,
-                      Order.expires_at, Order.check_attempts)
+_ORDER_FACTS = select(Order.id, Order.shop_no, Order.order_no, Order.amount, Order.currency, Order.pay_type,
+                      Order.status, Order.ts_no, Order.expires_at, Order.check_attempts)
 
 
-def _order_facts(session: Session, order_no: str) -> OrderFacts | None:
+def _order_facts(session: Session, order_no: str, shop_no: str | None = None) -> OrderFacts | None:
     # One Core SELECT, read now: another transaction may have moved the order a moment ago.
-    row = session.execute(_ORDER_FACTS.where(Order.order_no == order_no)).first()
-    return OrderFacts(*row) if row is not None else None
+    row = session.execute(_ORDER_FACTS.where(Order.key(order_no, shop_no))).first()
+    return OrderFacts(**row._mapping) if row is not None else None
 
 
-def _ts_no_taken(session: Session, ts_no: str, order_no: str) -> str | None:
+def _ts_no_taken(session: Session, ts_no: str, order: OrderFacts) -> str | None:
     """The other order already holding this TSNo, if any: one bank transaction pays one order."""
     return session.scalars(
-        select(Order.order_no).where(Order.ts_no == ts_no, Order.order_no != order_no)
+        select(Order.order_no).where(Order.ts_no == ts_no, Order.id != order.id)
     ).first()
 
 
@@ -210,7 +218,7 @@ def _common_mismatches(
         reasons.append(f"TSNo {ts_no} differs from the stored {order.ts_no}")
     # orders.ts_no is unique: when this order already holds the TSNo no other order can (no SELECT).
     if ts_no and ts_no != order.ts_no:
-        other = _ts_no_taken(session, ts_no, order.order_no)
+        other = _ts_no_taken(session, ts_no, order)
         if other:
             reasons.append(f"TSNo {ts_no} already belongs to order {other}")
     if pay_type and pay_type != order.pay_type:
@@ -240,7 +248,7 @@ def _apply(
     move, and only to needs_review, with the reason why (`paid after expiry` / `paid after failure`).
     """
     kind: SettleKind = "review" if target is OrderStatus.NEEDS_REVIEW else target.value  # type: ignore[assignment]
-    extra = {"order_no": order.order_no, "ts_no": ts_no, "source": str(source)}
+    extra = {"order_no": order.order_no, "shop_no": order.shop_no, "ts_no": ts_no, "source": str(source)}
     if not paid and target is OrderStatus.NEEDS_REVIEW and _late(order):
         return SettleOutcome("noop", order.order_no, False, f"order is {order.status}")
     try:
@@ -255,6 +263,7 @@ def _apply(
             pay_token=pay_token,
             paid_at=paid_at,
             now=now,
+            shop_no=order.shop_no,
         )
     except IllegalTransition as exc:
         late = PAID_LATE.get(OrderStatus(exc.current)) if paid and target is OrderStatus.PAID else None
@@ -300,9 +309,11 @@ def settle_from_pay_result(
     source: Source | str,
     pay_token: str,
     now: datetime | None = None,
+    shop_no: str | None = None,
     confirmation: Confirmation | None = None,
 ) -> SettleOutcome:
-    """Apply an OrderPayQuery reply (PROTOCOL.md §9.5) to the order it names.
+    """Apply an OrderPayQuery reply (PROTOCOL.md §9.5) to the order it names, of shop `shop_no` (the
+    shop whose keys asked; default: settings' shop).
 
     `confirmation` (the bank's OrderQuery row for that order, fetched by the caller outside any
     transaction) must agree with a paid result, or the order goes to needs_review. None: unchecked
@@ -318,19 +329,21 @@ def settle_from_pay_result(
     if ts is None:
         log.error("PayQuery reply without TSResultContent", extra={"reason": "no TSResultContent"})
         return SettleOutcome("unknown_order", None, False, "reply has no TSResultContent")
-    order = _order_facts(session, ts.order_no)
+    shop = shop_no or settings.shop_no
+    order = _order_facts(session, ts.order_no, shop)
     if order is None:
-        reason = f"OrderNo {ts.order_no} is not ours (no such order)"
-        log.error("PayQuery names an unknown order %s", ts.order_no, extra={"order_no": ts.order_no})
+        reason = f"OrderNo {ts.order_no} is not ours (no such order of shop {shop})"
+        log.error("PayQuery names an unknown order %s of shop %s", ts.order_no, shop,
+                  extra={"order_no": ts.order_no, "shop_no": shop})
         return SettleOutcome("unknown_order", ts.order_no, False, reason)
 
     reasons: list[str] = []
     if result.status != "S":
         reasons.append(f"reply Status {result.status or '(empty)'}")
-    if result.shop_no != settings.shop_no:
-        reasons.append(f"reply ShopNo {result.shop_no or '(empty)'} is not ours")
-    if ts.shop_no != settings.shop_no:
-        reasons.append(f"TSResultContent ShopNo {ts.shop_no or '(empty)'} is not ours")
+    if result.shop_no != shop:
+        reasons.append(f"reply ShopNo {result.shop_no or '(empty)'} is not ours (shop {shop})")
+    if ts.shop_no != shop:
+        reasons.append(f"TSResultContent ShopNo {ts.shop_no or '(empty)'} is not ours (shop {shop})")
     if result.pay_token and result.pay_token != pay_token:
         reasons.append("reply PayToken differs from the one queried")
     if ts.ap_type != "PayOut":
@@ -366,7 +379,13 @@ def settle_from_pay_result(
 
 
 def schedule_next_check(
-    session: Session, settings: Settings, order_no: str, *, now: datetime, not_after: datetime | None = None,
+    session: Session,
+    settings: Settings,
+    order_no: str,
+    *,
+    now: datetime,
+    not_after: datetime | None = None,
+    shop_no: str | None = None,
     attempts: int | None = None,
 ) -> bool:
     """Push a still-pending order's next check out along settings.check_schedule (attempts += 1).
@@ -377,7 +396,7 @@ def schedule_next_check(
     """
     if attempts is None:
         attempts = session.scalar(
-            select(Order.check_attempts).where(Order.order_no == order_no, Order.status == "pending")
+            select(Order.check_attempts).where(Order.key(order_no, shop_no), Order.status == "pending")
         )
         if attempts is None:
             return False
@@ -386,7 +405,7 @@ def schedule_next_check(
         when = not_after
     result = session.execute(
         update(Order)
-        .where(Order.order_no == order_no, Order.status == "pending")
+        .where(Order.key(order_no, shop_no), Order.status == "pending")
         .values(
             check_attempts=Order.check_attempts + 1,
             next_check_at=when,
@@ -394,7 +413,7 @@ def schedule_next_check(
         )
         .execution_options(synchronize_session=False)
     )
-    _expire_cached(session, order_no)
+    _expire_cached(session, order_no, shop_no)
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -422,8 +441,10 @@ def settle_from_query_row(
     *,
     source: Source | str,
     now: datetime | None = None,
+    shop_no: str | None = None,
 ) -> SettleOutcome:
-    """Apply one OrderQuery row (PROTOCOL.md §9.4) to a pending order.
+    """Apply one OrderQuery row (PROTOCOL.md §9.4) to a pending order of shop `shop_no` (the shop whose
+    keys asked; default: settings' shop).
 
     Paid codes with a matching amount -> paid (a mismatch -> needs_review), even past expiry: a late
     payment is still a payment. An ATM order past expiry and unpaid, or the ATM overdue code ->
@@ -432,9 +453,11 @@ def settle_from_query_row(
     pending with its next check scheduled (per-order backoff, no later than a coming expiry).
     """
     at = _now(now)
-    order = _order_facts(session, row.order_no)
+    shop = shop_no or settings.shop_no
+    order = _order_facts(session, row.order_no, shop)
     if order is None:
-        log.warning("OrderQuery row for an unknown order %s", row.order_no, extra={"order_no": row.order_no})
+        log.warning("OrderQuery row for an unknown order %s of shop %s", row.order_no, shop,
+                    extra={"order_no": row.order_no, "shop_no": shop})
         return SettleOutcome("unknown_order", row.order_no, False, "no such order")
     code = row.pay_status
     common = {"source": source, "ts_no": row.ts_no or None, "now": at}
@@ -444,9 +467,9 @@ def settle_from_query_row(
         )
         if row.amount != order.amount:
             reasons.append(f"amount {row.amount} differs from the stored {order.amount}")
-        shop = row.raw.get("ShopNo")
-        if shop not in (None, "") and shop != settings.shop_no:
-            reasons.append(f"row ShopNo {shop} is not ours")
+        row_shop = row.raw.get("ShopNo")
+        if row_shop not in (None, "") and row_shop != shop:
+            reasons.append(f"row ShopNo {row_shop} is not ours (shop {shop})")
         if code[1:2] != order.pay_type:
             reasons.append(f"PayStatus {code} does not match PayType {order.pay_type}")
         if late := _late(order):
@@ -470,12 +493,13 @@ def settle_from_query_row(
         # Unpaid and not yet past our expiry (even if the bank already calls the link expired): the
         # customer may still be paying. Look again when the order may expire.
         schedule_next_check(session, settings, order.order_no, now=at,
-                            not_after=_expiry(order, row, CARD_CAPTURE_GRACE), attempts=order.check_attempts)
+                            not_after=_expiry(order, row, CARD_CAPTURE_GRACE), shop_no=shop,
+                            attempts=order.check_attempts)
         return SettleOutcome("pending", order.order_no, False, f"PayStatus {code}")
     if order.pay_type == "C" and code == paystatus.CARD_DECLINED:
         return _apply(session, order, OrderStatus.FAILED, amount=None,
                       reason=f"card declined (PayStatus {code})", **common)  # type: ignore[arg-type]
     not_after = _expiry(order, row) if order.pay_type == "A" and code == paystatus.ATM_UNPAID else None
-    schedule_next_check(session, settings, order.order_no, now=at, not_after=not_after,
+    schedule_next_check(session, settings, order.order_no, now=at, not_after=not_after, shop_no=shop,
                         attempts=order.check_attempts)
     return SettleOutcome("pending", order.order_no, False, f"PayStatus {code or '(empty)'}")

@@ -11,6 +11,9 @@ One pass, three steps, each in short transactions with every bank call outside t
                OrderNo, SWEEP_CONCURRENCY calls in flight at once (each request still takes its slot
                in the bank budget); unpaid ATM orders past expiry become expired.
 
+Every configured shop gets its own pass with its own keys, bulk window and SweepRun row; one shop's
+bank trouble (an outage, keys the bank refuses) only counts errors in that shop's pass.
+
 Safe when two passes run at once: claims use FOR UPDATE SKIP LOCKED and a lease, every order change is
 a conditional UPDATE, and enqueueing a token twice is harmless (resolution is idempotent). A bank
 outage counts errors and leaves the work to the next pass; it never aborts the pass. The counts are
@@ -19,13 +22,14 @@ logged and stored as a SweepRun row.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -36,7 +40,7 @@ from core.services.notify import due_events, mark_relayed
 from core.services.settlement import SettleOutcome, schedule_next_check, settle_from_query_row
 from core.services.units import UnitOfWork
 from core.settings import Settings
-from core.sinopac.client import BankClient
+from core.sinopac.client import BankClient, ClientFor, client_of
 from core.sinopac.errors import BankProtocolError, BankTransportError, QPayError
 from core.sinopac.types import OrderQueryResult, OrderQueryRow
 from core.states import Source
@@ -73,6 +77,13 @@ class SweepCounts:
     def as_dict(self) -> dict[str, int]:
         return {k: v for k, v in asdict(self).items() if isinstance(v, int)}
 
+    def add(self, other: SweepCounts) -> None:
+        for name, value in other.as_dict().items():
+            setattr(self, name, getattr(self, name) + value)
+        self.notes += other.notes
+        for step, n in other.by_step.items():
+            self.by_step[step] = self.by_step.get(step, 0) + n
+
     def count(self, outcome: SettleOutcome, step: str) -> None:
         if outcome.kind == "pending":
             self.still_pending += 1
@@ -89,25 +100,57 @@ class SweepCounts:
 
 def run_sweep(
     unit_of_work: UnitOfWork,
-    client: BankClient,
+    client: BankClient | ClientFor,
     settings: Settings,
     enqueue: Enqueue,
     *,
     now: datetime | None = None,
     relay: Enqueue | None = None,
 ) -> SweepCounts:
-    """One reconciliation pass; returns (and records) what it did. `relay` sends one shop event's
-    delivery (None when no SHOP_WEBHOOK_URL is set: nothing to push)."""
+    """One reconciliation pass over every shop (`client`: one shop's client, or a ClientFor); returns
+    the total and records one SweepRun per shop. `relay` sends one shop event's delivery (None when no
+    SHOP_WEBHOOK_URL is set: nothing to push); the events' relay runs once per pass."""
     now = now or datetime.now(UTC)
-    counts = SweepCounts()
-    _requeue(unit_of_work, settings, enqueue, now, counts)
-    if relay is not None:
-        _relay_events(unit_of_work, settings, relay, now, counts)
-    _bulk(unit_of_work, client, settings, now, counts)
-    _targeted(unit_of_work, client, settings, now, counts)
+    total = SweepCounts()
+    starts: list[datetime | None] = []
+    ends: list[datetime | None] = []
+    for index, shop in enumerate(settings.all_shops):
+        counts = SweepCounts()
+        if relay is not None and index == 0:  # events are not per shop: relayed once, on the first row
+            _relay_events(unit_of_work, settings, relay, now, counts)
+        try:
+            _shop_pass(unit_of_work, client_of(client, shop.shop_no), settings, enqueue, now, counts,
+                       shop.shop_no)
+        except SQLAlchemyError:
+            raise  # the database is down: every shop's pass would fail the same way
+        except Exception as exc:  # a bug or a broken client for this shop must not stop the others
+            counts.errors += 1
+            counts.notes.append(f"pass failed: {type(exc).__name__}")
+            log.exception("sweep: shop %s: pass failed", shop.shop_no, extra={"shop_no": shop.shop_no})
+        _record(unit_of_work, counts, now, shop.shop_no)
+        total.add(counts)
+        starts.append(counts.window_start)
+        ends.append(counts.window_end)
+    # The total's window: the earliest start, and an end only if every shop read its whole window.
+    total.window_start = min((s for s in starts if s is not None), default=None)
+    total.window_end = None if None in ends else min(ends, default=None)  # type: ignore[type-var]
+    return total
+
+
+def _shop_pass(
+    uow: UnitOfWork, client: BankClient, settings: Settings, enqueue: Enqueue, now: datetime,
+    counts: SweepCounts, shop_no: str,
+) -> None:
+    _requeue(uow, settings, enqueue, now, counts, shop_no)
+    _bulk(uow, client, settings, now, counts, shop_no)
+    _targeted(uow, client, settings, now, counts, shop_no)
+
+
+def _record(unit_of_work: UnitOfWork, counts: SweepCounts, now: datetime, shop_no: str) -> None:
     with unit_of_work() as session:
         session.add(
             SweepRun(
+                shop_no=shop_no,
                 started_at=now,
                 finished_at=datetime.now(UTC),
                 window_start=counts.window_start,
@@ -117,22 +160,22 @@ def run_sweep(
             )
         )
     level = logging.WARNING if counts.errors else logging.INFO
-    log.log(level, "sweep: %s", " ".join(f"{k}={v}" for k, v in counts.as_dict().items()),
-            extra={"sweep": counts.as_dict()})
-    return counts
+    log.log(level, "sweep: shop %s: %s", shop_no, " ".join(f"{k}={v}" for k, v in counts.as_dict().items()),
+            extra={"sweep": counts.as_dict(), "shop_no": shop_no})
 
 
 # -- 1. the outbox relay ----------------------------------------------------------------------------
 
 
 def _requeue(
-    uow: UnitOfWork, settings: Settings, enqueue: Enqueue, now: datetime, counts: SweepCounts
+    uow: UnitOfWork, settings: Settings, enqueue: Enqueue, now: datetime, counts: SweepCounts, shop_no: str
 ) -> None:
     def mark(session: Session, token_ids: list[int]) -> None:
         for token_id in token_ids:
             mark_enqueued(session, token_id, now=now)
 
-    counts.requeued = _relay(uow, settings, now, counts, "token", due_tokens, enqueue, mark)
+    due = functools.partial(due_tokens, shop_no=shop_no)
+    counts.requeued = _relay(uow, settings, now, counts, "token", due, enqueue, mark)
     counts.by_step["requeued"] = counts.requeued
 
 
@@ -188,9 +231,15 @@ def _send_all(ids: list[int], send: Enqueue, counts: SweepCounts, what: str) -> 
 # -- 2. bulk: what the bank says was paid in the window ----------------------------------------------
 
 
-def _window_start(uow: UnitOfWork, settings: Settings, now: datetime) -> datetime:
+def _window_start(uow: UnitOfWork, settings: Settings, now: datetime, shop_no: str) -> datetime:
+    """Where this shop's bulk window starts: its last complete window's end (a pass recorded before
+    several shops, with no shop, counts for every shop), less the overlap."""
     with uow() as session:
-        last_end = session.scalar(select(func.max(SweepRun.window_end)))
+        last_end = session.scalar(
+            select(func.max(SweepRun.window_end)).where(
+                or_(SweepRun.shop_no == shop_no, SweepRun.shop_no.is_(None))
+            )
+        )
     if last_end is None:
         return now - FIRST_LOOKBACK
     return min(last_end - timedelta(seconds=settings.sweep_window_overlap), now)
@@ -211,9 +260,9 @@ def _split(start: datetime, end: datetime) -> list[tuple[datetime, datetime]] | 
 
 
 def _bulk(
-    uow: UnitOfWork, client: BankClient, settings: Settings, now: datetime, counts: SweepCounts
+    uow: UnitOfWork, client: BankClient, settings: Settings, now: datetime, counts: SweepCounts, shop_no: str
 ) -> None:
-    start = _window_start(uow, settings, now)
+    start = _window_start(uow, settings, now, shop_no)
     counts.window_start = start
     pending = [(start, now)]
     seen: set[str] = set()
@@ -241,17 +290,19 @@ def _bulk(
         seen.update(row.order_no for row in fresh)
         counts.found += len(fresh)
         for row in fresh:
-            _settle(uow, settings, row, now, counts, "bulk")
+            _settle(uow, settings, row, now, counts, "bulk", shop_no)
     if complete:
         counts.window_end = now
 
 
 def _settle(
-    uow: UnitOfWork, settings: Settings, row: OrderQueryRow, now: datetime, counts: SweepCounts, step: str
+    uow: UnitOfWork, settings: Settings, row: OrderQueryRow, now: datetime, counts: SweepCounts, step: str,
+    shop_no: str,
 ) -> None:
     try:
         with uow() as session:
-            outcome = settle_from_query_row(session, settings, row, source=Source.SWEEP, now=now)
+            outcome = settle_from_query_row(session, settings, row, source=Source.SWEEP, now=now,
+                                            shop_no=shop_no)
     except SQLAlchemyError as exc:
         counts.errors += 1
         log.error("sweep: could not settle order %s (%s)", row.order_no, type(exc).__name__)
@@ -272,7 +323,7 @@ def _settle(
 
 
 def _targeted(
-    uow: UnitOfWork, client: BankClient, settings: Settings, now: datetime, counts: SweepCounts
+    uow: UnitOfWork, client: BankClient, settings: Settings, now: datetime, counts: SweepCounts, shop_no: str
 ) -> None:
     failures_in_a_row = 0
     width = max(1, settings.sweep_concurrency)
@@ -280,7 +331,7 @@ def _targeted(
         for _ in range(MAX_TARGETED_BATCHES):
             with uow() as session:
                 # The claim commits here: the rows carry a lease, no lock is held during the bank calls.
-                claimed = claim_due_orders(session, now=now, limit=settings.sweep_batch)
+                claimed = claim_due_orders(session, now=now, limit=settings.sweep_batch, shop_no=shop_no)
             if not claimed:
                 return
             # Up to `width` OrderQuery calls in flight (each request still waits for its slot in the
@@ -303,7 +354,7 @@ def _targeted(
                 for future in done:
                     order_no = in_flight.pop(future)
                     failures_in_a_row = _targeted_result(uow, settings, now, counts, order_no, future,
-                                                         failures_in_a_row)
+                                                         failures_in_a_row, shop_no)
                     limit = 1 if failures_in_a_row else min(width, limit * 2)
                 if not stopped and failures_in_a_row >= OUTAGE_AFTER:
                     # The bank is down: the rest of the claim keeps its lease and is due again after it.
@@ -321,7 +372,7 @@ def _query_one(client: BankClient, order_no: str) -> OrderQueryResult:
 
 def _targeted_result(
     uow: UnitOfWork, settings: Settings, now: datetime, counts: SweepCounts, order_no: str,
-    future: Future[OrderQueryResult], failures_in_a_row: int,
+    future: Future[OrderQueryResult], failures_in_a_row: int, shop_no: str,
 ) -> int:
     """Apply one OrderQuery answer (or failure); returns the transport failures in a row so far."""
     try:
@@ -332,23 +383,25 @@ def _targeted_result(
     except Exception as exc:  # QPayError, ValueError, a surprise: never the end of the pass
         # Not an outage, and asking again at once will not help: back off this order.
         _bank_error(counts, exc, f"OrderQuery {order_no}")
-        _back_off(uow, settings, order_no, now, counts)
+        _back_off(uow, settings, order_no, now, counts, shop_no)
         return 0
     row = next((r for r in result.orders if r.order_no == order_no), None)
     if row is None:
         log.warning("sweep: the bank does not list order %s", order_no, extra={"order_no": order_no})
-        _back_off(uow, settings, order_no, now, counts)
+        _back_off(uow, settings, order_no, now, counts, shop_no)
         counts.still_pending += 1
         return 0
     counts.found += 1
-    _settle(uow, settings, row, now, counts, "targeted")
+    _settle(uow, settings, row, now, counts, "targeted", shop_no)
     return 0
 
 
-def _back_off(uow: UnitOfWork, settings: Settings, order_no: str, now: datetime, counts: SweepCounts) -> None:
+def _back_off(
+    uow: UnitOfWork, settings: Settings, order_no: str, now: datetime, counts: SweepCounts, shop_no: str
+) -> None:
     try:
         with uow() as session:
-            schedule_next_check(session, settings, order_no, now=now)
+            schedule_next_check(session, settings, order_no, now=now, shop_no=shop_no)
     except SQLAlchemyError as exc:
         counts.errors += 1
         log.error("sweep: could not reschedule order %s (%s)", order_no, type(exc).__name__)

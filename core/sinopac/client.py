@@ -23,6 +23,7 @@ from requests.adapters import HTTPAdapter
 
 from core.secrets import Secret
 from core.settings import Settings
+from core.shops import KeySetName, ShopCredentials, key_fingerprint
 from core.sinopac import envelope, results
 from core.sinopac.errors import (
     BankConnectionError,
@@ -31,15 +32,19 @@ from core.sinopac.errors import (
     BankRejection,
     BankTimeout,
     BankTransportError,
+    EnvelopeRefused,
     MalformedReply,
     NotAnEnvelope,
     QPayError,
+    SignatureMismatch,
+    UndecryptableReply,
 )
 from core.sinopac.timefmt import to_bank_date, to_bank_minute
 from core.sinopac.types import BankCallRecord, OrderCreateResult, OrderQueryResult, PayQueryResult
 
 __all__ = [
-    "DEFAULT_POOL_SIZE", "MAX_REPLY_BYTES", "BankClient", "Budget", "Observer", "QPayClient", "short_token",
+    "DEFAULT_POOL_SIZE", "MAX_REPLY_BYTES", "BankClient", "Budget", "ClientFor", "Observer", "QPayClient",
+    "client_of", "short_token",
 ]
 
 log = logging.getLogger(__name__)
@@ -125,6 +130,21 @@ class BankClient(Protocol):
     def pay_query(self, pay_token: str) -> PayQueryResult: ...
 
 
+# Per shop and key configuration: the key set the bank refused and the other one it then took (every
+# client of this process shares it; the web builds a client per request).
+_REFUSED: dict[tuple[str, ...], KeySetName] = {}
+
+# The bank client of a shop, by ShopNo (raises core.shops.UnknownShop for a shop not configured).
+ClientFor = Callable[[str], BankClient]
+
+
+def client_of(clients: BankClient | ClientFor, shop_no: str) -> BankClient:
+    """`clients` is one shop's client (single-shop callers, tests) or a ClientFor: the shop's client."""
+    if hasattr(clients, "pay_query"):
+        return clients  # type: ignore[return-value]
+    return clients(shop_no)  # type: ignore[operator]
+
+
 def short_token(pay_token: str) -> str:
     """A PayToken as it may appear in logs, records and errors: its first 8 characters + "…"."""
     return pay_token[:8] + "…"
@@ -181,6 +201,7 @@ class QPayClient:
         self,
         settings: Settings,
         *,
+        shop: ShopCredentials | None = None,
         http: requests.Session | None = None,
         observer: Observer | None = None,
         pool_size: int = DEFAULT_POOL_SIZE,
@@ -188,22 +209,20 @@ class QPayClient:
     ) -> None:
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
             raise ValueError("pool_size must be a whole number of connections, at least 1")
-        self._shop_no = settings.shop_no
-        self._hash_id: Secret = settings.shop.hash_id
-        self._key_id: Secret = settings.shop.key_id
-        key_id = self._key_id.reveal()
-        if not (key_id.isascii() and key_id.isprintable() and key_id == key_id.strip()):
-            raise ValueError("QPAY_KEY_ID must be printable ASCII (it is sent as the X-KeyID header)")
-        # Every string whose appearance in an error would be a leak.
-        self._secrets = tuple(
-            s
-            for s in (
-                self._hash_id.reveal(),
-                self._key_id.reveal(),
-                *(k.reveal() for k in settings.shop.hash_keys),
-            )
-            if s
+        creds = settings.shop if shop is None else shop
+        self._shop_no = creds.shop_no
+        # The active set signs every request; a reply is opened with it, then with the other set (a key
+        # change at the bank in progress) before it is called untrusted.
+        self._key_sets: tuple[tuple[KeySetName, Secret, Secret], ...] = tuple(
+            (name, keys.hash_id, keys.key_id) for name, keys in creds.key_sets()
         )
+        for name, _, key_id in self._key_sets:
+            value = key_id.reveal()
+            if not (value.isascii() and value.isprintable() and value == value.strip()):
+                raise ValueError(f"shop {self._shop_no}: the {name} X-KeyID must be printable ASCII "
+                                 "(it is sent as a header)")
+        # Every string whose appearance in an error would be a leak.
+        self._secrets = tuple(s for s in creds.secrets() if s)
         self._base = (
             settings.api_base_url if settings.api_base_url.endswith("/") else settings.api_base_url + "/"
         )
@@ -212,6 +231,10 @@ class QPayClient:
         # One call (Nonce + Order) gets this long in all, however the bank drips its bytes.
         self._call_timeout = settings.connect_timeout + settings.read_timeout
         self._observer = observer
+        self._resend_with_other = True
+        # Which refusal memory this client shares: its shop and exact key sets (a new deploy's other
+        # configuration starts afresh).
+        self._refusal_key = (self._shop_no, *(key_fingerprint(h, k) for _, h, k in self._key_sets))
         self._budget = budget
         self._owns_http = http is None
         self._http = http if http is not None else self._new_session(pool_size, self._base)
@@ -235,6 +258,26 @@ class QPayClient:
 
     def __repr__(self) -> str:
         return f"QPayClient(shop_no={self._shop_no!r}, base={self._base!r})"
+
+    @property
+    def shop_no(self) -> str:
+        return self._shop_no
+
+    def with_key_set(self, name: KeySetName) -> QPayClient:
+        """A client of the same shop that signs with `name` as its active set (for `shops check`)."""
+        chosen = [ks for ks in self._key_sets if ks[0] == name]
+        if not chosen:
+            raise ValueError(f"shop {self._shop_no} has no {name} key set")
+        twin = object.__new__(QPayClient)
+        twin.__dict__.update(self.__dict__)
+        twin._key_sets = (chosen[0], *(ks for ks in self._key_sets if ks[0] != name))
+        twin._resend_with_other = False  # the question is whether the bank takes this set
+        twin._owns_http = False
+        return twin
+
+    def nonce(self) -> str:
+        """A bare Nonce call (§2): the cheapest question the bank answers for this shop's X-KeyID."""
+        return self._nonce("Nonce", [None], None, self._key_sets[0][2], _Deadline(self._call_timeout))
 
     def close(self) -> None:
         """Release pooled connections (only of a session this client created itself)."""
@@ -392,16 +435,29 @@ class QPayClient:
         started_at = datetime.now(UTC)
         t0 = time.monotonic()
         status: list[int | None] = [None]
+        key_set: list[str] = [""]
         error: QPayError | None = None
+        signers = self._signers()
         deadline = _Deadline(self._call_timeout)
         try:
-            nonce = self._nonce(service, status, token, deadline)
-            body = envelope.seal_request(
-                service, message, shop_no=self._shop_no, nonce=nonce, hash_id=self._hash_id.reveal()
-            )
-            reply = self._post(service, "Order", body, status, token, deadline)
             try:
-                return parse(envelope.open_reply(service, reply, hash_id=self._hash_id.reveal()))
+                reply = self._exchange(service, message, status, token, signers[0], deadline)
+                inner = self._open(service, reply, key_set)
+            except EnvelopeRefused:
+                if len(signers) < 2:
+                    raise
+                # A key change at the bank: it no longer takes this set. Nothing was processed, so the
+                # same request signed with the other set is safe, and waits for no retry.
+                log.warning("shop %s: the bank refused the %s key set on %s; sending with the %s set",
+                            self._shop_no, signers[0][0], service, signers[1][0],
+                            extra={"shop_no": self._shop_no, "key_set": signers[1][0]})
+                reply = self._exchange(service, message, status, token, signers[1], deadline)
+                inner = self._open(service, reply, key_set)
+                # The bank took the other set: sign with it first from now on (in this process), so a
+                # bank that switched at once refuses one request per process, not every one.
+                _REFUSED[self._refusal_key] = signers[0][0]
+            try:
+                return parse(inner)
             except QPayError:
                 raise
             except Exception as exc:  # RecursionError, TypeError...: a parser's surprise is a bad reply
@@ -424,8 +480,62 @@ class QPayClient:
                     http_status=status[0],
                     outcome="ok" if error is None else _outcome_of(error),
                     error=None if error is None else str(error),
+                    shop_no=self._shop_no,
+                    key_set=key_set[0],
                 )
             )
+
+    def _open(self, service: str, reply: Any, key_set: list[str]) -> dict[str, Any]:
+        """Open a reply with the active set, then with the other one; key_set[0] names the one that
+        verified it.
+
+        A BankRejection is a verified reply too (Status F): it is raised at once, as is a reply that
+        no set can open (the first set's error, the one an operator expects to read).
+        """
+        first: BankProtocolError | None = None
+        for name, hash_id_, _ in self._key_sets:
+            try:
+                inner = envelope.open_reply(service, reply, hash_id=hash_id_.reveal())
+            except (UndecryptableReply, SignatureMismatch) as exc:
+                first = first or exc
+                continue
+            except BankRejection:
+                key_set[0] = name
+                raise
+            key_set[0] = name
+            if name != self._key_sets[0][0]:
+                log.warning("shop %s: %s reply verified with the %s key set, not the %s one (a key change "
+                            "at the bank?)", self._shop_no, service, name, self._key_sets[0][0],
+                            extra={"shop_no": self._shop_no, "key_set": name})
+            return inner
+        assert first is not None
+        raise first
+
+    def _signers(self) -> tuple[tuple[KeySetName, Secret, Secret], ...]:
+        """The sets to sign with, in order: the active one first, unless the bank refused it in this
+        process since start (then the other). Only one set without fallback for `with_key_set`."""
+        if not self._resend_with_other:
+            return self._key_sets[:1]
+        refused = _REFUSED.get(self._refusal_key)
+        if refused == self._key_sets[0][0] and len(self._key_sets) > 1:
+            return (self._key_sets[1], self._key_sets[0])
+        return self._key_sets
+
+    def _exchange(
+        self,
+        service: str,
+        message: Mapping[str, Any],
+        status: list[int | None],
+        token: str | None,
+        signer: tuple[KeySetName, Secret, Secret],
+        deadline: _Deadline,
+    ) -> dict[str, Any]:
+        """Nonce, then the sealed Order request, both under `signer`'s X-KeyID; the raw reply."""
+        _, hash_id_, key_id = signer
+        nonce = self._nonce(service, status, token, key_id, deadline)
+        body = envelope.seal_request(service, message, shop_no=self._shop_no, nonce=nonce,
+                                     hash_id=hash_id_.reveal())
+        return self._post(service, "Order", body, status, token, key_id, deadline)
 
     def _emit(self, record: BankCallRecord) -> None:
         if self._observer is None:
@@ -435,9 +545,15 @@ class QPayClient:
         except Exception:  # the observer is bookkeeping; it must never break a bank call
             log.warning("bank call observer failed for %s", record.api_service, exc_info=True)
 
-    def _nonce(self, service: str, status: list[int | None], token: str | None, deadline: _Deadline) -> str:
-        reply = self._post(service, "Nonce", {"ShopNo": self._shop_no}, status, token, deadline)
+    def _nonce(
+        self, service: str, status: list[int | None], token: str | None, key_id: Secret, deadline: _Deadline
+    ) -> str:
+        reply = self._post(service, "Nonce", {"ShopNo": self._shop_no}, status, token, key_id, deadline)
         nonce = reply.get("Nonce")
+        if nonce is None and ("Status" in reply or "Description" in reply):
+            description = _CONTROL.sub(" ", str(reply.get("Description")))[:80]
+            raise EnvelopeRefused(f"{service}: Nonce refused with an unsigned error "
+                                  f"(Description={description})", service=service)
         if not isinstance(nonce, str) or not nonce or not nonce.isascii() or not nonce.isprintable():
             raise MalformedReply(f"{service}: Nonce reply lacks a usable Nonce", service=service)
         return nonce
@@ -449,6 +565,7 @@ class QPayClient:
         body: Mapping[str, Any],
         status: list[int | None],
         token: str | None,
+        key_id: Secret,
         deadline: _Deadline,
     ) -> dict[str, Any]:
         """One HTTP request; returns a JSON object that at least looks like a QPay answer.
@@ -463,7 +580,7 @@ class QPayClient:
             "Content-Type": "application/json; charset=utf-8",
             "Accept": "application/json",
             "Accept-Encoding": "identity",  # the 1 MiB cap counts what we hold, not what was sent
-            "X-KeyID": self._key_id.reveal(),
+            "X-KeyID": key_id.reveal(),
         }
         if self._budget is not None:
             deadline.extend(self._budget.acquire())

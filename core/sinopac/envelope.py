@@ -11,7 +11,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from core.sinopac import crypto
-from core.sinopac.errors import BankRejection, MalformedReply, SignatureMismatch, UndecryptableReply
+from core.sinopac.errors import (
+    BankRejection,
+    EnvelopeRefused,
+    MalformedReply,
+    SignatureMismatch,
+    UndecryptableReply,
+)
 
 __all__ = ["VERSION", "open_reply", "rejection_code", "seal_request"]
 
@@ -57,7 +63,7 @@ def open_reply(service: str, body: Any, *, hash_id: str) -> dict[str, Any]:
     if missing:
         if "Status" in body or "Description" in body:
             # Envelope-level failure (§7, UNVERIFIED shape): unsigned, so it is reported, never trusted.
-            raise MalformedReply(
+            raise EnvelopeRefused(
                 f"{service}: bank answered an unsigned envelope-level error "
                 f"(Status={_short(body.get('Status'), 8)!s}, Description={_short(body.get('Description'))})",
                 service=service,

@@ -9,7 +9,8 @@
     │                             page, empty, cut short, not JSON, over 1 MiB, no envelope field
     ├── BankProtocolError         NOT retryable, security-relevant: a QPay envelope that cannot be trusted
     │   ├── MalformedReply        envelope fields missing or unusable, unsigned envelope-level error,
-    │                             a verified message whose content does not parse
+    │   │                         a verified message whose content does not parse
+    │   │   └── EnvelopeRefused   an unsigned envelope-level Status F (bad Sign, wrong X-KeyID, ...)
     │   ├── UndecryptableReply    Message does not decrypt with our HashID and the reply's nonce
     │   └── SignatureMismatch     the reply's Sign does not verify
     └── BankRejection             NOT retryable: the bank processed the call and answered Status F
@@ -59,6 +60,11 @@ class BankProtocolError(QPayError):
 
 class MalformedReply(BankProtocolError):
     pass
+
+
+class EnvelopeRefused(MalformedReply):
+    """The bank refused the request's envelope with an unsigned error (PROTOCOL.md §7, UNVERIFIED
+    shape): nothing was processed, so the client may send it again signed with its other key set."""
 
 
 class UndecryptableReply(BankProtocolError):

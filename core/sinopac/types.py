@@ -86,3 +86,5 @@ class BankCallRecord:
     http_status: int | None
     outcome: Literal["ok", "rejected", "transport_error", "protocol_error"]
     error: str | None = None
+    shop_no: str = ""
+    key_set: str = ""  # which key set verified the reply: "active" or "next" ("" when none did)

@@ -61,6 +61,22 @@ class ShopKeys:
         keys = dict(zip(names, self.hash_keys, strict=True))
         return {"QPAY_SHOP_NO": self.shop_no, "QPAY_KEY_ID": self.key_id, **keys}
 
+    def keys_json(self) -> dict[str, str]:
+        """The key set as QPAY_SHOPS (and the sandbox's control API) spell it."""
+        return {**dict(zip(("a1", "a2", "b1", "b2"), self.hash_keys, strict=True)), "key_id": self.key_id}
+
+    def shop_json(self, next_keys: ShopKeys | None = None) -> dict[str, object]:
+        """This shop as one entry of QPAY_SHOPS, optionally with a `next` key set."""
+        entry: dict[str, object] = {"shop_no": self.shop_no, **self.keys_json()}
+        if next_keys is not None:
+            entry["next"] = next_keys.keys_json()
+        return entry
+
+    def with_new_keys(self) -> ShopKeys:
+        """The same shop with a fresh key set (a key change)."""
+        fresh = ShopKeys.random()
+        return ShopKeys(self.shop_no, fresh.hash_keys, fresh.key_id)
+
     def needles(self) -> dict[str, str]:
         """Every secret value a log must never contain, by name."""
         found = {f"hash key {i + 1}": k for i, k in enumerate(self.hash_keys)}
@@ -124,6 +140,7 @@ class Stack:
         )
         self.env.update(self.extra_env)
         self.procs: dict[str, Proc] = {}
+        self.retired: list[Proc] = []  # processes a redeploy replaced (their logs still count)
         self._worker_seq = 0
         self._engine: Engine | None = None
         self.http = requests.Session()
@@ -143,14 +160,29 @@ class Stack:
 
     def start(self) -> Stack:
         self._start_sandbox()
+        self._start_app()
+        if self.flower:
+            self._start_flower()
+        return self
+
+    def _start_app(self) -> None:
         self._add(start_web(self.env, self.web_port, workers=self.web_workers)[0])
         for _ in range(self.workers):
             self.start_worker()
         if self.beat:
             self._add(start_beat(self.env))
-        if self.flower:
-            self._start_flower()
-        return self
+
+    def redeploy(self, **env: str) -> None:
+        """A deploy with a changed configuration: web, workers and beat stop and start again with
+        `env` merged in (an empty value removes the variable); the bank keeps running."""
+        for name in [n for n in self.procs if n != "sandbox" and n != "flower"]:
+            proc = self.procs.pop(name)
+            proc.stop(timeout=20)
+            self.retired.append(proc)
+        self.env.update(env)
+        for name in [k for k, v in env.items() if v == ""]:
+            del self.env[name]
+        self._start_app()
 
     def stop(self) -> None:
         for proc in reversed(list(self.procs.values())):
@@ -198,22 +230,26 @@ class Stack:
         return self.start_worker()
 
     def logs(self) -> dict[str, str]:
-        return {name: proc.log() for name, proc in self.procs.items()}
+        current = {name: proc.log() for name, proc in self.procs.items()}
+        return {**{f"{p.name} (before redeploy {i})": p.log() for i, p in enumerate(self.retired)}, **current}
 
     # --- the shop --------------------------------------------------------------------------------
 
     def _api_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_token}"}
 
-    def create_order(self, amount_twd: int = 500, pay_type: str = "A") -> str:
-        """A new order through the orders API; returns its OrderNo."""
-        return str(self.create_order_body(amount_twd, pay_type)["order_no"])
+    def create_order(self, amount_twd: int = 500, pay_type: str = "A", shop_no: str | None = None) -> str:
+        """A new order through the orders API (of `shop_no`, if given); returns its OrderNo."""
+        return str(self.create_order_body(amount_twd, pay_type, shop_no=shop_no)["order_no"])
 
-    def create_order_body(self, amount_twd: int = 500, pay_type: str = "A",
-                          product_name: str = "fault test") -> dict[str, Any]:
+    def create_order_body(self, amount_twd: int = 500, pay_type: str = "A", product_name: str = "fault test",
+                          shop_no: str | None = None) -> dict[str, Any]:
         """A new order through the orders API; the API's whole answer (checkout_url, atm_pay_no...)."""
+        body: dict[str, Any] = {"amount": amount_twd, "pay_type": pay_type, "product_name": product_name}
+        if shop_no is not None:
+            body["shop_no"] = shop_no
         resp = self.http.post(f"{self.web_url}/api/orders", headers=self._api_headers(), timeout=15,
-                              json={"amount": amount_twd, "pay_type": pay_type, "product_name": product_name})
+                              json=body)
         assert resp.status_code in (200, 201), f"create order: {resp.status_code} {resp.text[:500]}"
         return dict(resp.json())
 

@@ -15,6 +15,7 @@ from sqlalchemy.pool import NullPool
 
 from core.models import Base
 from tests.support import services
+from tests.support.migrations import check_single_shop_upgrade
 
 pytestmark = pytest.mark.integration
 
@@ -70,3 +71,7 @@ def test_the_migrated_schema_equals_the_models(empty_pg: str) -> None:
         "ix_orders_due_check", "ix_pay_tokens_unresolved", "ix_pay_tokens_untrusted"
     ]
     assert all(" WHERE " in definition for _, definition in partial)
+
+
+def test_a_single_shop_database_upgrades_to_several_shops(empty_pg: str) -> None:
+    check_single_shop_upgrade(empty_pg)

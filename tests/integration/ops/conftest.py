@@ -79,7 +79,7 @@ def broker() -> FakeEnqueuer:
 
 @pytest.fixture
 def app(settings: Settings, bank: FakeBankClient, broker: FakeEnqueuer) -> Flask:
-    def factory(observer: Callable[..., None]) -> FakeBankClient:
+    def factory(observer: Callable[..., None], shop_no: str | None = None) -> FakeBankClient:
         bank.observer = observer
         return bank
 

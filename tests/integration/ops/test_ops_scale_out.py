@@ -1,4 +1,4 @@
-"""Scaling out: two worker processes on one queue, one PostgreSQL and one Redis (README.md, Scaling).
+"""Scaling out: two worker processes on one queue, one PostgreSQL and one Redis (docs/operations.md, Scaling).
 
 Both workers must take work from the shared `callbacks` queue, and every payment must still settle
 exactly once: one pending -> paid move per order, one resolution per token.

@@ -105,9 +105,12 @@ def test_scrapes_of_web_and_worker_show_the_pipeline_moving(pg_url: str, redis_s
         web = f"{stack.web_url}/metrics"
         worker = f"http://127.0.0.1:{worker_port}/metrics"
         stored = ("qpay_callbacks_total", (("result", "stored"), ("source", "backend")))
-        create = ("qpay_bank_requests_total", (("outcome", "ok"), ("service", "OrderCreate")))
+        shop = ("shop", stack.keys.shop_no)
+        create = ("qpay_bank_requests_total",
+                  (("key_set", "active"), ("outcome", "ok"), ("service", "OrderCreate"), shop))
         settle = ("qpay_settlement_seconds_count", ())
-        query = ("qpay_bank_requests_total", (("outcome", "ok"), ("service", "OrderPayQuery")))
+        query = ("qpay_bank_requests_total",
+                 (("key_set", "active"), ("outcome", "ok"), ("service", "OrderPayQuery"), shop))
         query_time = ("qpay_bank_request_duration_seconds_count", (("service", "OrderPayQuery"),))
         assert requests.get(web, timeout=10).status_code == 401  # the token is required
         web0, worker0 = _scrape(web, "scrape-token-4d2a"), _scrape(worker)

@@ -40,6 +40,23 @@ def test_shop_name_defaults_to_the_shop_number():
     assert shop_display_name(settings(SHOP_NAME=" 茶葉小舖 "), "NA0001_001") == "茶葉小舖"
 
 
+def test_with_several_shops_names_are_per_shop_and_links_name_the_shop():
+    import json
+
+    keys = {"a1": "1" * 16, "a2": "2" * 16, "b1": "3" * 16, "b2": "4" * 16, "key_id": "k"}
+    shops = [{"shop_no": "NA0001_001", "name": "Main", **keys},
+             {"shop_no": "NA0001_002", **keys, "a1": "5" * 16, "key_id": "k2"}]
+    s = settings(QPAY_SHOPS=json.dumps(shops), SHOP_NAME="Tea", CHECKOUT_SECRET="x" * 32)
+    assert shop_display_name(s, "NA0001_001") == "Main"
+    assert shop_display_name(s, "NA0001_002") == "Tea"
+    assert shop_display_name(s, "NA0009_001") == "Tea"
+    url = checkout_url(s, "A-1", "NA0001_002")
+    token = checkout_token(Secret("x" * 32), "A-1", "NA0001_002")
+    assert url == f"http://127.0.0.1:8000/checkout/A-1?t={token}&shop=NA0001_002"
+    assert token != checkout_token(Secret("x" * 32), "A-1", "NA0001_001")
+    assert not checkout_token_ok(Secret("x" * 32), "A-1", token, "NA0001_001")
+
+
 def test_shop_return_url_fills_in_the_order_number_url_encoded():
     s = settings(SHOP_RETURN_URL="https://shop.example/orders/{order_no}?from=qpay")
     assert shop_return_url(s, "A-1") == "https://shop.example/orders/A-1?from=qpay"

@@ -13,6 +13,7 @@ from sqlalchemy import inspect
 
 from core.db import make_engine
 from core.models import Base
+from tests.support.migrations import check_single_shop_upgrade
 
 PROJECT = Path(__file__).resolve().parents[3]
 
@@ -57,3 +58,7 @@ def test_downgrade_to_base_and_upgrade_again(db_url: str) -> None:
             assert "orders" in inspect(conn).get_table_names()
     finally:
         engine.dispose()
+
+
+def test_a_single_shop_database_upgrades_to_several_shops(db_url: str) -> None:
+    check_single_shop_upgrade(db_url)

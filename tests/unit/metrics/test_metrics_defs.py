@@ -22,12 +22,26 @@ def test_an_unknown_label_value_is_recorded_as_other_never_as_itself():
 
 def test_a_bank_record_counts_its_service_and_outcome_and_observes_seconds():
     labels = {"service": "OrderPayQuery"}
-    before = (value("qpay_bank_requests_total", service="OrderPayQuery", outcome="transport_error"),
+    failed = {"service": "OrderPayQuery", "outcome": "transport_error", "shop": "none", "key_set": "none"}
+    before = (value("qpay_bank_requests_total", **failed),
               value("qpay_bank_request_duration_seconds_sum", **labels))
     defs.bank_call(BankCallRecord("OrderPayQuery", "abcdefgh…", None, 1500, None, "transport_error"))
-    after = value("qpay_bank_requests_total", service="OrderPayQuery", outcome="transport_error")
+    after = value("qpay_bank_requests_total", **failed)
     assert after == before[0] + 1
     assert value("qpay_bank_request_duration_seconds_sum", **labels) == before[1] + 1.5
+
+
+def test_a_bank_record_carries_its_shop_and_key_set_and_nothing_unbounded():
+    labels = {"service": "OrderQuery", "outcome": "ok", "shop": "NA0001_002", "key_set": "next"}
+    before = value("qpay_bank_requests_total", **labels)
+    defs.bank_call(BankCallRecord("OrderQuery", "A1", None, 5, 200, "ok", shop_no="NA0001_002",
+                                  key_set="next"))
+    assert value("qpay_bank_requests_total", **labels) == before + 1
+    odd = BankCallRecord("OrderQuery", "A1", None, 5, 200, "ok", shop_no="x" * 40, key_set="weird")
+    unknown = {"service": "OrderQuery", "outcome": "ok", "shop": "none", "key_set": "none"}
+    before = value("qpay_bank_requests_total", **unknown)
+    defs.bank_call(odd)
+    assert value("qpay_bank_requests_total", **unknown) == before + 1
 
 
 def test_a_sweep_run_counts_its_result_and_each_step():
@@ -52,7 +66,9 @@ def test_settlement_resolve_retries_and_deliveries_are_recorded():
 
 
 def test_preset_creates_every_fixed_series_at_zero_or_more():
-    defs.preset()
+    defs.preset(["NA0001_001"])
+    labels = {"service": "OrderCreate", "outcome": "ok", "shop": "NA0001_001", "key_set": "active"}
+    assert REGISTRY.get_sample_value("qpay_bank_requests_total", labels) is not None
     for source in ("backend", "return"):
         for result in ("stored", "duplicate", "invalid", "db_unavailable"):
             assert REGISTRY.get_sample_value("qpay_callbacks_total", {"source": source, "result": result}) \

@@ -156,7 +156,10 @@ class StubBank:
             self.nonces_issued.append(nonce)
             return json_reply({"Nonce": nonce})
         if handler.path.endswith("/Order"):
-            request = crypto.decrypt_message(body["Message"], self.hash_id, body["Nonce"])
+            try:
+                request = crypto.decrypt_message(body["Message"], self.hash_id, body["Nonce"])
+            except crypto.CryptoError:  # signed with keys this bank does not hold (now)
+                return json_reply({"Status": "F", "Description": "E9005 decrypt error"})
             if not crypto.verify_sign(request, body["Nonce"], self.hash_id, body["Sign"]):
                 return json_reply({"Status": "F", "Description": "E9001 sign error"})
             service = body["APIService"]

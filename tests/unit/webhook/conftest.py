@@ -38,7 +38,7 @@ def bank() -> FakeBank:
 
 @pytest.fixture
 def app(db_url: str, enqueuer: FakeEnqueuer, bank: FakeBank) -> Flask:
-    def client_factory(observer: Callable[[BankCallRecord], None]) -> FakeBank:
+    def client_factory(observer: Callable[[BankCallRecord], None], shop_no: str | None = None) -> FakeBank:
         bank.observer = observer
         return bank
 

@@ -35,7 +35,7 @@ SHOP_URL = "https://shop.example/orders/{order_no}"
 
 def make_app(db_url: str, bank: object, **env: str) -> Flask:
     return create_app(make_settings(db_url, **env), enqueuer=FakeEnqueuer(),
-                      client_factory=lambda observer: bank, configure_logs=False)  # type: ignore[arg-type,return-value]
+                      client_factory=lambda observer, shop_no=None: bank, configure_logs=False)  # type: ignore[arg-type,return-value]
 
 
 @pytest.fixture

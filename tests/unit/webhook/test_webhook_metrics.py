@@ -119,7 +119,7 @@ def test_a_bank_call_of_the_orders_api_moves_the_bank_metrics(client, bank):
     def value(name: str, labels: dict[str, str]) -> float:
         return REGISTRY.get_sample_value(name, labels) or 0.0
 
-    ok = {"service": "OrderCreate", "outcome": "ok"}
+    ok = {"service": "OrderCreate", "outcome": "ok", "shop": "none", "key_set": "none"}  # the fake's record
     before = (value("qpay_bank_requests_total", ok),
               value("qpay_bank_request_duration_seconds_count", {"service": "OrderCreate"}))
     resp = client.post("/api/orders", json={"amount": 500, "pay_type": "A", "product_name": "tea"},

@@ -79,7 +79,7 @@ def test_an_untrusted_bank_reply_raises_one_alert_naming_the_task_and_parks_the_
     bank = FakeBankClient().script_pay(token, SignatureMismatch("OrderPayQuery: Sign does not verify"))
     monkeypatch.setattr(tasks, "transaction", uow)
     monkeypatch.setattr(worker_bank, "transaction", uow)  # the resolution's own transactions
-    monkeypatch.setattr(tasks, "bank_client", lambda: bank)
+    monkeypatch.setattr(tasks, "client_for", lambda shop_no: bank)
     monkeypatch.setattr(tasks, "get_settings", lambda: settings)
 
     # When the resolve task runs
@@ -97,6 +97,37 @@ def test_an_untrusted_bank_reply_raises_one_alert_naming_the_task_and_parks_the_
     assert (alert.token_id, alert.outcome, alert.pay_token) == (token_id, "protocol_error", token[:8] + "…")
     assert "tokens replay" in alert.getMessage()
     assert token not in alert.getMessage()
+
+
+def test_the_resolve_tasks_log_lines_carry_the_tokens_shop(monkeypatch, caplog, uow, settings):
+    # Given a stored token of the shop, and log records that carry the logging context
+    from core.logging import bind_context, install_record_factory, reset_context
+    from tests.support.fakes import FakeBankClient
+    from tests.unit.workers.conftest import NOW, add_token
+
+    install_record_factory()
+    token_id = add_token(uow, "7e" * 32, received=NOW)
+    asked: list[str] = []
+
+    def client_for(shop_no: str) -> FakeBankClient:
+        asked.append(shop_no)
+        return FakeBankClient()
+
+    monkeypatch.setattr(tasks, "transaction", uow)
+    monkeypatch.setattr(worker_bank, "transaction", uow)  # the resolution's own transactions
+    monkeypatch.setattr(tasks, "client_for", client_for)
+    monkeypatch.setattr(tasks, "get_settings", lambda: settings)
+    outer = bind_context()  # stands for the task's own context, reset after it (task_postrun)
+    try:
+        # When the task runs (the fake bank rejects the token)
+        with caplog.at_level(logging.INFO):
+            assert tasks.resolve_pay_token.run(token_id) == "rejected"
+    finally:
+        reset_context(outer)
+    # Then it asked with the token's shop's client, and its outcome line names that shop
+    assert asked == [settings.shop_no]
+    [line] = [r for r in caplog.records if r.name == "workers.tasks"]
+    assert line._qpay_context["shop_no"] == settings.shop_no
 
 
 def test_an_unexpected_exception_counts_as_an_attempt_and_the_last_one_kills_the_token_with_one_alert(
