@@ -266,26 +266,23 @@ def orders_stuck(older_than: str) -> None:
             error = f"  {t.last_error}" if t.last_error else ""
             click.echo(f"  {t.shop_no:<12} {short_token(t.pay_token):<12} order {t.order_no or '?':<24} "
                        f"attempts {t.attempts}  since {_when(t.first_received_at)}{error}")
-        click.echo(f"untrusted pay tokens (bank reply failed verification; not retried until replayed): "
-                   f"{len(untrusted)}")
-        for t in untrusted:
-            click.echo(f"  {t.shop_no:<12} {short_token(t.pay_token):<12} attempts {t.attempts}  "
-                       f"since {_when(t.first_received_at)}  {t.last_error or ''}")
-        if untrusted:
-            click.echo("  once the cause is fixed: flask --app webhook tokens replay --untrusted "
-                       "(or tokens replay <pay_token>)")
-        click.echo(f"dead pay tokens (failed every allowed resolution; not retried until replayed): "
-                   f"{len(dead)}")
-        for t in dead:
-            click.echo(f"  {short_token(t.pay_token):<12} attempts {t.attempts}  "
-                       f"since {_when(t.first_received_at)}  {t.last_error or ''}")
-        if dead:
-            click.echo("  once the cause is fixed: flask --app webhook tokens replay --dead "
-                       "(or tokens replay <pay_token>)")
+        _echo_parked("untrusted", "bank reply failed verification", untrusted)
+        _echo_parked("dead", "failed every allowed resolution", dead)
         click.echo(f"orders needing review: {len(review)}")
         for o in review:
             click.echo(f"  {o.shop_no:<12} {o.order_no:<24} {o.status_reason or ''}")
 
+
+
+def _echo_parked(state: str, why: str, tokens: list[PayToken]) -> None:
+    """Parked tokens (untrusted, dead) wait for an operator: list them and say how to replay them."""
+    click.echo(f"{state} pay tokens ({why}; not retried until replayed): {len(tokens)}")
+    for t in tokens:
+        click.echo(f"  {t.shop_no:<12} {short_token(t.pay_token):<12} attempts {t.attempts}  "
+                   f"since {_when(t.first_received_at)}  {t.last_error or ''}")
+    if tokens:
+        click.echo(f"  once the cause is fixed: flask --app webhook tokens replay --{state} "
+                   "(or tokens replay <pay_token>)")
 
 @orders_cli.command("requery")
 @click.argument("order_no")
