@@ -71,7 +71,10 @@ def run(argv: Sequence[str], processes: int) -> int:
     children = [subprocess.Popen(worker_argv(i, argv), start_new_session=True, preexec_fn=_die_with_parent)
                 for i in range(processes)]
 
+    stopping: list[int] = []  # the signals passed on so far
+
     def forward(signum: int, _frame: FrameType | None) -> None:
+        stopping.append(signum)
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
@@ -86,7 +89,8 @@ def run(argv: Sequence[str], processes: int) -> int:
                 break
         else:
             time.sleep(0.5)  # polling the children: os.wait would also reap them from under Popen
-    forward(signal.SIGTERM, None)  # one worker is gone: stop the others, the platform restarts the line
+    if not stopping:  # one worker is gone by itself: stop the others, the platform restarts the line
+        forward(signal.SIGTERM, None)  # (never twice: a second signal is a second shutdown line)
     for child in children:
         child.wait()
     return code if code >= 0 else 128 - code
