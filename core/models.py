@@ -60,6 +60,11 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+def partial_index(name: str, column: str, *, where: str) -> Index:
+    """The same partial index on PostgreSQL and SQLite: its size follows the rows `where` selects."""
+    return Index(name, column, postgresql_where=text(where), sqlite_where=text(where))
+
+
 # BigInteger ids are plain INTEGER on SQLite so that they autoincrement there.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -90,12 +95,7 @@ class Order(Base):
     __table_args__ = (
         # The targeted sweep: pending orders due for a check, cheapest first. Partial on both
         # backends, so its size follows the pending work, not the table.
-        Index(
-            "ix_orders_due_check",
-            "next_check_at",
-            postgresql_where=text("status = 'pending'"),
-            sqlite_where=text("status = 'pending'"),
-        ),
+        partial_index("ix_orders_due_check", "next_check_at", where="status = 'pending'"),
         Index("ix_orders_status", "status"),
         # An OrderNo is unique within its shop: two shops of one merchant may use the same numbers.
         UniqueConstraint("shop_no", "order_no", name="uq_orders_shop_order"),
@@ -130,34 +130,14 @@ class PayToken(Base):
     __table_args__ = (
         # The outbox relay: unresolved tokens by age. Partial, so resolved history costs nothing:
         # a range scan on last_received_at touches only tokens still waiting for resolution.
-        Index(
-            "ix_pay_tokens_unresolved",
-            "last_received_at",
-            postgresql_where=text("state = 'received'"),
-            sqlite_where=text("state = 'received'"),
-        ),
+        partial_index("ix_pay_tokens_unresolved", "last_received_at", where="state = 'received'"),
         # Tokens whose bank reply failed verification, for the operator (`orders stuck`): partial, so
         # listing them costs what is parked, not the size of the callback log.
-        Index(
-            "ix_pay_tokens_untrusted",
-            "first_received_at",
-            postgresql_where=text("state = 'untrusted'"),
-            sqlite_where=text("state = 'untrusted'"),
-        ),
+        partial_index("ix_pay_tokens_untrusted", "first_received_at", where="state = 'untrusted'"),
         # Tokens that failed every allowed resolution (RESOLVE_MAX_ATTEMPTS), likewise for operators.
-        Index(
-            "ix_pay_tokens_dead",
-            "first_received_at",
-            postgresql_where=text("state = 'dead'"),
-            sqlite_where=text("state = 'dead'"),
-        ),
+        partial_index("ix_pay_tokens_dead", "first_received_at", where="state = 'dead'"),
         # The oldest unresolved token, for the metrics (core/services/figures.py): one index step.
-        Index(
-            "ix_pay_tokens_received_first",
-            "first_received_at",
-            postgresql_where=text("state = 'received'"),
-            sqlite_where=text("state = 'received'"),
-        ),
+        partial_index("ix_pay_tokens_received_first", "first_received_at", where="state = 'received'"),
     )
 
 
@@ -219,12 +199,7 @@ class SweepRun(Base):
 
     __table_args__ = (
         # The last pass without errors (the metrics' qpay_sweep_last_success_timestamp_seconds).
-        Index(
-            "ix_sweep_runs_clean",
-            "finished_at",
-            postgresql_where=text("errors = 0"),
-            sqlite_where=text("errors = 0"),
-        ),
+        partial_index("ix_sweep_runs_clean", "finished_at", where="errors = 0"),
     )
 
 
@@ -257,12 +232,7 @@ class ShopEvent(Base):
         # The pull feed: commit order (txid), then id.
         Index("ix_shop_events_feed", "txid", "id"),
         # The outbox relay: undelivered events by due time. Partial, so delivered history costs nothing.
-        Index(
-            "ix_shop_events_pending",
-            "next_attempt_at",
-            postgresql_where=text("state = 'pending'"),
-            sqlite_where=text("state = 'pending'"),
-        ),
+        partial_index("ix_shop_events_pending", "next_attempt_at", where="state = 'pending'"),
     )
 
 
