@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event, literal_column, select, tuple_, update
+from sqlalchemy import Text, cast, event, func, insert, literal, literal_column, select, tuple_, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from core.models import Order, ShopEvent
-from core.services.order_json import order_detail
+from core.models import ShopEvent
+from core.services.order_json import OrderView, order_detail
 from core.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -65,30 +65,55 @@ def _is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
+@dataclass(frozen=True)
+class RecordedEvent:
+    """An event just written: its id (the `evt_<n>` the shop sees) and its body."""
+
+    id: int
+    body: str
+
+
 def record_event(
-    session: Session, order: Order, from_status: str | None, to_status: str, source: str, at: datetime
-) -> ShopEvent:
+    session: Session, order: OrderView, from_status: str | None, to_status: str, source: str, at: datetime
+) -> RecordedEvent:
     """Write the event of one order change into the caller's transaction; `order` as it now stands.
 
     The order is shown with the process's settings (get_settings(): the checkout link is built from
-    CHECKOUT_SECRET), as the orders API of the same deployment shows it.
+    CHECKOUT_SECRET), as the orders API of the same deployment shows it. Core statements, not an ORM
+    entity: this runs in every settlement's write transaction (issue 17).
     """
-    row = ShopEvent(order_no=order.order_no, type=f"order.{to_status}", body="", created_at=at,
-                    state="pending", attempts=0, next_attempt_at=at)
-    if _is_postgres(session):
-        row.txid = _PG_TXID  # type: ignore[assignment]  # evaluated by the INSERT itself
-    session.add(row)
-    session.flush()
-    row.body = json.dumps({
-        "id": event_name(row.id),
-        "type": row.type,
+    kind = f"order.{to_status}"
+    rest = json.dumps({
+        "type": kind,
         "timestamp": at.isoformat(),
         "data": {"order": order_detail(order, get_settings()), "from_status": from_status,
                  "to_status": to_status, "source": source},
     }, ensure_ascii=False, separators=(",", ":"))
-    session.flush()
-    session.info.setdefault(_NEW_EVENTS, []).append(row.id)
-    return row
+    # The body names the event by its own row id, first: `{"id":"evt_<n>",` + the rest's members.
+    head, tail = '{"id":"' + EVENT_PREFIX, '",' + rest[1:]
+    values = {"order_no": order.order_no, "type": kind, "created_at": at, "state": "pending",
+              "attempts": 0, "next_attempt_at": at}
+    if _is_postgres(session):
+        event_id = _insert_pg(session, values, head, tail)
+    else:  # SQLite has no sequence to take the id from first: INSERT, then the body
+        stmt = insert(ShopEvent).values(body="", **values).returning(ShopEvent.id)
+        event_id = session.execute(stmt).scalar_one()
+        session.execute(update(ShopEvent).where(ShopEvent.id == event_id)
+                        .values(body=f"{head}{event_id}{tail}").execution_options(synchronize_session=False))
+    session.info.setdefault(_NEW_EVENTS, []).append(event_id)
+    return RecordedEvent(event_id, f"{head}{event_id}{tail}")
+
+
+def _insert_pg(session: Session, values: dict[str, Any], head: str, tail: str) -> int:
+    """One round trip: the id is taken from the table's sequence inside the INSERT, so the body that
+    names it is written with the row (and the writing transaction's id with it, for the feed)."""
+    new_id = select(func.nextval(func.pg_get_serial_sequence("shop_events", "id")).label("id")).subquery()
+    columns: dict[str, ColumnElement[Any]] = {
+        name: literal(value, ShopEvent.__table__.c[name].type) for name, value in values.items()}
+    columns["body"] = literal(head) + cast(new_id.c.id, Text) + literal(tail)
+    columns["txid"] = _PG_TXID
+    stmt = insert(ShopEvent).from_select(["id", *columns], select(new_id.c.id, *columns.values()))
+    return int(session.execute(stmt.returning(ShopEvent.id)).scalar_one())
 
 
 # -- after commit: hand the new events to the delivery task ---------------------------------------

@@ -6,12 +6,80 @@ Shared so that an event's `data.order` is exactly what `GET /api/orders/<no>` sh
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
+
+from sqlalchemy import Row
 
 from core.checkout import checkout_url
 from core.models import Order
 from core.settings import Settings
+
+
+class OrderView(Protocol):
+    """What the shop's JSON reads of an order: an Order entity, or an OrderSnapshot of its row."""
+
+    @property
+    def order_no(self) -> str: ...
+    @property
+    def shop_no(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def amount(self) -> int: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def pay_type(self) -> str: ...
+    @property
+    def ts_no(self) -> str | None: ...
+    @property
+    def expires_at(self) -> datetime | None: ...
+    @property
+    def atm_pay_no(self) -> str | None: ...
+    @property
+    def card_pay_url(self) -> str | None: ...
+    @property
+    def product_name(self) -> str | None: ...
+    @property
+    def status_reason(self) -> str | None: ...
+    @property
+    def created_at(self) -> datetime | None: ...
+    @property
+    def updated_at(self) -> datetime | None: ...
+    @property
+    def paid_at(self) -> datetime | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OrderSnapshot:
+    """An order's row as a statement returned it (`UPDATE ... RETURNING *DETAIL_COLUMNS`): the shop's
+    event body is built from the row a transition just wrote, without loading an ORM entity."""
+
+    order_no: str
+    shop_no: str
+    status: str
+    amount: int
+    currency: str
+    pay_type: str
+    ts_no: str | None
+    expires_at: datetime | None
+    atm_pay_no: str | None
+    card_pay_url: str | None
+    product_name: str | None
+    status_reason: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    paid_at: datetime | None
+
+    @classmethod
+    def of(cls, row: Row[Any]) -> OrderSnapshot:
+        return cls(**row._mapping)
+
+
+# The columns order_detail() reads, in OrderSnapshot's order.
+DETAIL_COLUMNS = tuple(getattr(Order, name) for name in OrderSnapshot.__dataclass_fields__)
 
 
 def iso(value: datetime | None) -> str | None:
@@ -23,7 +91,7 @@ def twd(amount: int) -> int | float:
     return amount // 100 if amount % 100 == 0 else amount / 100
 
 
-def order_summary(order: Order, settings: Settings) -> dict[str, Any]:
+def order_summary(order: OrderView, settings: Settings) -> dict[str, Any]:
     """What `POST /api/orders` answers: identity, amount, how to pay (the bank's details and our hosted
     checkout link, None without CHECKOUT_SECRET)."""
     body: dict[str, Any] = {
@@ -44,7 +112,7 @@ def order_summary(order: Order, settings: Settings) -> dict[str, Any]:
     return body
 
 
-def order_detail(order: Order, settings: Settings) -> dict[str, Any]:
+def order_detail(order: OrderView, settings: Settings) -> dict[str, Any]:
     """What `GET /api/orders/<no>` answers, without its `events` (the event body's `data.order`)."""
     body = order_summary(order, settings)
     body.update(

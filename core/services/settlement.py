@@ -21,6 +21,7 @@ from core.models import Order, OrderEvent
 from core.services import paystatus
 from core.services.due import next_check_at
 from core.services.events import record_event
+from core.services.order_json import DETAIL_COLUMNS, OrderSnapshot
 from core.settings import Settings
 from core.sinopac.timefmt import from_bank_minute
 from core.sinopac.types import OrderQueryRow, PayQueryResult
@@ -136,9 +137,11 @@ def transition(
             update(Order)
             .where(Order.key(order_no, row.shop_no), Order.status == current.value)
             .values(**values)
+            .returning(*DETAIL_COLUMNS)  # the order as it now stands, for the shop's event: no reload
             .execution_options(synchronize_session=False)
         )
-        if result.rowcount == 1:  # type: ignore[attr-defined]
+        moved = result.first()
+        if moved is not None:
             # A Core INSERT: no ORM unit of work for a row nobody reads back here.
             session.execute(
                 insert(OrderEvent).values(
@@ -155,9 +158,7 @@ def transition(
             )
             _expire_cached(session, order_no, row.shop_no)
             # The shop's notification, in this same transaction (core/services/events.py).
-            moved = _get_order(session, order_no, row.shop_no)
-            if moved is not None:
-                record_event(session, moved, current.value, target.value, src.value, at)
+            record_event(session, OrderSnapshot.of(moved), current.value, target.value, src.value, at)
             return True
     raise RuntimeError(f"order {order_no}: status kept changing under us ({_MAX_TRIES} tries)")
 
@@ -167,13 +168,6 @@ def _expire_cached(session: Session, order_no: str, shop_no: str | None = None) 
     for obj in list(session.identity_map.values()):
         if isinstance(obj, Order) and obj.order_no == order_no and shop_no in (None, obj.shop_no):
             session.expire(obj)
-
-
-def _get_order(session: Session, order_no: str, shop_no: str | None = None) -> Order | None:
-    """The whole order as it now stands (the shop's event shows it); populate_existing: another
-    transaction may have moved it since this session cached it."""
-    stmt = select(Order).where(Order.key(order_no, shop_no)).execution_options(populate_existing=True)
-    return session.scalars(stmt).first()
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,21 +8,23 @@ order, with a reader following `next` in between.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import make_engine
 from core.models import Order, ShopEvent
 from core.services.events import Cursor, feed_page, record_event
+from core.services.order_json import order_detail
 from core.services.orders import NewOrder, create_order
 from core.services.settlement import transition
-from core.settings import load_settings
+from core.settings import get_settings, load_settings
 from tests.support.fakes import FakeBankClient
 from tests.support.poll import wait_for
 
@@ -172,3 +174,25 @@ def test_many_writers_committing_in_random_order_lose_nothing(maker: sessionmake
     reader.poll_until(len(every) - len(reader.seen))
     assert sorted(reader.seen) == every
     assert len(reader.seen) == len(set(reader.seen))
+
+
+def test_a_transition_event_on_postgresql_carries_its_txid_and_the_exact_body(
+    maker: sessionmaker[Session],
+) -> None:
+    (no,) = _orders(maker, 1)
+    at = datetime.now(UTC)
+    with maker() as s:
+        txid = s.scalar(text("SELECT pg_current_xact_id()::text::bigint"))
+        assert transition(s, no, "paid", source="backend", ts_no="TX1", amount=10000, now=at)
+        s.commit()
+    with maker() as s:
+        order = s.scalars(select(Order).where(Order.order_no == no)).one()
+        row = s.scalars(select(ShopEvent).where(ShopEvent.order_no == no,
+                                                ShopEvent.type == "order.paid")).one()
+    assert row.txid == txid  # the writing transaction's id, for the feed's commit order
+    assert (row.state, row.attempts, row.next_attempt_at, row.created_at) == ("pending", 0, at, at)
+    assert row.body == json.dumps({
+        "id": f"evt_{row.id}", "type": "order.paid", "timestamp": at.isoformat(),
+        "data": {"order": order_detail(order, get_settings()), "from_status": "pending", "to_status": "paid",
+                 "source": "backend"},
+    }, ensure_ascii=False, separators=(",", ":"))

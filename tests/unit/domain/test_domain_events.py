@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -13,7 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.models import Order, ShopEvent
 from core.services import events
 from core.services.events import Cursor, feed_page, parse_event_name, record_event
+from core.services.order_json import order_detail
 from core.services.settlement import transition
+from core.settings import get_settings
 from core.states import IllegalTransition
 from tests.unit.domain.conftest import NOW
 
@@ -170,3 +172,38 @@ def test_the_body_names_the_event_by_its_row_id(session: Session, new_order: Cal
     order = new_order(order_no="E8")
     row = record_event(session, order, "pending", "expired", "operator", NOW)
     assert json.loads(row.body)["id"] == f"evt_{row.id}"
+
+
+def _reference_body(event_id: int, order: Order, from_status: str | None, to_status: str, source: str,
+                    at: datetime) -> str:
+    """The body as the outbox first wrote it (json.dumps of the whole event, the order reloaded): the
+    Core INSERT must store these same bytes."""
+    return json.dumps({
+        "id": f"evt_{event_id}",
+        "type": f"order.{to_status}",
+        "timestamp": at.isoformat(),
+        "data": {"order": order_detail(order, get_settings()), "from_status": from_status,
+                 "to_status": to_status, "source": source},
+    }, ensure_ascii=False, separators=(",", ":"))
+
+
+def test_the_stored_body_is_byte_for_byte_the_compact_json_of_the_event(
+    session: Session, new_order: Callable[..., Order], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHECKOUT_SECRET", "s" * 32)
+    get_settings.cache_clear()
+    try:
+        created = new_order(order_no="E9")
+        later = NOW + timedelta(minutes=3)
+        transition(session, created.order_no, "needs_review", source="backend", detail='amount "差異" \\ /\n',
+                   ts_no="T9", amount=50000, now=later)
+        order = session.scalars(select(Order).where(Order.order_no == created.order_no)
+                                .execution_options(populate_existing=True)).one()
+        rows = session.execute(select(ShopEvent.id, ShopEvent.body)
+                               .where(ShopEvent.order_no == order.order_no).order_by(ShopEvent.id)).all()
+        assert json.loads(rows[0].body)["data"]["order"]["checkout_url"]
+        assert rows[1].body == _reference_body(rows[1].id, order, "pending", "needs_review", "backend", later)
+        assert '\\"差異\\"' in rows[1].body  # quotes escaped
+        assert "測試商品" in rows[1].body  # non-ASCII kept
+    finally:
+        get_settings.cache_clear()
