@@ -25,8 +25,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from typing import cast as typed
 
-from sqlalchemy import Text, cast, event, func, insert, literal, literal_column, select, tuple_, update
+from sqlalchemy import (
+    Table,
+    Text,
+    bindparam,
+    cast,
+    event,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -91,29 +105,49 @@ def record_event(
     }, ensure_ascii=False, separators=(",", ":"))
     # The body names the event by its own row id, first: `{"id":"evt_<n>",` + the rest's members.
     head, tail = '{"id":"' + EVENT_PREFIX, '",' + rest[1:]
-    values = {"order_no": order.order_no, "type": kind, "created_at": at, "state": "pending",
-              "attempts": 0, "next_attempt_at": at}
+    params = {"order_no": order.order_no, "type": kind, "at": at, "head": head, "tail": tail}
+    # Core on the session's connection (same transaction; flushed first, as session.execute would):
+    # statements built once, no ORM unit of work for a row nobody here reads back.
+    session.flush()
+    connection = session.connection()
     if _is_postgres(session):
-        event_id = _insert_pg(session, values, head, tail)
+        event_id = connection.execute(_PG_INSERT, params).scalar_one()
     else:  # SQLite has no sequence to take the id from first: INSERT, then the body
-        stmt = insert(ShopEvent).values(body="", **values).returning(ShopEvent.id)
-        event_id = session.execute(stmt).scalar_one()
-        session.execute(update(ShopEvent).where(ShopEvent.id == event_id)
-                        .values(body=f"{head}{event_id}{tail}").execution_options(synchronize_session=False))
+        event_id = connection.execute(_SQLITE_INSERT, params).scalar_one()
+        connection.execute(_SQLITE_BODY, {"event_id": event_id, **params})
     session.info.setdefault(_NEW_EVENTS, []).append(event_id)
     return RecordedEvent(event_id, f"{head}{event_id}{tail}")
 
 
-def _insert_pg(session: Session, values: dict[str, Any], head: str, tail: str) -> int:
+_TABLE = typed(Table, ShopEvent.__table__)
+
+
+def _insert_columns() -> dict[str, ColumnElement[Any]]:
+    table = _TABLE
+    at = bindparam("at", type_=table.c.created_at.type)
+    return {"order_no": bindparam("order_no", type_=table.c.order_no.type),
+            "type": bindparam("type", type_=table.c.type.type), "created_at": at,
+            "state": literal("pending"), "attempts": literal(0), "next_attempt_at": at}
+
+
+def _pg_insert() -> Any:
     """One round trip: the id is taken from the table's sequence inside the INSERT, so the body that
-    names it is written with the row (and the writing transaction's id with it, for the feed)."""
+    names it is written with the row, and the writing transaction's id with it (for the feed)."""
     new_id = select(func.nextval(func.pg_get_serial_sequence("shop_events", "id")).label("id")).subquery()
-    columns: dict[str, ColumnElement[Any]] = {
-        name: literal(value, ShopEvent.__table__.c[name].type) for name, value in values.items()}
-    columns["body"] = literal(head) + cast(new_id.c.id, Text) + literal(tail)
+    columns = _insert_columns()
+    columns["body"] = bindparam("head", type_=Text) + cast(new_id.c.id, Text) + bindparam("tail", type_=Text)
     columns["txid"] = _PG_TXID
-    stmt = insert(ShopEvent).from_select(["id", *columns], select(new_id.c.id, *columns.values()))
-    return int(session.execute(stmt.returning(ShopEvent.id)).scalar_one())
+    return (insert(_TABLE)
+            .from_select(["id", *columns], select(new_id.c.id, *columns.values()))
+            .returning(_TABLE.c.id))
+
+
+_PG_INSERT = _pg_insert()
+_SQLITE_INSERT = (insert(_TABLE).values(body="", **_insert_columns())
+                  .returning(_TABLE.c.id))
+_SQLITE_BODY = (update(_TABLE).where(_TABLE.c.id == bindparam("event_id"))
+                .values(body=bindparam("head", type_=Text) + cast(bindparam("event_id"), Text)
+                        + bindparam("tail", type_=Text)))
 
 
 # -- after commit: hand the new events to the delivery task ---------------------------------------
