@@ -16,14 +16,13 @@ from flask import Flask
 from requests.adapters import HTTPAdapter
 
 from core.budget import bank_budget
-from core.db import transaction
 from core.logging import configure_logging, install_record_factory, register_secrets
 from core.services.events import set_publisher
 from core.settings import Settings, get_settings
 from core.sinopac.client import BankClient, Observer, QPayClient
 from core.sinopac.types import BankCallRecord
 from metrics import defs as metrics
-from webhook.deps import ClientFactory, Deps, UnitOfWork
+from webhook.deps import ClientFactory, Database, Deps, UnitOfWork
 from webhook.enqueue import CeleryEnqueuer, Enqueuer
 
 __all__ = ["create_app"]
@@ -82,11 +81,10 @@ def create_app(
     app.config.update(MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH, JSON_SORT_KEYS=False)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.jinja_env.trim_blocks = app.jinja_env.lstrip_blocks = True  # the customer pages' templates/
-    database_url = settings.database_url
     app.extensions["qpay"] = Deps(
         settings=settings,
         shops=settings.shop_numbers,
-        unit_of_work=unit_of_work or (lambda: transaction(database_url)),
+        unit_of_work=unit_of_work or Database(settings.database_url),
         enqueuer=enqueuer or CeleryEnqueuer(settings.broker_url),
         client_factory=_counting(client_factory or _bank_client_factory(settings)),
         probes=ThreadPoolExecutor(max_workers=4, thread_name_prefix="readyz"),

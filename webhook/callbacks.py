@@ -90,9 +90,11 @@ def _record(
     and the retry runs on a fresh connection: the bank gets S instead of a 503 it would resend only
     ten minutes later. Nothing was committed by the failed try (a receipt counted twice at worst).
     """
+    connect = getattr(unit_of_work, "connect", None)  # webhook.deps.Database: Core, no ORM Session
+
     def once() -> CallbackRecord:
-        with unit_of_work() as session:
-            return record_callback(session, shop_no=callback.shop_no, pay_token=callback.pay_token,
+        with connect() if connect is not None else unit_of_work() as db:
+            return record_callback(db, shop_no=callback.shop_no, pay_token=callback.pay_token,
                                    source=source, grace=grace)
 
     try:

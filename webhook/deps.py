@@ -9,13 +9,31 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from flask import current_app
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
+from core.db import connection, transaction
 from core.settings import Settings
 from core.sinopac.client import BankClient, Observer
 from webhook.enqueue import Enqueuer
 
 UnitOfWork = Callable[[], AbstractContextManager[Session]]
+
+
+class Database:
+    """The app's default unit of work on DATABASE_URL: calling it opens an ORM Session
+    (core.db.transaction); `connect()` a Core connection (core.db.connection) for the callback
+    receiver, whose one upsert needs no Session. A unit of work a test swaps in has no `connect`, and
+    the receiver then uses its Session."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __call__(self) -> AbstractContextManager[Session]:
+        return transaction(self.url)
+
+    def connect(self) -> AbstractContextManager[Connection]:
+        return connection(self.url)
 
 
 class ClientFactory(Protocol):

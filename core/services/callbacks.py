@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, or_, update
+from sqlalchemy import Connection, bindparam, case, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -77,8 +77,7 @@ def _build_upsert(insert: Any) -> Any:
 _UPSERTS: dict[str, Any] = {}
 
 
-def _upsert(session: Session) -> Any:
-    name = session.get_bind().dialect.name
+def _upsert(name: str) -> Any:
     stmt = _UPSERTS.get(name)
     if stmt is None:
         if name == "postgresql":
@@ -92,7 +91,7 @@ def _upsert(session: Session) -> Any:
 
 
 def record_callback(
-    session: Session,
+    session: Session | Connection,
     *,
     shop_no: str,
     pay_token: str,
@@ -100,7 +99,8 @@ def record_callback(
     now: datetime | None = None,
     grace: timedelta | float = 120.0,
 ) -> CallbackRecord:
-    """Store (or count again) a PayToken; the caller commits before answering the bank.
+    """Store (or count again) a PayToken in the caller's Session or Connection; the caller commits
+    before answering the bank.
 
     `needs_enqueue` is True for the first receipt, and for a later one only when the token is still
     received and was last queued more than `grace` ago (SWEEP_GRACE; 0: always, an operator's replay).
@@ -117,8 +117,11 @@ def record_callback(
               "cutoff": at - window}
     # Core, on the session's connection: same transaction, without the ORM's per-call execution
     # machinery (the statement touches no mapped objects). Flush first, as session.execute would.
-    session.flush()
-    row = session.connection().execute(_upsert(session), params).one()
+    # A Connection (the receiver's Core unit of work, core.db.connection) is used as it is.
+    if isinstance(session, Session):
+        session.flush()
+        session = session.connection()
+    row = session.execute(_upsert(session.dialect.name), params).one()
     return CallbackRecord(
         token_id=row.id,
         created=row.receipts == 1,
