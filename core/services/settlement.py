@@ -18,7 +18,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from core.models import Order, OrderEvent
-from core.services import paystatus
+from core.sinopac import paystatus
 from core.services.due import next_check_at
 from core.services.events import record_event
 from core.settings import Settings
