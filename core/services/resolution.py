@@ -31,6 +31,7 @@ from core.settings import Settings
 from core.shops import UnknownShop
 from core.sinopac.client import client_of
 from core.sinopac.errors import BankProtocolError, BankRejection, BankTransportError, QPayError
+from core.sinopac.messages import OrderQueryRequest
 from core.sinopac.types import PayQueryResult
 from core.states import Source, TokenState
 
@@ -99,7 +100,7 @@ def _confirm(client: BankClient, settings: Settings, result: PayQueryResult) -> 
     if not settings.confirm_payments or ts is None or ts.status != "S" or not ts.order_no:
         return None
     try:
-        query = client.query_orders(order_no=ts.order_no)
+        query = client.query_orders(OrderQueryRequest(order_no=ts.order_no))
     except BankRejection as exc:
         # A refused confirmation is no verdict on the payment: try again later, like an outage.
         raise BankTransportError(f"OrderQuery to confirm the payment was refused: {exc.code or '?'}",

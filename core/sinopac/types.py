@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -88,3 +89,7 @@ class BankCallRecord:
     error: str | None = None
     shop_no: str = ""
     key_set: str = ""  # which key set verified the reply: "active" or "next" ("" when none did)
+
+
+# Who hears of every bank call (the bank_calls table, metrics); it must not raise, and is ignored if it does.
+Observer = Callable[[BankCallRecord], None]

@@ -15,6 +15,7 @@ from core.settings import SANDBOX_KEY_ID, SANDBOX_SHOP_NO, load_settings
 from core.sinopac import crypto, envelope
 from core.sinopac.client import QPayClient
 from core.sinopac.errors import MalformedReply
+from core.sinopac.messages import OrderQueryRequest
 from tests.integration.sandbox.conftest import (
     FAST,
     HASH_ID,
@@ -123,7 +124,7 @@ def test_client_reports_an_envelope_error_as_malformed_reply(sandbox: Sandbox) -
                               "QPAY_KEY_ID": "not-the-key-id"})
 
     with QPayClient(settings) as client, pytest.raises(MalformedReply) as caught:
-        client.query_orders(pay_flag="Y")
+        client.query_orders(OrderQueryRequest(pay_flag="Y"))
 
     assert caught.value.retryable is False
 
