@@ -27,7 +27,7 @@ from core.sinopac.errors import (
     UndecryptableReply,
 )
 from core.sinopac.fields import CONTROL_CHARS
-from core.sinopac.transport import Deadline, Transport
+from core.sinopac.transport import CallState, Deadline, Transport
 from core.sinopac.types import BankCallRecord, Observer
 
 __all__ = ["Caller", "Signer", "signers_of"]
@@ -96,7 +96,7 @@ class Caller:
 
     def nonce(self) -> str:
         """A bare Nonce call (§2): the cheapest question the bank answers for this shop's X-KeyID."""
-        return self._nonce("Nonce", [None], None, self._key_sets[0][2], Deadline(self._call_timeout))
+        return self._nonce(CallState("Nonce", Deadline(self._call_timeout)), self._key_sets[0][2])
 
     def call(
         self,
@@ -110,13 +110,10 @@ class Caller:
         """Nonce, Order, open and type the reply; the observer gets exactly one record, whatever happens."""
         started_at = datetime.now(UTC)
         t0 = time.monotonic()
-        status: list[int | None] = [None]
-        key_set: list[str] = [""]
         error: QPayError | None = None
-        deadline = Deadline(self._call_timeout)
+        state = CallState(service, Deadline(self._call_timeout), token)
         try:
-            inner = self._trusted_reply(service, message, status, token, key_set, deadline)
-            return _parsed(service, parse, inner)
+            return _parsed(service, parse, self._trusted_reply(state, message))
         except QPayError as exc:
             error = exc
             raise
@@ -128,50 +125,41 @@ class Caller:
                 api_service=service,
                 key=key,
                 started_at=started_at,
-                duration_ms=int(max(0.0, time.monotonic() - t0 - deadline.waited) * 1000),
-                http_status=status[0],
+                duration_ms=int(max(0.0, time.monotonic() - t0 - state.deadline.waited) * 1000),
+                http_status=state.http_status,
                 outcome="ok" if error is None else _outcome_of(error),
                 error=None if error is None else str(error),
                 shop_no=self._shop_no,
-                key_set=key_set[0],
+                key_set=state.key_set,
             ))
 
-    def _trusted_reply(
-        self,
-        service: str,
-        message: Mapping[str, Any],
-        status: list[int | None],
-        token: str | None,
-        key_set: list[str],
-        deadline: Deadline,
-    ) -> dict[str, Any]:
+    def _trusted_reply(self, state: CallState, message: Mapping[str, Any]) -> dict[str, Any]:
         """The verified inner reply; signed with the other set once if the bank refuses the first."""
         signers = self._signers()
         try:
-            return self._open(service, self._exchange(service, message, status, token, signers[0], deadline),
-                              key_set)
+            return self._open(state, self._exchange(state, message, signers[0]))
         except EnvelopeRefused:
             if len(signers) < 2:
                 raise
             # A key change at the bank: it no longer takes this set. Nothing was processed, so the
             # same request signed with the other set is safe, and waits for no retry.
             log.warning("shop %s: the bank refused the %s key set on %s; sending with the %s set",
-                        self._shop_no, signers[0][0], service, signers[1][0],
+                        self._shop_no, signers[0][0], state.service, signers[1][0],
                         extra={"shop_no": self._shop_no, "key_set": signers[1][0]})
-            reply = self._exchange(service, message, status, token, signers[1], deadline)
-            inner = self._open(service, reply, key_set)
+            inner = self._open(state, self._exchange(state, message, signers[1]))
             # The bank took the other set: sign with it first from now on (in this process), so a
             # bank that switched at once refuses one request per process, not every one.
             _REFUSED[self._refusal_key] = signers[0][0]
             return inner
 
-    def _open(self, service: str, reply: Any, key_set: list[str]) -> dict[str, Any]:
-        """Open a reply with the active set, then with the other one; key_set[0] names the one that
+    def _open(self, state: CallState, reply: Any) -> dict[str, Any]:
+        """Open a reply with the active set, then with the other one; state.key_set names the one that
         verified it.
 
         A BankRejection is a verified reply too (Status F): it is raised at once, as is a reply that
         no set can open (the first set's error, the one an operator expects to read).
         """
+        service = state.service
         first: BankProtocolError | None = None
         for name, hash_id_, _ in self._key_sets:
             try:
@@ -180,9 +168,9 @@ class Caller:
                 first = first or exc
                 continue
             except BankRejection:
-                key_set[0] = name
+                state.key_set = name
                 raise
-            key_set[0] = name
+            state.key_set = name
             if name != self._key_sets[0][0]:
                 log.warning("shop %s: %s reply verified with the %s key set, not the %s one (a key change "
                             "at the bank?)", self._shop_no, service, name, self._key_sets[0][0],
@@ -201,21 +189,13 @@ class Caller:
             return (self._key_sets[1], self._key_sets[0])
         return self._key_sets
 
-    def _exchange(
-        self,
-        service: str,
-        message: Mapping[str, Any],
-        status: list[int | None],
-        token: str | None,
-        signer: Signer,
-        deadline: Deadline,
-    ) -> dict[str, Any]:
+    def _exchange(self, state: CallState, message: Mapping[str, Any], signer: Signer) -> dict[str, Any]:
         """Nonce, then the sealed Order request, both under `signer`'s X-KeyID; the raw reply."""
         _, hash_id_, key_id = signer
-        nonce = self._nonce(service, status, token, key_id, deadline)
-        body = envelope.seal_request(service, message, shop_no=self._shop_no, nonce=nonce,
+        nonce = self._nonce(state, key_id)
+        body = envelope.seal_request(state.service, message, shop_no=self._shop_no, nonce=nonce,
                                      hash_id=hash_id_.reveal())
-        return self._transport.post(service, "Order", body, status, token, key_id, deadline)
+        return self._transport.post(state, "Order", body, key_id)
 
     def _emit(self, record: BankCallRecord) -> None:
         if self._observer is None:
@@ -225,11 +205,9 @@ class Caller:
         except Exception:  # the observer is bookkeeping; it must never break a bank call
             log.warning("bank call observer failed for %s", record.api_service, exc_info=True)
 
-    def _nonce(
-        self, service: str, status: list[int | None], token: str | None, key_id: Secret, deadline: Deadline
-    ) -> str:
-        body = {"ShopNo": self._shop_no}
-        reply = self._transport.post(service, "Nonce", body, status, token, key_id, deadline)
+    def _nonce(self, state: CallState, key_id: Secret) -> str:
+        service = state.service
+        reply = self._transport.post(state, "Nonce", {"ShopNo": self._shop_no}, key_id)
         nonce = reply.get("Nonce")
         if nonce is None and ("Status" in reply or "Description" in reply):
             description = CONTROL_CHARS.sub(" ", str(reply.get("Description")))[:80]

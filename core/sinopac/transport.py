@@ -25,7 +25,9 @@ from core.secrets import Secret
 from core.sinopac.errors import BankConnectionError, BankHTTPError, BankTimeout, MalformedReply, NotAnEnvelope
 from core.sinopac.fields import CONTROL_CHARS
 
-__all__ = ["DEFAULT_POOL_SIZE", "MAX_REPLY_BYTES", "Budget", "Deadline", "Transport", "bank_session"]
+__all__ = [
+    "DEFAULT_POOL_SIZE", "MAX_REPLY_BYTES", "Budget", "CallState", "Deadline", "Transport", "bank_session",
+]
 
 # The most of a reply we read: a real reply (300 OrderQuery rows, hex-encoded) is far smaller.
 MAX_REPLY_BYTES = 1 << 20
@@ -63,6 +65,18 @@ class Deadline:
     def extend(self, seconds: float) -> None:
         self._end += seconds
         self.waited += seconds
+
+
+@dataclass
+class CallState:
+    """One service call (Nonce + Order) as it goes: its deadline, the PayToken to keep out of error
+    text, and what its record will say (the last HTTP status, the key set that verified the reply)."""
+
+    service: str
+    deadline: Deadline
+    token: str | None = None
+    http_status: int | None = None
+    key_set: str = ""  # "active" or "next" once a reply verified, "" until then
 
 
 def bank_session(base_url: str, pool_size: int = DEFAULT_POOL_SIZE) -> requests.Session:
@@ -116,19 +130,11 @@ class Transport:
     budget: Budget | None
     secrets: tuple[str, ...]
 
-    def post(
-        self,
-        service: str,
-        endpoint: str,
-        body: Mapping[str, Any],
-        status: list[int | None],
-        token: str | None,
-        key_id: Secret,
-        deadline: Deadline,
-    ) -> dict[str, Any]:
+    def post(self, call: CallState, endpoint: str, body: Mapping[str, Any], key_id: Secret) -> dict[str, Any]:
         """One HTTP request; returns a JSON object that at least looks like a QPay answer."""
+        service, token = call.service, call.token
         what = f"{service}: {endpoint}"
-        code, content = self._send(what, service, endpoint, body, status, key_id, deadline)
+        code, content = self._send(call, what, endpoint, body, key_id)
         if code != 200:
             raise BankHTTPError(
                 f"{what} answered HTTP {code}: {self._snippet(content, token)}", service=service, status=code
@@ -146,16 +152,10 @@ class Transport:
         return reply
 
     def _send(
-        self,
-        what: str,
-        service: str,
-        endpoint: str,
-        body: Mapping[str, Any],
-        status: list[int | None],
-        key_id: Secret,
-        deadline: Deadline,
+        self, call: CallState, what: str, endpoint: str, body: Mapping[str, Any], key_id: Secret
     ) -> tuple[int, bytes]:
         """The request sent within the deadline (after the budget's wait); its status and body."""
+        service, deadline = call.service, call.deadline
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         headers = {
             "Content-Type": "application/json; charset=utf-8",
@@ -178,7 +178,7 @@ class Transport:
                 stream=True,
             )
             try:
-                status[0] = response.status_code
+                call.http_status = response.status_code
                 content = self._read(response, deadline, what, service)
             finally:
                 response.close()
