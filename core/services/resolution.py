@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Literal
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from core.logging import short_token
 from core.models import PayToken
 from core.services.settlement import Confirmation, settle_from_pay_result
 from core.services.units import UnitOfWork, as_unit_of_work
@@ -51,10 +52,6 @@ class ResolveOutcome:
     order_no: str | None = None
     token_label: str | None = None  # the PayToken shortened for logs (set for protocol_error and dead)
     received_at: datetime | None = None  # the token's first receipt (set for settled: the metrics' start)
-
-
-def _short(token: str) -> str:
-    return token[:8] + "…"
 
 
 def _update_token(session: Session, token_id: int, **values: object) -> bool:
@@ -143,7 +140,7 @@ def resolve_token(
     if row.state != TokenState.RECEIVED:
         return ResolveOutcome("noop", order_no=row.order_no)
     token = row.pay_token
-    extra = {"pay_token": _short(token), "token_id": token_id, "shop_no": row.shop_no}
+    extra = {"pay_token": short_token(token), "token_id": token_id, "shop_no": row.shop_no}
     attempts = PayToken.attempts + 1
     try:
         shop_client = client_of(client, row.shop_no)
@@ -152,7 +149,7 @@ def resolve_token(
         # putting the shop back resolves it; nothing is lost or decided without its keys.
         with units() as session:
             _update_token(session, token_id, attempts=attempts, last_error=str(exc))
-        log.warning("resolve %s: %s", _short(token), exc, extra=extra)
+        log.warning("resolve %s: %s", short_token(token), exc, extra=extra)
         return ResolveOutcome("transient", error=str(exc))
     try:
         result = shop_client.pay_query(token)
@@ -199,7 +196,7 @@ def _failed(
 ) -> ResolveOutcome:
     """Record a failed bank call on the token: transient, rejected, untrusted, or dead at the bound."""
     attempts = PayToken.attempts + 1
-    label = _short(token)
+    label = short_token(token)
     with units() as session:
         if isinstance(exc, BankRejection):
             error = f"rejected by the bank: {exc.code or '?'} {exc.description}".strip()[:_MAX_ERROR]

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from core.logging import short_token
 from core.sinopac.errors import BankRejection
 from core.sinopac.messages import OrderCreateRequest, OrderQueryRequest
 from core.sinopac.types import (
@@ -167,7 +168,7 @@ class FakeBankClient:
                                                     pay_type=ts.pay_type, pay_status=f"1{ts.pay_type}400")
         if self.gate is not None:
             self.gate.wait(timeout=30)
-        return self._answer("OrderPayQuery", pay_token[:8] + "…", reply)
+        return self._answer("OrderPayQuery", short_token(pay_token), reply)
 
     def close(self) -> None:
         pass
