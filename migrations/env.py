@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from core.db import make_engine
 from core.models import Base
-from core.settings import database_url_from
+from core.endpoints import database_url_from
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("connection") is None:

@@ -25,7 +25,8 @@ from core.queues import (
     amqp_queues,
     is_amqp,
 )
-from core.settings import SettingsError, env_float, get_settings
+from core.env import SettingsError, env_float
+from core.settings import get_settings
 
 _settings = get_settings()
 

@@ -11,7 +11,8 @@ import requests
 from Crypto.Cipher import AES
 from Crypto.Util.Padding import pad
 
-from core.settings import SANDBOX_KEY_ID, SANDBOX_SHOP_NO, load_settings
+from core.settings import load_settings
+from core.variables import SANDBOX_KEY_ID, SANDBOX_SHOP_NO
 from core.sinopac import crypto, envelope
 from core.sinopac.client import QPayClient
 from core.sinopac.errors import MalformedReply
