@@ -15,8 +15,8 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from core.db import make_engine
-from core.models import Base
 from core.endpoints import database_url_from
+from core.models import Base
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("connection") is None:

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.secrets import Secret
 from core.endpoints import DEFAULT_API_BASE_URL
+from core.secrets import Secret
 from core.settings import SettingsError, ShopCredentials, load_settings
 from core.shops import KEY_FIELDS, ShopsError, key_fingerprint, parse_shops
 
