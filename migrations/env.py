@@ -1,9 +1,9 @@
 """Alembic environment: one linear history for PostgreSQL (psycopg2) and SQLite.
 
-The URL comes from DATABASE_URL read as core.settings reads it (postgres:// normalised; default: the
-SQLite file under var/), or from a connection a caller hands in through `config.attributes["connection"]`
-(tests). Engines come from core.db.make_engine, so SQLite runs in WAL mode with a busy timeout here
-exactly as in the services.
+The URL comes from DATABASE_URL read as the services read it (core.endpoints.database_url_from:
+postgres:// normalised; default: the SQLite file under var/), or from a connection a caller hands in
+through `config.attributes["connection"]` (tests). Engines come from core.db.make_engine, so SQLite
+runs in WAL mode with a busy timeout here exactly as in the services.
 """
 
 from __future__ import annotations
