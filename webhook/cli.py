@@ -38,11 +38,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core import db
+from core.logging import short_token
 from core.models import BankCall, Order, OrderEvent, PayToken
 from core.settings import Settings
 from core.shops import UnknownShop
-from core.sinopac.client import BankClient, short_token
+from core.sinopac.client import BankClient
 from core.sinopac.errors import QPayError
+from core.sinopac.fields import ORDER_NO_RE
+from core.sinopac.messages import OrderQueryRequest
 from core.sinopac.types import BankCallRecord
 from core.states import Source, TokenState
 from webhook.deps import deps
@@ -52,7 +55,6 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 60}
-_ORDER_NO = re.compile(r"^[A-Za-z0-9_\-]{1,50}$")
 
 
 # -- plumbing: everything comes from the app's Deps, so tests swap in a fake bank or broker ---------
@@ -135,7 +137,7 @@ def parse_duration(value: str) -> timedelta:
 
 
 def _check_order_no(order_no: str) -> str:
-    if not _ORDER_NO.match(order_no):
+    if not ORDER_NO_RE.fullmatch(order_no):
         raise click.BadParameter("an OrderNo is 1-50 letters, digits, '-' or '_'", param_hint="ORDER_NO")
     return order_no
 
@@ -301,7 +303,7 @@ def orders_requery(order_no: str, shop_no: str | None) -> None:
     except UnknownShop as exc:
         _fail(f"order {order_no}: {exc}; its keys are needed to ask the bank")
     try:
-        result = client.query_orders(order_no=order_no)
+        result = client.query_orders(OrderQueryRequest(order_no=order_no))
     except QPayError as exc:
         with _tx() as session:
             _store_calls(session, records)
@@ -512,7 +514,7 @@ def check_key_set(client: BankClient) -> tuple[bool, str]:
 
     try:
         client.nonce()  # type: ignore[attr-defined]
-        client.query_orders(order_no=CHECK_ORDER_NO)
+        client.query_orders(OrderQueryRequest(order_no=CHECK_ORDER_NO))
     except BankRejection as exc:
         return True, f"accepted (OrderQuery answered {exc.code or 'F'})"
     except BankTransportError as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -13,11 +12,13 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from core.db import connection, transaction
+from core.services.units import UnitOfWork
 from core.settings import Settings
-from core.sinopac.client import BankClient, Observer
+from core.sinopac.client import BankClient
+from core.sinopac.types import Observer
 from webhook.enqueue import Enqueuer
 
-UnitOfWork = Callable[[], AbstractContextManager[Session]]
+__all__ = ["ClientFactory", "Database", "Deps", "UnitOfWork", "deps"]
 
 
 class Database:

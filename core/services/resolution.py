@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Literal
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from core.logging import short_token
 from core.models import PayToken
 from core.services.settlement import Confirmation, settle_from_pay_result
 from core.services.units import UnitOfWork, as_unit_of_work
@@ -31,6 +32,7 @@ from core.settings import Settings
 from core.shops import UnknownShop
 from core.sinopac.client import client_of
 from core.sinopac.errors import BankProtocolError, BankRejection, BankTransportError, QPayError
+from core.sinopac.messages import OrderQueryRequest
 from core.sinopac.types import PayQueryResult
 from core.states import Source, TokenState
 
@@ -50,10 +52,6 @@ class ResolveOutcome:
     order_no: str | None = None
     token_label: str | None = None  # the PayToken shortened for logs (set for protocol_error and dead)
     received_at: datetime | None = None  # the token's first receipt (set for settled: the metrics' start)
-
-
-def _short(token: str) -> str:
-    return token[:8] + "…"
 
 
 def _update_token(session: Session, token_id: int, **values: object) -> bool:
@@ -99,7 +97,7 @@ def _confirm(client: BankClient, settings: Settings, result: PayQueryResult) -> 
     if not settings.confirm_payments or ts is None or ts.status != "S" or not ts.order_no:
         return None
     try:
-        query = client.query_orders(order_no=ts.order_no)
+        query = client.query_orders(OrderQueryRequest(order_no=ts.order_no))
     except BankRejection as exc:
         # A refused confirmation is no verdict on the payment: try again later, like an outage.
         raise BankTransportError(f"OrderQuery to confirm the payment was refused: {exc.code or '?'}",
@@ -142,7 +140,7 @@ def resolve_token(
     if row.state != TokenState.RECEIVED:
         return ResolveOutcome("noop", order_no=row.order_no)
     token = row.pay_token
-    extra = {"pay_token": _short(token), "token_id": token_id, "shop_no": row.shop_no}
+    extra = {"pay_token": short_token(token), "token_id": token_id, "shop_no": row.shop_no}
     attempts = PayToken.attempts + 1
     try:
         shop_client = client_of(client, row.shop_no)
@@ -151,7 +149,7 @@ def resolve_token(
         # putting the shop back resolves it; nothing is lost or decided without its keys.
         with units() as session:
             _update_token(session, token_id, attempts=attempts, last_error=str(exc))
-        log.warning("resolve %s: %s", _short(token), exc, extra=extra)
+        log.warning("resolve %s: %s", short_token(token), exc, extra=extra)
         return ResolveOutcome("transient", error=str(exc))
     try:
         result = shop_client.pay_query(token)
@@ -198,7 +196,7 @@ def _failed(
 ) -> ResolveOutcome:
     """Record a failed bank call on the token: transient, rejected, untrusted, or dead at the bound."""
     attempts = PayToken.attempts + 1
-    label = _short(token)
+    label = short_token(token)
     with units() as session:
         if isinstance(exc, BankRejection):
             error = f"rejected by the bank: {exc.code or '?'} {exc.description}".strip()[:_MAX_ERROR]

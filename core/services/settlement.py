@@ -18,11 +18,11 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from core.models import Order, OrderEvent
-from core.services import paystatus
 from core.services.due import next_check_at
 from core.services.events import record_event
 from core.services.order_json import DETAIL_COLUMNS, OrderSnapshot
 from core.settings import Settings
+from core.sinopac import paystatus
 from core.sinopac.timefmt import from_bank_minute
 from core.sinopac.types import OrderQueryRow, PayQueryResult
 from core.states import PAID_LATE, IllegalTransition, OrderStatus, Source, check_move

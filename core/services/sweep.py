@@ -42,6 +42,7 @@ from core.services.units import UnitOfWork
 from core.settings import Settings
 from core.sinopac.client import BankClient, ClientFor, client_of
 from core.sinopac.errors import BankProtocolError, BankTransportError, QPayError
+from core.sinopac.messages import OrderQueryRequest
 from core.sinopac.types import OrderQueryResult, OrderQueryRow
 from core.states import Source
 
@@ -270,7 +271,7 @@ def _bulk(
     while pending:
         lo, hi = pending.pop()
         try:
-            result = client.query_orders(pay_from=lo, pay_to=hi, pay_flag="Y")
+            result = client.query_orders(OrderQueryRequest(pay_from=lo, pay_to=hi, pay_flag="Y"))
         except Exception as exc:  # QPayError, ValueError, or a surprise: never the end of the pass
             # An outage or a refusal: this window is not read, so the next pass starts from the last
             # complete one. Nothing else in the bulk step would fare better now.
@@ -367,7 +368,7 @@ def _targeted(
 
 
 def _query_one(client: BankClient, order_no: str) -> OrderQueryResult:
-    return client.query_orders(order_no=order_no)
+    return client.query_orders(OrderQueryRequest(order_no=order_no))
 
 
 def _targeted_result(
