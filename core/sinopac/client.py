@@ -1,10 +1,11 @@
 """The bank client (PROTOCOL.md §1, §2, §9): the three services of one shop, and the interface for fakes.
 
 Every service call is `POST {base}Nonce` for a fresh nonce, then `POST {base}Order` with the sealed
-envelope (core.sinopac.calls), both with the X-KeyID header under one total deadline on one pooled
-requests.Session (core.sinopac.transport). Failures surface as the typed tree of core.sinopac.errors,
-so the caller can tell a retry that may help (transport) from one that never will (protocol,
-rejection). Requests are the typed shapes of core.sinopac.messages, shared with the fakes.
+envelope (core.sinopac.calls), both with the X-KeyID header under one total deadline on one pool of
+connections (core.sinopac.transport: urllib3's, or a requests.Session the caller passes). Failures
+surface as the typed tree of core.sinopac.errors, so the caller can tell a retry that may help
+(transport) from one that never will (protocol, rejection). Requests are the typed shapes of
+core.sinopac.messages, shared with the fakes.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from core.sinopac.messages import (
     pay_query_message,
     query_message,
 )
-from core.sinopac.transport import DEFAULT_POOL_SIZE, Budget, Transport, bank_session
+from core.sinopac.transport import DEFAULT_POOL_SIZE, Budget, Transport, bank_pool, close_http
 from core.sinopac.types import Observer, OrderCreateResult, OrderQueryResult, PayQueryResult
 
 __all__ = ["BankClient", "ClientFor", "QPayClient", "client_of"]
@@ -82,7 +83,7 @@ class QPayClient:
         self._shop_no = creds.shop_no
         base = settings.api_base_url if settings.api_base_url.endswith("/") else settings.api_base_url + "/"
         self._owns_http = http is None
-        self._http = http if http is not None else bank_session(base, pool_size)
+        self._http = http if http is not None else bank_pool(base, pool_size)
         # Every string whose appearance in an error would be a leak is scrubbed from quoted bodies.
         transport = Transport(base, self._http, settings.connect_timeout, settings.read_timeout, budget,
                               tuple(s for s in creds.secrets() if s))
@@ -110,7 +111,7 @@ class QPayClient:
     def close(self) -> None:
         """Release pooled connections (only of a session this client created itself)."""
         if self._owns_http:
-            self._http.close()
+            close_http(self._http)
 
     def __enter__(self) -> QPayClient:
         return self

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import requests
+import urllib3
 
 from core.sinopac import crypto
 from core.sinopac.client import QPayClient
@@ -221,6 +222,26 @@ def test_every_request_has_explicit_connect_and_read_timeouts(bank: StubBank) ->
     assert session.timeouts == [(2.0, 7.0)] * 4
 
 
+def test_its_own_pool_sends_with_the_same_timeouts_no_retries_and_no_redirects(
+    bank: StubBank, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    qpay = QPayClient(make_settings(bank.base_url, QPAY_CONNECT_TIMEOUT="2", QPAY_READ_TIMEOUT="7"))
+    pool = qpay._http
+    assert isinstance(pool, urllib3.PoolManager)
+    sent: list[tuple[Any, ...]] = []
+    urlopen = pool.urlopen
+
+    def recording(method: str, url: str, **kwargs: Any) -> Any:
+        timeout = kwargs["timeout"]
+        sent.append((timeout.connect_timeout, timeout.read_timeout, kwargs["retries"], kwargs["redirect"]))
+        return urlopen(method, url, **kwargs)
+
+    monkeypatch.setattr(pool, "urlopen", recording)
+    qpay.pay_query(TOKEN)
+    qpay.close()
+    assert sent == [(2.0, 7.0, False, False)] * 2
+
+
 def test_close_keeps_a_session_the_caller_owns(bank: StubBank) -> None:
     session = _RecordingSession()
     closed: list[bool] = []
@@ -232,7 +253,7 @@ def test_close_keeps_a_session_the_caller_owns(bank: StubBank) -> None:
 def test_close_releases_the_pooled_connections_of_its_own_session(bank: StubBank) -> None:
     own = QPayClient(make_settings(bank.base_url))
     _create_atm(own)
-    pools = own._http.get_adapter(bank.base_url).poolmanager.pools  # type: ignore[attr-defined]
+    pools = own._http.pools  # type: ignore[union-attr]  # its own pool: urllib3's PoolManager
     assert len(pools) == 1
     own.close()
     assert len(pools) == 0
@@ -300,5 +321,13 @@ def test_the_environments_proxy_and_ca_bundle_are_read_once_when_the_client_is_b
         assert http.proxies.get("https") == "http://proxy.example:3128"
         assert http.verify == "/etc/ssl/bank-ca.pem"
     monkeypatch.setenv("NO_PROXY", "bank.example")
-    with QPayClient(settings) as bypassed:
-        assert "https" not in bypassed._http.proxies
+    with QPayClient(settings) as bypassed:  # no proxy for the bank: urllib3's pool, same verification
+        direct = bypassed._http
+        assert isinstance(direct, urllib3.PoolManager)
+        assert not isinstance(direct, urllib3.ProxyManager)
+        assert direct.connection_pool_kw["cert_reqs"] == "CERT_REQUIRED"
+        assert direct.connection_pool_kw["ca_certs"] == "/etc/ssl/bank-ca.pem"
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    with QPayClient(settings) as default:  # requests' own default bundle
+        assert default._http.connection_pool_kw["ca_certs"] == requests.certs.where()  # type: ignore[union-attr]
