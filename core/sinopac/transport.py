@@ -96,7 +96,7 @@ def bank_pool(base_url: str, pool_size: int = DEFAULT_POOL_SIZE) -> Http:
     if requests.utils.get_environ_proxies(base_url):
         return bank_session(base_url, pool_size)
     return urllib3.PoolManager(num_pools=2, maxsize=pool_size, cert_reqs="CERT_REQUIRED",
-                               ca_certs=_ca_bundle() or requests.certs.where(), retries=False)
+                               ca_certs=_ca_bundle() or requests.utils.DEFAULT_CA_BUNDLE_PATH, retries=False)
 
 
 def close_http(http: Http) -> None:

@@ -330,4 +330,4 @@ def test_the_environments_proxy_and_ca_bundle_are_read_once_when_the_client_is_b
     monkeypatch.delenv("REQUESTS_CA_BUNDLE")
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     with QPayClient(settings) as default:  # requests' own default bundle
-        assert default._http.connection_pool_kw["ca_certs"] == requests.certs.where()  # type: ignore[union-attr]
+        assert default._http.connection_pool_kw["ca_certs"] == requests.utils.DEFAULT_CA_BUNDLE_PATH  # type: ignore[union-attr]
