@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from core.models import Order
 from core.services import paystatus
-from core.sinopac.types import OrderQueryRow
+from core.sinopac.types import OrderQueryRow, PayQueryResult, TSResult
 from core.states import PAID_LATE, OrderStatus
 
 
@@ -75,6 +75,34 @@ def mismatches(session: Session, order: OrderFacts, said: Reported) -> list[str]
         reasons.append(f"currency {said.currency} differs from the stored {order.currency}")
     if said.amount is not None and said.amount != order.amount:
         reasons.append(f"amount {said.amount} differs from the stored {order.amount}")
+    return reasons
+
+
+def reply_mismatches(result: PayQueryResult, ts: TSResult, shop: str, pay_token: str | None) -> list[str]:
+    """What only an OrderPayQuery reply can get wrong: its status, shops, token and APType."""
+    reasons: list[str] = []
+    if result.status != "S":
+        reasons.append(f"reply Status {result.status or '(empty)'}")
+    if result.shop_no != shop:
+        reasons.append(f"reply ShopNo {result.shop_no or '(empty)'} is not ours (shop {shop})")
+    if ts.shop_no != shop:
+        reasons.append(f"TSResultContent ShopNo {ts.shop_no or '(empty)'} is not ours (shop {shop})")
+    if result.pay_token and result.pay_token != pay_token:
+        reasons.append("reply PayToken differs from the one queried")
+    if ts.ap_type != "PayOut":
+        reasons.append(f"APType {ts.ap_type or '(empty)'} is not PayOut")
+    return reasons
+
+
+def row_mismatches(session: Session, order: OrderFacts, row: OrderQueryRow, shop: str) -> list[str]:
+    """Every way a paid row disagrees with the stored order, its shop and its PayType."""
+    said = Reported(row.ts_no, row.pay_type, row.raw.get("CurrencyID"), row.amount)
+    reasons = mismatches(session, order, said)
+    row_shop = row.raw.get("ShopNo")
+    if row_shop not in (None, "") and row_shop != shop:
+        reasons.append(f"row ShopNo {row_shop} is not ours (shop {shop})")
+    if row.pay_status[1:2] != order.pay_type:
+        reasons.append(f"PayStatus {row.pay_status} does not match PayType {order.pay_type}")
     return reasons
 
 

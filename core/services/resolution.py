@@ -12,11 +12,21 @@ with the same TSNo and amount (QPAY_CONFIRM_PAYMENTS; the reply's Sign does not 
 order). A reply that fails verification parks the token as `untrusted`; every failed attempt counts,
 and a token failing RESOLVE_MAX_ATTEMPTS times is `dead`. Neither is re-enqueued by the sweep (whose
 OrderQuery still settles the order); `reopen_untrusted` (the ops CLI's replay) is the way back.
+
+What resolve_token returns (core/services/outcomes.py, ResolveKind):
+  transient       timeouts, any non-200 answer, a maintenance page, an unconfirmable payment: attempts
+                  and last_error recorded, the caller retries later;
+  rejected        the bank refused the token (BankRejection) or it names no order of ours;
+  protocol_error  a QPay envelope that cannot be trusted (bad Sign, undecryptable, malformed): the token
+                  becomes untrusted with last_error set, so nothing retries it blindly;
+  dead            this failure was attempt number RESOLVE_MAX_ATTEMPTS; the token is parked;
+  settled, review, noop: the reply was applied (core/services/settlement.py) and the token resolved.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -40,11 +50,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ResolveKind", "ResolveOutcome", "record_failed_attempt", "reopen_untrusted", "resolve_token"]
+__all__ = [
+    "ResolveKind", "ResolveOutcome", "record_failed_attempt", "reopen_parked", "reopen_untrusted",
+    "resolve_token",
+]
 
 _MAX_ERROR = 500
 # What resolve_token reads of a token: pay_token, state, order_no, source, shop_no, first_received_at.
 _TokenRow = Row[str, str, str | None, str, str, datetime]
+_READ_TOKEN = select(PayToken.pay_token, PayToken.state, PayToken.order_no, PayToken.source, PayToken.shop_no,
+                     PayToken.first_received_at)
 
 
 def _short(token: str) -> str:
@@ -104,26 +119,17 @@ def resolve_token(
     now: datetime | None = None,
 ) -> ResolveOutcome:
     """Resolve one stored PayToken with its shop's keys (`client`: that shop's client, or a ClientFor);
-    idempotent. `source`: a unit of work (core.db.transaction: one short
-    transaction to read, none during the bank calls, one to write) or a Session (all of it in the
-    caller's transaction: tests).
+    idempotent. `source`: a unit of work (core.db.transaction: one short transaction to read, none
+    during the bank calls, one to write) or a Session (all of it in the caller's transaction: tests).
 
-    transient (timeouts, any non-200 answer, a maintenance page, an unconfirmable payment): attempts
-    and last_error recorded, the caller retries later.
-    rejected: the bank refused the token (BankRejection) or it names no order of ours.
-    protocol_error: a QPay envelope that cannot be trusted (bad Sign, undecryptable, malformed): the
-    token becomes untrusted with last_error set, so nothing retries it blindly.
-    dead: this failure was attempt number RESOLVE_MAX_ATTEMPTS; the token is parked.
-    The caller raises the alert for protocol_error, dead and review (the task's log line carries the
-    task id and retries; the CLI prints it), so it is logged once.
+    What each ResolveKind means for the token: see the module's docstring. The caller raises the alert
+    for protocol_error, dead and review (the task's log line carries the task id and retries; the CLI
+    prints it), so it is logged once.
     """
     units = as_unit_of_work(source)
     at = now if now is not None else datetime.now(UTC)
     with units() as session:
-        row = session.execute(
-            select(PayToken.pay_token, PayToken.state, PayToken.order_no, PayToken.source,
-                   PayToken.shop_no, PayToken.first_received_at).where(PayToken.id == token_id)
-        ).first()
+        row = session.execute(_READ_TOKEN.where(PayToken.id == token_id)).first()
     if row is None:
         log.warning("resolve: no pay token with id %s", token_id, extra={"token_id": token_id})
         return ResolveOutcome(ResolveKind.NOOP, error="no such token")
@@ -214,3 +220,12 @@ def reopen_untrusted(session: Session, token_id: int) -> bool:
     """
     stmt = _token_update(token_id, TokenState.UNTRUSTED, TokenState.DEAD)
     return bool(rows_updated(session, stmt.values(state=TokenState.RECEIVED.value, attempts=0)))
+
+
+def reopen_parked(session: Session, states: Collection[TokenState]) -> list[tuple[int, str]]:
+    """Reopen every token in `states` (an operator replaying all the untrusted or dead ones): the id and
+    PayToken of each one this call reopened, oldest first."""
+    rows = session.execute(
+        select(PayToken.id, PayToken.pay_token).where(PayToken.state.in_([s.value for s in states]))
+        .order_by(PayToken.first_received_at)).all()
+    return [(token_id, token) for token_id, token in rows if reopen_untrusted(session, token_id)]

@@ -15,7 +15,15 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.orm import Session
 
 from core.services import paystatus
-from core.services.mismatches import Confirmation, OrderFacts, Reported, mismatches, order_facts
+from core.services.mismatches import (
+    Confirmation,
+    OrderFacts,
+    Reported,
+    mismatches,
+    order_facts,
+    reply_mismatches,
+    row_mismatches,
+)
 from core.services.outcomes import SettleKind, SettleOutcome
 from core.services.transitions import OrderNotFound, schedule_next_check, transition
 from core.settings import Settings
@@ -168,7 +176,14 @@ def settle_from_pay_result(
                   extra={"order_no": ts.order_no, "shop_no": shop})
         return SettleOutcome(SettleKind.UNKNOWN_ORDER, ts.order_no, False, reason)
     word = BankWord(Source(source), ts.ts_no or None, now or datetime.now(UTC), pay_token)
-    reasons = _reply_mismatches(result, ts, shop, pay_token)
+    return _judge_reply(session, order, word, result, ts, shop, confirmation)
+
+
+def _judge_reply(
+    session: Session, order: OrderFacts, word: BankWord, result: PayQueryResult, ts: TSResult, shop: str,
+    confirmation: Confirmation | None,
+) -> SettleOutcome:
+    reasons = reply_mismatches(result, ts, shop, word.pay_token)
     if ts.status == "S":
         said = Reported(ts.ts_no, ts.pay_type, ts.raw.get("CurrencyID"), ts.amount)
         reasons += mismatches(session, order, said)
@@ -184,22 +199,6 @@ def settle_from_pay_result(
     reasons.append(f"payment Status {ts.status or '(empty)'} for PayType {order.pay_type}")
     return _apply(session, order, word, _Verdict(OrderStatus.NEEDS_REVIEW, ts.amount or None,
                                                  "; ".join(reasons)))
-
-
-def _reply_mismatches(result: PayQueryResult, ts: TSResult, shop: str, pay_token: str) -> list[str]:
-    """What only an OrderPayQuery reply can get wrong: its status, shops, token and APType."""
-    reasons: list[str] = []
-    if result.status != "S":
-        reasons.append(f"reply Status {result.status or '(empty)'}")
-    if result.shop_no != shop:
-        reasons.append(f"reply ShopNo {result.shop_no or '(empty)'} is not ours (shop {shop})")
-    if ts.shop_no != shop:
-        reasons.append(f"TSResultContent ShopNo {ts.shop_no or '(empty)'} is not ours (shop {shop})")
-    if result.pay_token and result.pay_token != pay_token:
-        reasons.append("reply PayToken differs from the one queried")
-    if ts.ap_type != "PayOut":
-        reasons.append(f"APType {ts.ap_type or '(empty)'} is not PayOut")
-    return reasons
 
 
 # -- OrderQuery -----------------------------------------------------------------------------------------
@@ -232,13 +231,7 @@ def settle_from_query_row(
     word = BankWord(Source(source), row.ts_no or None, now or datetime.now(UTC))
     code = row.pay_status
     if code in paystatus.PAID_CODES:
-        reasons = mismatches(session, order, Reported(row.ts_no, row.pay_type, row.raw.get("CurrencyID"),
-                                                      row.amount))
-        row_shop = row.raw.get("ShopNo")
-        if row_shop not in (None, "") and row_shop != shop:
-            reasons.append(f"row ShopNo {row_shop} is not ours (shop {shop})")
-        if code[1:2] != order.pay_type:
-            reasons.append(f"PayStatus {code} does not match PayType {order.pay_type}")
+        reasons = row_mismatches(session, order, row, shop)
         return _paid(session, order, word, reasons, amount=row.amount, pay_date=row.pay_date)
     if order.status != OrderStatus.PENDING:
         return SettleOutcome(SettleKind.NOOP, order.order_no, False, f"order is {order.status}")
