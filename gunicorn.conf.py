@@ -19,7 +19,7 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
-from core.settings import env_int
+from core.env import env_int
 
 
 def _int(name: str, default: int) -> int:

@@ -370,10 +370,5 @@ def from_args(args: argparse.Namespace) -> DrainReport:
                timeout=args.timeout, stall=args.stall)
 
 
-def main(argv: list[str] | None = None) -> None:
-    cli.run_part(sys.modules[__name__], prog="python -m bench.drain", description=__doc__,
-                 full_help="10,000 callbacks", argv=argv)
-
-
 if __name__ == "__main__":
-    main()
+    cli.run_part(sys.modules[__name__], full_help="10,000 callbacks")

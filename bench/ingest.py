@@ -171,10 +171,5 @@ def from_args(args: argparse.Namespace) -> IngestReport:
                rounds=args.rounds, python_loadgen=args.python_loadgen)
 
 
-def main(argv: list[str] | None = None) -> None:
-    cli.run_part(sys.modules[__name__], prog="python -m bench.ingest", description=__doc__,
-                 full_help="longer runs, 3 rounds", argv=argv)
-
-
 if __name__ == "__main__":
-    main()
+    cli.run_part(sys.modules[__name__], full_help="longer runs, 3 rounds")

@@ -206,10 +206,5 @@ def from_args(args: argparse.Namespace) -> NotifyReport:
                concurrency=args.notify_concurrency)
 
 
-def main(argv: list[str] | None = None) -> None:
-    cli.run_part(sys.modules[__name__], prog="python -m bench.notify", description=__doc__,
-                 full_help="60 s steady, 5,000 burst", argv=argv)
-
-
 if __name__ == "__main__":
-    main()
+    cli.run_part(sys.modules[__name__], full_help="60 s steady, 5,000 burst")

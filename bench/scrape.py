@@ -211,10 +211,5 @@ def from_args(args: argparse.Namespace) -> ScrapeReport:
     return run([int(s) for s in args.scrape_sizes.split(",") if s.strip()], args.scrapes)
 
 
-def main(argv: list[str] | None = None) -> None:
-    cli.run_part(sys.modules[__name__], prog="python -m bench.scrape", description=__doc__,
-                 full_help="include 1M orders", argv=argv)
-
-
 if __name__ == "__main__":
-    main()
+    cli.run_part(sys.modules[__name__], full_help="include 1M orders")

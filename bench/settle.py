@@ -351,10 +351,5 @@ def from_args(args: argparse.Namespace) -> SettleReport:
                bank_rate=args.bank_rate, profile=args.profile, stall=args.settle_stall)
 
 
-def main(argv: list[str] | None = None) -> None:
-    cli.run_part(sys.modules[__name__], prog="python -m bench.settle", description=__doc__,
-                 full_help="60 s per rate", argv=argv)
-
-
 if __name__ == "__main__":
-    main()
+    cli.run_part(sys.modules[__name__], full_help="60 s per rate")

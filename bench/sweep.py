@@ -323,10 +323,5 @@ def from_args(args: argparse.Namespace) -> SweepReport:
                bank_rate=args.sweep_bank_rate, concurrency=args.sweep_concurrency)
 
 
-def main(argv: list[str] | None = None) -> None:
-    cli.run_part(sys.modules[__name__], prog="python -m bench.sweep", description=__doc__,
-                 full_help="include 1M orders", argv=argv)
-
-
 if __name__ == "__main__":
-    main()
+    cli.run_part(sys.modules[__name__], full_help="include 1M orders")

@@ -48,24 +48,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         kwargs.setdefault("connect_args", {"timeout": 30})
         engine = create_engine(url, **kwargs)
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            # Let SQLAlchemy emit BEGIN itself, so a transaction takes its write lock up front.
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn: Any) -> None:
-            # IMMEDIATE: writers queue on busy_timeout instead of failing with "database is locked"
-            # when two read-then-write transactions meet.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
+        sqlite_pragmas(engine)
         return engine
     ping_after_idle = kwargs.pop("ping_after_idle", PING_AFTER_IDLE)
     if "connect_timeout" not in parsed.query:  # the URL's own ?connect_timeout=N wins
@@ -76,6 +59,27 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if ping_after_idle is not None and not kwargs.get("pool_pre_ping"):
         ping_idle_connections(engine, ping_after_idle)
     return engine
+
+
+def sqlite_pragmas(engine: Engine) -> None:
+    """WAL and a busy timeout, so several processes share one SQLite file."""
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy emit BEGIN itself, so a transaction takes its write lock up front.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _sqlite_begin(conn: Any) -> None:
+        # IMMEDIATE: writers queue on busy_timeout instead of failing with "database is locked"
+        # when two read-then-write transactions meet.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def ping_idle_connections(engine: Engine, idle_seconds: float) -> None:

@@ -14,7 +14,7 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
@@ -126,57 +126,68 @@ _CONTEXT_ATTR = "_qpay_context"
 _factory_lock = threading.Lock()
 
 
+class _RecordFactory:
+    """One of our record factories, wrapping the one installed before it. `kind` says what it adds,
+    so installing the same kind twice in a row is a no-op."""
+
+    def __init__(self, previous: Callable[..., logging.LogRecord], kind: str,
+                 stamp: Callable[[logging.LogRecord], None]) -> None:
+        self.previous, self.kind, self.stamp = previous, kind, stamp
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self.previous(*args, **kwargs)
+        self.stamp(record)
+        return record
+
+
+def _install_factory(kind: str, stamp: Callable[[logging.LogRecord], None]) -> None:
+    with _factory_lock:
+        previous = logging.getLogRecordFactory()
+        if isinstance(previous, _RecordFactory) and previous.kind == kind:
+            return
+        logging.setLogRecordFactory(_RecordFactory(previous, kind, stamp))
+
+
+def _stamp_context(record: logging.LogRecord) -> None:
+    setattr(record, _CONTEXT_ATTR, _context.get())
+
+
+def _redact_message(record: logging.LogRecord) -> None:
+    record.msg, record.args = redact_text(_message(record)), None
+
+
+def _message(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception:  # a bad format string must not lose the line
+        return f"{record.msg!r} {record.args!r}"
+
+
 def install_record_factory() -> None:
     """Stamp the context onto each record when it is created, so a handler that formats later
     (queue, capture) still sees the request or task it came from. Idempotent."""
-    with _factory_lock:
-        previous = logging.getLogRecordFactory()
-        if getattr(previous, "_qpay", False):
-            return
-
-        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-            record = previous(*args, **kwargs)
-            setattr(record, _CONTEXT_ATTR, _context.get())
-            return record
-
-        factory._qpay = True  # type: ignore[attr-defined]
-        logging.setLogRecordFactory(factory)
+    _install_factory("context", _stamp_context)
 
 
 def redact_records() -> None:
     """Redact each record's message when it is created, for a process whose handlers are not ours
     (Flower logs through tornado's formatter). Idempotent."""
-    with _factory_lock:
-        previous = logging.getLogRecordFactory()
-        if getattr(previous, "_qpay_redacting", False):
-            return
+    _install_factory("redact", _redact_message)
 
-        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-            record = previous(*args, **kwargs)
-            try:
-                message = record.getMessage()
-            except Exception:  # a bad format string must not lose the line
-                message = f"{record.msg!r} {record.args!r}"
-            record.msg, record.args = redact_text(message), None
-            return record
 
-        factory._qpay_redacting = True  # type: ignore[attr-defined]
-        logging.setLogRecordFactory(factory)
+class _JsonHandler(logging.StreamHandler[IO[str]]):
+    """The handler configure_logging adds, told apart from a host's so a second call replaces it."""
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, msg, context fields, extras, exc."""
 
     def format(self, record: logging.LogRecord) -> str:
-        try:
-            message = record.getMessage()
-        except Exception:  # a bad format string must not lose the line
-            message = f"{record.msg!r} {record.args!r}"
         out: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "msg": redact_text(message),
+            "msg": redact_text(_message(record)),
         }
         context = getattr(record, _CONTEXT_ATTR, None)
         for key, value in (context if context is not None else _context.get()).items():
@@ -198,11 +209,10 @@ def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> Non
     root.setLevel(level)
     install_record_factory()
     for handler in list(root.handlers):
-        if getattr(handler, "_qpay_json", False):
+        if isinstance(handler, _JsonHandler):
             root.removeHandler(handler)
         elif isinstance(handler.formatter, JsonFormatter) and stream is None:
             return
-    handler = logging.StreamHandler(stream or sys.stdout)
+    handler = _JsonHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter())
-    handler._qpay_json = True  # type: ignore[attr-defined]
     root.addHandler(handler)

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import secrets
 
-from core.settings import WEBHOOK_SECRET_PREFIX
+from core.variables import WEBHOOK_SECRET_PREFIX
 
 SECRET_BYTES = 32
 

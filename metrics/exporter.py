@@ -16,7 +16,8 @@ from collections.abc import Mapping
 
 from prometheus_client import REGISTRY, start_http_server
 
-from core.settings import env_int, get_settings
+from core.env import env_int
+from core.settings import get_settings
 from metrics import defs
 
 log = logging.getLogger(__name__)

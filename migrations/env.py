@@ -1,9 +1,9 @@
 """Alembic environment: one linear history for PostgreSQL (psycopg2) and SQLite.
 
-The URL comes from DATABASE_URL read as core.settings reads it (postgres:// normalised; default: the
-SQLite file under var/), or from a connection a caller hands in through `config.attributes["connection"]`
-(tests). Engines come from core.db.make_engine, so SQLite runs in WAL mode with a busy timeout here
-exactly as in the services.
+The URL comes from DATABASE_URL read as the services read it (core.endpoints.database_url_from:
+postgres:// normalised; default: the SQLite file under var/), or from a connection a caller hands in
+through `config.attributes["connection"]` (tests). Engines come from core.db.make_engine, so SQLite
+runs in WAL mode with a busy timeout here exactly as in the services.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from core.db import make_engine
+from core.endpoints import database_url_from
 from core.models import Base
-from core.settings import database_url_from
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("connection") is None:

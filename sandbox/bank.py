@@ -14,8 +14,7 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 # PayStatus codes come from core's one table (PROTOCOL §9.4 documents 1A200, 1A400, 1C400; the
@@ -31,76 +30,12 @@ from core.services.paystatus import (
     OVERDUE_CODES,
     PAID_CODES,
 )
-from core.sinopac.timefmt import BANK_TZ, to_bank_minute
 from sandbox.config import Shop
+from sandbox.records import Attempt, Order, PayError, Payment
 
-__all__ = ["Attempt", "Bank", "Order", "PayError", "Payment", "pay_status"]
+__all__ = ["Bank", "pay_status", "reply_nonce"]
 
 Clock = Callable[[], datetime]
-
-
-class PayError(Exception):
-    """A customer action the bank refuses; `status` is the HTTP status for the sandbox endpoint."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass
-class Attempt:
-    """One POST of {ShopNo, PayToken} to the BackendURL and what came back."""
-
-    number: int
-    at: str
-    http_status: int | None
-    body: str
-    acknowledged: bool
-    error: str | None = None
-    duplicate: bool = False
-
-
-@dataclass
-class Payment:
-    pay_token: str
-    order_no: str
-    shop_no: str
-    succeeded: bool
-    at: datetime
-    auth_code: str = ""
-    callback: str = "none"  # none (no BackendURL), pending, delivered, failed, dropped
-    attempts: list[Attempt] = field(default_factory=list)
-
-
-@dataclass
-class Order:
-    shop_no: str
-    order_no: str
-    amount: int
-    pay_type: str
-    prdt_name: str
-    return_url: str
-    backend_url: str
-    created_at: datetime
-    memo: str = ""
-    params: tuple[str, str, str] = ("", "", "")
-    expire_date: str = ""  # ATM: yyyyMMdd (last day to pay, Taipei)
-    exp_minutes: int = 10  # card: link validity
-    ts_no: str = ""
-    atm_pay_no: str = ""
-    page_key: str = ""  # the TK of the payment page links
-    state: str = "unpaid"  # unpaid, paid, declined, expired (forced by the operator)
-    paid_at: datetime | None = None
-    payments: list[str] = field(default_factory=list)
-
-    def expires_at(self) -> datetime:
-        if self.pay_type == "A":
-            day = datetime.strptime(self.expire_date, "%Y%m%d").replace(tzinfo=BANK_TZ)
-            return (day + timedelta(days=1)).astimezone(UTC)  # the whole last day, Taipei time
-        return self.created_at + timedelta(minutes=self.exp_minutes)
-
-    def expire_minute(self) -> str:
-        return to_bank_minute(self.expires_at() - timedelta(minutes=1))
 
 
 def pay_status(order: Order, now: datetime) -> str:

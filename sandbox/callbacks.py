@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 
 import requests
 
-from sandbox.bank import Attempt, Bank
+from sandbox.bank import Bank
 from sandbox.faults import Faults
+from sandbox.records import Attempt
 
 __all__ = ["Notifier", "Scheduler"]
 

@@ -9,8 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.endpoints import DEFAULT_API_BASE_URL
 from core.secrets import Secret
-from core.settings import DEFAULT_API_BASE_URL, SettingsError, ShopCredentials, load_settings
+from core.settings import SettingsError, ShopCredentials, load_settings
 from core.shops import KEY_FIELDS, ShopsError, key_fingerprint, parse_shops
 
 __all__ = ["SandboxConfig", "Shop", "load_shops"]
@@ -106,7 +107,7 @@ def load_shops(env: Mapping[str, str] | None = None) -> dict[str, Shop]:
     QPAY_SHOPS_FILE), each with its active key set, plus SANDBOX_EXTRA_SHOPS.
 
     The sandbox is the bank, so it reads the keys as if the bank were local: with no key configured
-    it serves the public sandbox shop (core.settings.SANDBOX_*), wherever its clients reach it from.
+    it serves the public sandbox shop (core.variables.SANDBOX_*), wherever its clients reach it from.
     """
     env = dict(os.environ if env is None else env)
     env["QPAY_API_BASE_URL"] = DEFAULT_API_BASE_URL

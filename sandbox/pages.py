@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from html import escape
 
-from sandbox.bank import Order
+from sandbox.records import Order
 
 __all__ = ["message_page", "payment_page", "return_form"]
 

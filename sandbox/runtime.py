@@ -9,10 +9,11 @@ from typing import Any
 
 from core.sinopac.timefmt import to_bank_minute
 from sandbox import services
-from sandbox.bank import Bank, Order, PayError, Payment, pay_status
+from sandbox.bank import Bank, pay_status
 from sandbox.callbacks import Notifier, Scheduler
 from sandbox.config import SandboxConfig, Shop
 from sandbox.faults import Faults
+from sandbox.records import Order, PayError, Payment
 
 __all__ = ["Sandbox"]
 

@@ -15,7 +15,8 @@ from urllib.parse import quote, urlparse
 from core.services import paystatus
 from core.sinopac.timefmt import BANK_TZ, to_bank_minute
 from sandbox import bank as B
-from sandbox.bank import Bank, Order, Payment
+from sandbox.bank import Bank
+from sandbox.records import Order, Payment
 
 __all__ = ["OK", "dispatch", "links"]
 

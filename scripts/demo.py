@@ -31,8 +31,8 @@ import requests
 from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.pool import NullPool
 
+from core.endpoints import broker_url_from, normalize_database_url
 from core.models import BankCall, Order, OrderEvent, PayToken
-from core.settings import broker_url_from, normalize_database_url
 from core.sinopac.client import short_token
 from core.webhook_signing import new_secret
 from scripts.shop import ShopEndpoint

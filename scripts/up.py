@@ -11,7 +11,7 @@ import secrets
 import signal
 import sys
 
-from core.settings import broker_url_from, database_url_from
+from core.endpoints import broker_url_from, database_url_from
 from scripts.stack import PROJECT_DIR, Stack, StackConfig, StackError, read_env_file
 
 DEFAULT_DB = f"sqlite:///{PROJECT_DIR / 'var' / 'qpay.db'}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-from core.settings import IPNetwork
+from core.env import IPNetwork
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

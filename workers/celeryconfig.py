@@ -14,6 +14,7 @@ import os
 
 from kombu import Exchange, Queue
 
+from core.env import SettingsError, env_float
 from core.queues import (
     AMQP_TRANSPORT_OPTIONS,
     CALLBACK_QUEUE,
@@ -25,7 +26,7 @@ from core.queues import (
     amqp_queues,
     is_amqp,
 )
-from core.settings import SettingsError, env_float, get_settings
+from core.settings import get_settings
 
 _settings = get_settings()
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
-from core.settings import SettingsError, env_int
+from core.env import SettingsError, env_int
 
 DEFAULT_PROCESSES = 2
 MAX_PROCESSES = 32

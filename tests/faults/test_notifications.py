@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from core.settings import webhook_secret_values
+from core.variables import webhook_secret_values
 from core.webhook_signing import new_secret
 from scripts.shop import ShopEndpoint
 from tests.support import services

@@ -22,7 +22,7 @@ BIN = Path(sys.executable).parent
 
 def base_env(**overrides: str) -> dict[str, str]:
     """The environment of a child process: this one's, the project on the path, then overrides."""
-    # BROKER_URL would win over the REDIS_URL a test passes (core.settings.broker_url_from).
+    # BROKER_URL would win over the REDIS_URL a test passes (core.endpoints.broker_url_from).
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("QPAY_", "PYTEST_")) and k != "BROKER_URL"}
     env.update(PYTHONPATH=str(PROJECT_DIR), PYTHONUNBUFFERED="1", PATH=f"{BIN}:{env.get('PATH', '')}")

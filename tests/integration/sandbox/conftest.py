@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 import requests
 
-from core.settings import SANDBOX_HASH_KEYS, SANDBOX_KEY_ID, SANDBOX_SHOP_NO, load_settings
+from core.settings import load_settings
 from core.sinopac import crypto, envelope
 from core.sinopac.client import QPayClient
 from core.sinopac.timefmt import BANK_TZ
+from core.variables import SANDBOX_HASH_KEYS, SANDBOX_KEY_ID, SANDBOX_SHOP_NO
 from tests.support.poll import wait_for
 from tests.support.procs import Proc, base_env, start_sandbox
 

@@ -11,10 +11,11 @@ import requests
 from Crypto.Cipher import AES
 from Crypto.Util.Padding import pad
 
-from core.settings import SANDBOX_KEY_ID, SANDBOX_SHOP_NO, load_settings
+from core.settings import load_settings
 from core.sinopac import crypto, envelope
 from core.sinopac.client import QPayClient
 from core.sinopac.errors import MalformedReply
+from core.variables import SANDBOX_KEY_ID, SANDBOX_SHOP_NO
 from tests.integration.sandbox.conftest import (
     FAST,
     HASH_ID,

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from core.settings import SANDBOX_HASH_KEYS, SANDBOX_KEY_ID, SANDBOX_SHOP_NO, load_settings
+from core.settings import load_settings
 from core.sinopac.client import QPayClient
 from core.sinopac.errors import BankProtocolError
+from core.variables import SANDBOX_HASH_KEYS, SANDBOX_KEY_ID, SANDBOX_SHOP_NO
 
 from .conftest import FAST, create_card, start
 

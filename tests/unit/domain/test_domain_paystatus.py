@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from core.services import paystatus
-from sandbox.bank import Order, pay_status
+from sandbox.bank import pay_status
+from sandbox.records import Order
 
 PROJECT = Path(__file__).resolve().parents[3]
 NOW = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)

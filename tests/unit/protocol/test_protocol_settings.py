@@ -6,19 +6,10 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import NoSuchModuleError
 
-from core.settings import (
-    DEFAULT_DATABASE_URL,
-    HASH_KEY_NAMES,
-    SANDBOX_HASH_KEYS,
-    SANDBOX_KEY_ID,
-    SANDBOX_SHOP_NO,
-    SettingsError,
-    database_url_from,
-    env_float,
-    env_int,
-    load_settings,
-    normalize_database_url,
-)
+from core.endpoints import DEFAULT_DATABASE_URL, database_url_from, normalize_database_url
+from core.env import env_float, env_int
+from core.settings import HASH_KEY_NAMES, SettingsError, load_settings
+from core.variables import SANDBOX_HASH_KEYS, SANDBOX_KEY_ID, SANDBOX_SHOP_NO
 
 from .conftest import HASH_ID, HASH_KEYS, KEY_ID, SHOP_NO
 

@@ -15,7 +15,8 @@ from sqlalchemy.exc import IntegrityError
 
 from core.db import make_engine
 from core.logging import JsonFormatter, redact_records
-from core.settings import MIN_API_TOKEN_LENGTH, SettingsError, load_settings
+from core.settings import SettingsError, load_settings
+from core.variables import MIN_API_TOKEN_LENGTH
 from tests.unit.webhook.helpers import make_settings
 from webhook import create_app
 

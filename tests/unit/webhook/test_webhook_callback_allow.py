@@ -10,7 +10,7 @@ import json
 import pytest
 from flask import Flask
 
-from core.settings import ip_networks
+from core.env import ip_networks
 from tests.unit.webhook.helpers import SHOP, TOKEN, FakeEnqueuer, count_tokens
 from webhook.clientip import client_address
 

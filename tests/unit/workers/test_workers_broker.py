@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from core.endpoints import DEFAULT_REDIS_URL, broker_url_from
 from core.queues import CALLBACK_QUEUE, SWEEP_QUEUE, amqp_queues
-from core.settings import DEFAULT_REDIS_URL, broker_url_from
 from webhook.enqueue import CeleryEnqueuer
 from workers.beatlock import lock_url
 
