@@ -40,7 +40,7 @@ def _task(name: str, queue: str, soft_limit: float, hard_limit: float, **options
 
 class _Report(NamedTuple):
     level: int
-    message: str  # %-style with the keys of _report's fields
+    message: str  # %-style, with the named fields resolve_pay_token passes
     names_token: bool = False  # the line carries the shortened PayToken as its pay_token field
 
 
