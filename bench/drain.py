@@ -123,6 +123,8 @@ def _client(sandbox_url: str) -> Any:
 
 def create_paid_orders(sandbox_url: str, n: int, threads: int = 8) -> list[Paid]:
     """N ATM orders at the sandbox (real OrderCreate), each paid by the customer, no callback pushed."""
+    from core.sinopac.messages import OrderCreateRequest
+
     run = f"{int(time.time()) % 100000:05d}"
     local = threading.local()
     expire = date.today() + timedelta(days=3)
@@ -133,9 +135,9 @@ def create_paid_orders(sandbox_url: str, n: int, threads: int = 8) -> list[Paid]
         if client is None:
             client = local.client = _client(sandbox_url)
         order_no = f"D{run}{i:07d}"
-        created = client.create_order(order_no=order_no, amount=50000 + i % 100 * 100, pay_type="A",
-                                      product_name="bench", return_url="http://127.0.0.1:9/qpay/return",
-                                      backend_url="", expire_date=expire)
+        created = client.create_order(OrderCreateRequest(
+            order_no=order_no, amount=50000 + i % 100 * 100, pay_type="A", product_name="bench",
+            return_url="http://127.0.0.1:9/qpay/return", backend_url="", expire_date=expire))
         resp = session.post(f"{sandbox_url}/sandbox/orders/{order_no}/pay",
                             json={"outcome": "paid"}, timeout=30)
         resp.raise_for_status()

@@ -37,8 +37,9 @@ from sqlalchemy import event
 
 from bench import cli, harness
 from core.budget import LocalBudget
+from core.sinopac.messages import OrderCreateRequest, OrderQueryRequest
 from core.sinopac.timefmt import to_bank_minute
-from core.sinopac.types import OrderQueryResult, OrderQueryRow, PayQueryResult
+from core.sinopac.types import OrderCreateResult, OrderQueryResult, OrderQueryRow, PayQueryResult
 
 SHOP = harness.SANDBOX_SHOP_NO
 STRAGGLERS = 10
@@ -63,7 +64,8 @@ class FakeBank:
         self.budget = budget
         self._lock = threading.Lock()
 
-    def query_orders(self, *, order_no: str | None = None, **_: Any) -> OrderQueryResult:
+    def query_orders(self, request: OrderQueryRequest) -> OrderQueryResult:
+        order_no = request.order_no
         with self._lock:
             self.calls += 1
         if self.budget is not None:
@@ -84,8 +86,11 @@ class FakeBank:
     def pay_query(self, pay_token: str) -> PayQueryResult:  # not used by the sweep
         raise NotImplementedError
 
-    def create_order(self, **_: Any) -> Any:  # not used by the sweep
+    def create_order(self, request: OrderCreateRequest) -> OrderCreateResult:  # not used by the sweep
         raise NotImplementedError
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass

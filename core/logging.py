@@ -18,7 +18,10 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 __all__ = [
     "CONTEXT_FIELDS",
@@ -31,6 +34,7 @@ __all__ = [
     "redact_records",
     "redact_text",
     "register_secrets",
+    "register_settings_secrets",
     "reset_context",
     "short_token",
 ]
@@ -70,6 +74,12 @@ def register_secrets(*values: str | None) -> None:
         ordered = sorted(_secret_values, key=len, reverse=True)
         joined = "|".join(re.escape(v) for v in ordered)
         _secret_pattern = re.compile(joined, re.IGNORECASE) if ordered else None
+
+
+def register_settings_secrets(settings: Settings) -> None:
+    """Every secret of the settings (Settings.log_secrets), masked from now on: each process's entrypoint
+    calls this once, before its first log line can carry one."""
+    register_secrets(*settings.log_secrets())
 
 
 def redact_text(text: str) -> str:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from core.secrets import Secret
 from core.sinopac.crypto import hash_id
+from core.sinopac.fields import SHOP_NO_RE
 
 __all__ = [
     "HASH_KEY_NAMES",
@@ -40,7 +41,6 @@ SHOP_FIELDS = frozenset({"shop_no", "name", *KEY_FIELDS, "key_id", "next"})
 KeySetName = Literal["active", "next"]
 
 _HEX16 = re.compile(r"^[0-9A-Fa-f]{16}$")
-SHOP_NO_RE = re.compile(r"^[A-Za-z0-9_]{1,20}$")
 _MAX_NAME = 60
 
 
@@ -115,25 +115,27 @@ class ShopCredentials:
         return tuple(value for _, keys in self.key_sets() for value in keys.secrets())
 
 
+def _hash_key(get: Mapping[str, Any], name: str, where: str) -> Secret:
+    value = get.get(name)
+    value = value.strip() if isinstance(value, str) else ""
+    if not _HEX16.match(value):
+        raise ShopsError(f"{where}{name} is missing or malformed (expected 16 hexadecimal characters)")
+    return Secret(value)
+
+
 def _key_set(get: Mapping[str, Any], names: Iterable[str], key_id_name: str, where: str) -> KeySet:
-    keys = []
-    for name in names:
-        value = get.get(name)
-        value = value.strip() if isinstance(value, str) else ""
-        if not _HEX16.match(value):
-            raise ShopsError(f"{where}{name} is missing or malformed (expected 16 hexadecimal characters)")
-        keys.append(Secret(value))
+    a1, a2, b1, b2 = (_hash_key(get, name, where) for name in names)
     key_id = get.get(key_id_name)
     key_id = key_id.strip() if isinstance(key_id, str) else ""
     if not key_id:
         raise ShopsError(f"{where}{key_id_name} is missing (the X-KeyID issued by SinoPac)")
     if not (key_id.isascii() and key_id.isprintable()):
         raise ShopsError(f"{where}{key_id_name} must be printable ASCII (it is sent as the X-KeyID header)")
-    return KeySet(tuple(keys), Secret(key_id))  # type: ignore[arg-type]
+    return KeySet((a1, a2, b1, b2), Secret(key_id))
 
 
 def _check_shop_no(shop_no: object, where: str) -> str:
-    if not isinstance(shop_no, str) or not SHOP_NO_RE.match(shop_no):
+    if not isinstance(shop_no, str) or not SHOP_NO_RE.fullmatch(shop_no):
         raise ShopsError(f"{where} is missing or malformed (letters, digits and _, at most 20)")
     return shop_no
 

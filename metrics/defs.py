@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from core.shops import SHOP_NO_RE
+from core.sinopac.fields import SHOP_NO_RE
 from core.sinopac.types import BankCallRecord
 
 CALLBACK_SOURCES = frozenset({"backend", "return"})
@@ -75,7 +75,7 @@ def bank_call(record: BankCallRecord) -> None:
     """One bank call, from the client's observer record (the same record the bank_calls row keeps)."""
     service = _bounded(record.api_service, BANK_SERVICES)
     # The client only ever has a configured shop, so the ShopNos are as few as the configuration's.
-    shop = record.shop_no if SHOP_NO_RE.match(record.shop_no or "") else "none"
+    shop = record.shop_no if SHOP_NO_RE.fullmatch(record.shop_no or "") else "none"
     key_set = record.key_set if record.key_set in KEY_SETS else "none"
     BANK_REQUESTS.labels(service, _bounded(record.outcome, BANK_OUTCOMES), shop, key_set).inc()
     BANK_DURATION.labels(service).observe(max(0.0, record.duration_ms / 1000.0))

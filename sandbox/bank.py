@@ -19,7 +19,7 @@ from typing import Any
 
 # PayStatus codes come from core's one table (PROTOCOL §9.4 documents 1A200, 1A400, 1C400; the
 # others are ours, marked so there).
-from core.services.paystatus import (
+from core.sinopac.paystatus import (
     ATM_OVERDUE,
     ATM_PAID,
     ATM_UNPAID,

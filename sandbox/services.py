@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlparse
 
-from core.services import paystatus
+from core.sinopac import paystatus
 from core.sinopac.timefmt import BANK_TZ, to_bank_minute
 from sandbox import bank as B
 from sandbox.bank import Bank

@@ -32,8 +32,8 @@ from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.pool import NullPool
 
 from core.endpoints import broker_url_from, normalize_database_url
+from core.logging import short_token
 from core.models import BankCall, Order, OrderEvent, PayToken
-from core.sinopac.client import short_token
 from core.webhook_signing import new_secret
 from scripts.shop import ShopEndpoint
 from scripts.stack import PROJECT_DIR, Stack, StackConfig, StackError

@@ -11,34 +11,31 @@ import importlib.util
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-import requests
 from flask import Flask
-from requests.adapters import HTTPAdapter
 
 from core.budget import bank_budget
 from core.db import transaction
-from core.logging import configure_logging, install_record_factory, register_secrets
+from core.logging import configure_logging, install_record_factory, register_settings_secrets
 from core.services.events import set_publisher
+from core.services.units import UnitOfWork
 from core.settings import Settings, get_settings
-from core.sinopac.client import BankClient, Observer, QPayClient
-from core.sinopac.types import BankCallRecord
+from core.sinopac.client import BankClient, QPayClient
+from core.sinopac.transport import bank_session
+from core.sinopac.types import BankCallRecord, Observer
 from metrics import defs as metrics
-from webhook.deps import ClientFactory, Deps, UnitOfWork
+from webhook.deps import ClientFactory, Deps
 from webhook.enqueue import CeleryEnqueuer, Enqueuer
 
 __all__ = ["create_app"]
 
 MAX_CONTENT_LENGTH = 64 * 1024  # any body; the callback endpoints cap theirs at 4 KiB
+BANK_POOL_SIZE = 16  # bank connections kept by the web process (its OrderCreate calls)
 
 
 def _bank_client_factory(settings: Settings) -> ClientFactory:
     """One pooled HTTP session per app; a client per request so its observer collects that request's
-    bank calls (stored after the call, outside any transaction). No urllib3 retries: retrying is the
-    caller's decision."""
-    http = requests.Session()
-    adapter = HTTPAdapter(pool_connections=2, pool_maxsize=16, max_retries=0)
-    http.mount("https://", adapter)
-    http.mount("http://", adapter)
+    bank calls (stored after the call, outside any transaction)."""
+    http = bank_session(settings.api_base_url, BANK_POOL_SIZE)
     budget = bank_budget(settings)  # the web's OrderCreate calls share the workers' budget
 
     def factory(observer: Observer, shop_no: str | None = None) -> BankClient:
@@ -69,15 +66,9 @@ def create_app(
     unit_of_work: UnitOfWork | None = None,
     configure_logs: bool = True,
 ) -> Flask:
+    """The web app; every dependency can be passed in (tests), or is built from the settings."""
     settings = settings or get_settings()
-    if configure_logs:
-        configure_logging(settings.log_level)
-    install_record_factory()
-    register_secrets(*settings.log_secrets())
-    if settings.api_token is not None and settings.checkout_secret is None:  # orders API open, no links
-        logging.getLogger(__name__).warning(
-            "CHECKOUT_SECRET is not set: orders get no checkout_url and /checkout pages answer 404")
-
+    _start_logging(settings, configure_logs)
     app = Flask(__name__, static_folder=None)
     app.config.update(MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH, JSON_SORT_KEYS=False)
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -96,6 +87,23 @@ def create_app(
     send_event = getattr(app.extensions["qpay"].enqueuer, "send_event", None)
     set_publisher(send_event if settings.shop_webhook_url is not None else None)
 
+    _install_views(app)
+    return app
+
+
+def _start_logging(settings: Settings, configure_logs: bool) -> None:
+    """JSON lines with the settings' secrets masked, before the app can log anything."""
+    if configure_logs:
+        configure_logging(settings.log_level)
+    install_record_factory()
+    register_settings_secrets(settings)
+    if settings.api_token is not None and settings.checkout_secret is None:  # orders API open, no links
+        logging.getLogger(__name__).warning(
+            "CHECKOUT_SECRET is not set: orders get no checkout_url and /checkout pages answer 404")
+
+
+def _install_views(app: Flask) -> None:
+    """The hooks, blueprints and CLI; imported here, so that importing `webhook` builds nothing."""
     from webhook import callbacks, customer, events_api, health, orders_api, scrape
     from webhook.errors import register_error_handlers
     from webhook.headers import register_security_headers
@@ -110,7 +118,5 @@ def create_app(
     app.register_blueprint(health.bp)
     app.register_blueprint(customer.bp)
     scrape.install(app)
-
     if importlib.util.find_spec("webhook.cli") is not None:
         importlib.import_module("webhook.cli").register_cli(app)
-    return app

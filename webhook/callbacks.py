@@ -17,11 +17,12 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from core.logging import bind_context
 from core.services.callbacks import CallbackError, CallbackRecord, record_callback, unmark_enqueued
+from core.services.units import UnitOfWork
 from core.states import Source
 from metrics import defs as metrics
 from webhook.bodies import multipart_fields, read_capped
 from webhook.clientip import allowed, client_address
-from webhook.deps import UnitOfWork, deps
+from webhook.deps import deps
 from webhook.errors import DB_UNAVAILABLE, error_response
 from webhook.pages import problem_page
 from webhook.status import token_status

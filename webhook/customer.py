@@ -22,12 +22,13 @@ from core.checkout import checkout_shop, checkout_token_ok, shop_display_name, s
 from core.models import Order
 from core.services.orders import get_order
 from core.shops import UnknownShop
+from core.sinopac.fields import ORDER_NO_RE
 from webhook.deps import deps
 from webhook.errors import DB_UNAVAILABLE
 from webhook.pages import customer_page, problem_page
 from webhook.status import token_progress
 from webhook.texts import TEXTS, Lang, account_groups, pick_language, taipei_deadline, twd
-from webhook.validation import ORDER_NO_RE, is_valid_pay_token
+from webhook.validation import is_valid_pay_token
 
 bp = Blueprint("customer", __name__)
 

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
 from flask import current_app
-from sqlalchemy.orm import Session
 
+from core.services.units import UnitOfWork
 from core.settings import Settings
-from core.sinopac.client import BankClient, Observer
+from core.sinopac.client import BankClient
+from core.sinopac.types import Observer
 from webhook.enqueue import Enqueuer
 
-UnitOfWork = Callable[[], AbstractContextManager[Session]]
+__all__ = ["ClientFactory", "Deps", "UnitOfWork", "deps"]
 
 
 class ClientFactory(Protocol):

@@ -9,7 +9,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 
-from webhook.deps import UnitOfWork, deps
+from core.services.units import UnitOfWork
+from webhook.deps import deps
 
 log = logging.getLogger(__name__)
 bp = Blueprint("health", __name__)

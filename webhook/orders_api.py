@@ -17,7 +17,6 @@ from core.models import OrderEvent
 from core.services.bank_calls import recorder
 from core.services.order_json import iso, order_detail, order_summary, twd
 from core.services.orders import (
-    NewOrder,
     OrderValidationError,
     create_order,
     get_order,
@@ -25,6 +24,7 @@ from core.services.orders import (
     shop_of,
 )
 from core.sinopac.errors import BankProtocolError, BankRejection, BankTransportError, QPayError
+from core.sinopac.fields import ORDER_NO_RE, SHOP_NO_RE
 from core.sinopac.types import BankCallRecord
 from webhook.auth import bearer_refusal
 from webhook.bodies import read_capped
@@ -32,8 +32,6 @@ from webhook.deps import deps
 from webhook.errors import error_response
 from webhook.validation import (
     MAX_API_BODY,
-    ORDER_NO_RE,
-    SHOP_NO_RE,
     InvalidInput,
     decode_json_object,
     validate_order_request,
@@ -94,9 +92,7 @@ def _record_calls(calls: list[BankCallRecord]) -> None:
 @bp.post("/orders")
 def create() -> Response:
     data = decode_json_object(read_capped(MAX_API_BODY))
-    req = validate_order_request(data)
-    new = NewOrder(req.amount_twd, req.pay_type, req.product_name, req.order_no, req.expire_days,
-                   req.expire_minutes, req.shop_no)
+    new = validate_order_request(data)
     d = deps()
     failure: QPayError | None = None
     body: dict[str, Any] = {}

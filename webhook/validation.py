@@ -7,19 +7,22 @@ Nothing here does I/O or knows Flask, so every rule has a fast test. A failure i
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from core.services.orders import MAX_CARD_EXP_MINUTES, MAX_EXPIRE_DAYS, MIN_CARD_EXP_MINUTES
+from core.services.orders import MAX_CARD_EXP_MINUTES, MAX_EXPIRE_DAYS, MIN_CARD_EXP_MINUTES, NewOrder
+from core.sinopac.fields import (
+    ORDER_NO_RE,
+    PAY_TOKEN_RE,
+    PRODUCT_NAME_MAX,
+    SHOP_NO_RE,
+    is_valid_product_name,
+)
 
 MAX_CALLBACK_BODY = 4096  # bytes; a real callback is ~100
 MAX_API_BODY = 16384
-PAY_TOKEN_RE = re.compile(r"[0-9A-Za-z_-]{1,128}")
-ORDER_NO_RE = re.compile(r"[A-Za-z0-9_-]{1,50}")
-_FORBIDDEN_NAME_CHARS = re.compile(r"['\"%\x00-\x1f\x7f]")
 ATM_MAX_TWD = 30_000  # PROTOCOL §9.1: the bank rejects ATM orders above NT$30,000
 CARD_MAX_TWD = 1_000_000  # our own ceiling; the wire limit is 9 digits of hundredths
 # expire_days 0 = pay by the end of today (Taipei); expire_minutes is CardParam.ExpMinutes (PROTOCOL §9.1)
@@ -28,7 +31,6 @@ PAY_TYPES = ("A", "C")
 ORDER_FIELDS = frozenset(
     {"amount", "pay_type", "product_name", "order_no", "expire_days", "expire_minutes", "shop_no"}
 )
-SHOP_NO_RE = re.compile(r"[A-Za-z0-9_]{1,20}")
 
 
 class InvalidInput(ValueError):
@@ -45,17 +47,6 @@ class InvalidInput(ValueError):
 class CallbackInput:
     shop_no: str
     pay_token: str
-
-
-@dataclass(frozen=True)
-class OrderRequest:
-    amount_twd: int
-    pay_type: str
-    product_name: str
-    order_no: str | None = None
-    expire_days: int | None = None
-    expire_minutes: int | None = None
-    shop_no: str | None = None
 
 
 def check_size(raw: bytes, limit: int) -> None:
@@ -146,7 +137,7 @@ def _int_field(data: Mapping[str, Any], name: str) -> int:
     return value
 
 
-def validate_order_request(data: Mapping[str, Any]) -> OrderRequest:
+def validate_order_request(data: Mapping[str, Any]) -> NewOrder:
     """POST /api/orders: every rule names its field; unknown fields are refused (typos cost money)."""
     unknown = sorted(set(data) - ORDER_FIELDS)
     if unknown:
@@ -161,14 +152,27 @@ def validate_order_request(data: Mapping[str, Any]) -> OrderRequest:
     ceiling = ATM_MAX_TWD if pay_type == "A" else CARD_MAX_TWD
     if not 1 <= amount <= ceiling:
         raise InvalidInput(f"amount must be 1..{ceiling} TWD for pay_type {pay_type}", field="amount")
-    name = data["product_name"]
-    if not isinstance(name, str) or not name.strip() or len(name) > 60:
-        raise InvalidInput("product_name must be a string of 1-60 characters", field="product_name")
-    if _FORBIDDEN_NAME_CHARS.search(name):
-        raise InvalidInput("product_name must not contain ' \" % or control characters", field="product_name")
+    name = _product_name(data["product_name"])
     order_no = data.get("order_no")
     if order_no is not None and (not isinstance(order_no, str) or not ORDER_NO_RE.fullmatch(order_no)):
         raise InvalidInput("order_no must be 1-50 characters of A-Z a-z 0-9 _ -", field="order_no")
+    expire_days, expire_minutes = _expiry(data, pay_type)
+    shop_no = data.get("shop_no")
+    if shop_no is not None and (not isinstance(shop_no, str) or not SHOP_NO_RE.fullmatch(shop_no)):
+        raise InvalidInput("shop_no must be 1-20 characters of A-Z a-z 0-9 _", field="shop_no")
+    return NewOrder(amount, pay_type, name, order_no, expire_days, expire_minutes, shop_no)
+
+
+def _product_name(name: object) -> str:
+    if not isinstance(name, str) or not name.strip() or len(name) > PRODUCT_NAME_MAX:
+        raise InvalidInput("product_name must be a string of 1-60 characters", field="product_name")
+    if not is_valid_product_name(name):
+        raise InvalidInput("product_name must not contain ' \" % or control characters", field="product_name")
+    return name
+
+
+def _expiry(data: Mapping[str, Any], pay_type: str) -> tuple[int | None, int | None]:
+    """expire_days (ATM only) and expire_minutes (card only), each within its range, or None."""
     expire_days: int | None = None
     if data.get("expire_days") is not None:
         if pay_type != "A":
@@ -184,10 +188,7 @@ def validate_order_request(data: Mapping[str, Any]) -> OrderRequest:
         if not MIN_EXPIRE_MINUTES <= expire_minutes <= MAX_EXPIRE_MINUTES:
             raise InvalidInput(f"expire_minutes must be {MIN_EXPIRE_MINUTES}..{MAX_EXPIRE_MINUTES}",
                                field="expire_minutes")
-    shop_no = data.get("shop_no")
-    if shop_no is not None and (not isinstance(shop_no, str) or not SHOP_NO_RE.fullmatch(shop_no)):
-        raise InvalidInput("shop_no must be 1-20 characters of A-Z a-z 0-9 _", field="shop_no")
-    return OrderRequest(amount, pay_type, name, order_no, expire_days, expire_minutes, shop_no)
+    return expire_days, expire_minutes
 
 
 def parse_return_body(raw: bytes, mimetype: str, shops: Collection[str]) -> CallbackInput:

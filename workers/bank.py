@@ -22,7 +22,8 @@ from core.db import transaction
 from core.services.bank_calls import record_calls, recorder
 from core.services.units import UnitOfWork
 from core.settings import get_settings
-from core.sinopac.client import DEFAULT_POOL_SIZE, Budget, QPayClient
+from core.sinopac.client import QPayClient
+from core.sinopac.transport import DEFAULT_POOL_SIZE, Budget
 from core.sinopac.types import BankCallRecord
 from metrics import defs as metrics
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import sys
 
-from core.logging import redact_records, register_secrets
+from core.logging import redact_records, register_settings_secrets
 from core.settings import get_settings
 
 
@@ -49,7 +49,7 @@ if not basic_auth and os.environ.get("FLOWER_ALLOW_NO_AUTH") != "1":
     )
 
 # Flower logs through tornado's formatter, not ours: mask the secrets in every record it creates.
-register_secrets(*get_settings().log_secrets())
+register_settings_secrets(get_settings())
 redact_records()
 
 address = os.environ.get("FLOWER_ADDRESS", "") or "127.0.0.1"

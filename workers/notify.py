@@ -16,19 +16,17 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
 import urllib3
 from celery import Task
-from sqlalchemy.orm import Session
 
 from core.db import transaction
 from core.queues import NOTIFY_QUEUE, NOTIFY_TASK
 from core.services import notify
 from core.services.events import event_name
+from core.services.units import UnitOfWork
 from core.settings import Settings, get_settings
 from core.webhook_signing import secret_key, signed_headers
 from metrics import defs as metrics
@@ -37,7 +35,6 @@ from workers.celeryconfig import VISIBILITY_TIMEOUT
 
 log = logging.getLogger(__name__)
 
-UnitOfWork = Callable[[], AbstractContextManager[Session]]
 
 BUSY_COUNTDOWN = (0.5, 2.0)  # seconds before a delivery that found no free slot tries again
 # The longest retry wait sent as a broker countdown. A countdown message sits unacknowledged in a

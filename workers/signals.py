@@ -21,7 +21,7 @@ from celery.signals import (
 
 from core.db import dispose_engines
 from core.db import size_pool as size_db_pool
-from core.logging import bind_context, configure_logging, register_secrets, reset_context
+from core.logging import bind_context, configure_logging, register_settings_secrets, reset_context
 from core.settings import get_settings
 from metrics import exporter
 from workers import recovery
@@ -35,7 +35,7 @@ def _json_logs(**_: Any) -> None:
     """One JSON object per line, like the web process; Celery's own handlers are not installed."""
     settings = get_settings()
     configure_logging(settings.log_level)
-    register_secrets(*settings.log_secrets())
+    register_settings_secrets(settings)
 
 
 @celeryd_after_setup.connect

@@ -12,7 +12,6 @@ return therefore cost one resolve task, not one each.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,10 +22,8 @@ from sqlalchemy.orm import Session
 
 from core.models import PayToken
 from core.services.updates import rows_updated
+from core.sinopac.fields import PAY_TOKEN_RE, SHOP_NO_RE
 from core.states import Source
-
-_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")  # fullmatch: "$" would let a trailing newline in
-_SHOP = re.compile(r"[A-Za-z0-9_]{1,20}")
 
 
 class CallbackError(ValueError):
@@ -106,9 +103,9 @@ def record_callback(
     `needs_enqueue` is True for the first receipt, and for a later one only when the token is still
     received and was last queued more than `grace` ago (SWEEP_GRACE; 0: always, an operator's replay).
     """
-    if not isinstance(pay_token, str) or not _TOKEN.fullmatch(pay_token):
+    if not isinstance(pay_token, str) or not PAY_TOKEN_RE.fullmatch(pay_token):
         raise CallbackError("PayToken must be 1-128 letters, digits, _ or -")
-    if not isinstance(shop_no, str) or not _SHOP.fullmatch(shop_no):
+    if not isinstance(shop_no, str) or not SHOP_NO_RE.fullmatch(shop_no):
         raise CallbackError("ShopNo must be 1-20 letters, digits or _")
     if source not in Source._value2member_map_:
         raise CallbackError(f"source must be one of {', '.join(Source)}")

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.models import Order
-from core.services import paystatus
+from core.sinopac import paystatus
 from core.sinopac.types import OrderQueryRow, PayQueryResult, TSResult
 from core.states import PAID_LATE, OrderStatus
 

@@ -10,7 +10,6 @@ arrives as an unknown OrderNo, which is rejected and logged loudly, never silent
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
@@ -25,11 +24,14 @@ from core.services.events import record_event
 from core.services.units import UnitOfWork, as_unit_of_work
 from core.settings import Settings
 from core.sinopac.errors import MalformedReply
+from core.sinopac.fields import ORDER_NO_RE, is_valid_product_name
+from core.sinopac.messages import OrderCreateRequest
 from core.sinopac.timefmt import BANK_TZ
 from core.states import OrderStatus, Source
 
 if TYPE_CHECKING:
     from core.sinopac.client import BankClient
+    from core.sinopac.types import OrderCreateResult
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,6 @@ MAX_CARD_EXP_MINUTES = 30
 DEFAULT_EXPIRE_DAYS = 3
 MAX_EXPIRE_DAYS = 60
 MAX_AMOUNT_TWD = 9_999_999  # ×100 must fit the bank's 9 digits
-_ORDER_NO = re.compile(r"^[A-Za-z0-9_-]{1,50}$")
-_FORBIDDEN = re.compile(r"['\"%\x00-\x1f\x7f]")
 
 
 class OrderValidationError(ValueError):
@@ -74,11 +74,12 @@ def _validate(new: NewOrder) -> None:
     name = new.product_name
     if not isinstance(name, str) or not name.strip():
         raise OrderValidationError("product_name", "is required")
-    if len(name) > 60 or _FORBIDDEN.search(name):
+    if not is_valid_product_name(name):
         raise OrderValidationError(
             "product_name", "at most 60 characters, without quotes, % or control characters"
         )
-    if new.order_no is not None and (not isinstance(new.order_no, str) or not _ORDER_NO.match(new.order_no)):
+    order_no = new.order_no
+    if order_no is not None and (not isinstance(order_no, str) or not ORDER_NO_RE.fullmatch(order_no)):
         raise OrderValidationError("order_no", "1-50 letters, digits, _ or -")
     if new.pay_type == "C" and new.expire_days is not None:
         raise OrderValidationError("expire_days", "applies only to ATM orders (pay_type A)")
@@ -131,7 +132,23 @@ def create_order(
         taken = session.scalar(select(Order.id).where(Order.key(order_no, shop_no))) is not None
     if taken:
         raise OrderValidationError("order_no", "already exists")
-    amount = new.amount_twd * 100
+    if getattr(client, "shop_no", shop_no) != shop_no:
+        raise ValueError(f"the bank client given is not shop {shop_no}'s")
+    request, expires_at = _bank_request(settings, new, order_no, at)
+    result = client.create_order(request)
+    _check_reply(request, result)
+    check_at = next_check_at(0, at, settings.check_schedule)
+    order = _pending_order(shop_no, request, result, expires_at, check_at, at)
+    _store(units, order, at)
+    log.info("order %s created", order_no,
+             extra={"order_no": order_no, "shop_no": shop_no, "ts_no": result.ts_no})
+    return order
+
+
+def _bank_request(
+    settings: Settings, new: NewOrder, order_no: str, at: datetime
+) -> tuple[OrderCreateRequest, datetime]:
+    """The OrderCreate request for a valid new order, and the instant the order expires."""
     expire_date = None
     card_minutes = CARD_EXP_MINUTES if new.expire_minutes is None else new.expire_minutes
     if new.pay_type == "A":
@@ -140,12 +157,10 @@ def create_order(
         expire_date = last_day.date()
     else:
         expires_at = at + timedelta(minutes=card_minutes)
-    if getattr(client, "shop_no", shop_no) != shop_no:
-        raise ValueError(f"the bank client given is not shop {shop_no}'s")
     base = settings.public_base_url.rstrip("/")
-    result = client.create_order(
+    request = OrderCreateRequest(
         order_no=order_no,
-        amount=amount,
+        amount=new.amount_twd * 100,
         pay_type=new.pay_type,
         product_name=new.product_name,
         return_url=f"{base}/qpay/return",
@@ -153,30 +168,51 @@ def create_order(
         expire_date=expire_date,
         card_exp_minutes=card_minutes,
     )
-    if result.order_no != order_no or result.amount != amount or not result.ts_no:
+    return request, expires_at
+
+
+def _check_reply(request: OrderCreateRequest, result: OrderCreateResult) -> None:
+    """A signed reply that does not describe the order we asked for is stored as nothing."""
+    if result.order_no != request.order_no or result.amount != request.amount or not result.ts_no:
         raise MalformedReply("OrderCreate: reply does not echo our OrderNo and Amount, or has no TSNo",
                              service="OrderCreate")
-    if new.pay_type == "A" and not result.atm_pay_no:
+    if request.pay_type == "A" and not result.atm_pay_no:
         raise MalformedReply("OrderCreate: ATM reply without AtmPayNo", service="OrderCreate")
-    if new.pay_type == "C" and not result.card_pay_url:
+    if request.pay_type == "C" and not result.card_pay_url:
         raise MalformedReply("OrderCreate: card reply without CardPayURL", service="OrderCreate")
-    order = Order(
+
+
+def _pending_order(
+    shop_no: str,
+    request: OrderCreateRequest,
+    result: OrderCreateResult,
+    expires_at: datetime,
+    check_at: datetime,
+    at: datetime,
+) -> Order:
+    """The order as the bank created it: pending, with its TSNo and payment details."""
+    return Order(
         shop_no=shop_no,
-        order_no=order_no,
-        amount=amount,
+        order_no=request.order_no,
+        amount=request.amount,
         currency="TWD",
-        pay_type=new.pay_type,
-        product_name=new.product_name,
+        pay_type=request.pay_type,
+        product_name=request.product_name,
         status=OrderStatus.PENDING.value,
         ts_no=result.ts_no,
         atm_pay_no=result.atm_pay_no,
         card_pay_url=result.card_pay_url,
         expires_at=expires_at,
-        next_check_at=next_check_at(0, at, settings.check_schedule),
+        next_check_at=check_at,
         check_attempts=0,
         created_at=at,
         updated_at=at,
     )
+
+
+def _store(units: UnitOfWork, order: Order, at: datetime) -> None:
+    """The new order and its first event, in one transaction of their own."""
+    shop_no, order_no, amount, ts_no = order.shop_no, order.order_no, order.amount, order.ts_no
     with units() as session:
         session.add(order)
         session.add(
@@ -186,7 +222,7 @@ def create_order(
                 from_status=None,
                 to_status=OrderStatus.PENDING.value,
                 source=Source.API.value,
-                ts_no=result.ts_no,
+                ts_no=ts_no,
                 amount=amount,
                 detail="created",
                 at=at,
@@ -194,9 +230,6 @@ def create_order(
         )
         session.flush()
         record_event(session, order, None, OrderStatus.PENDING.value, Source.API.value, at)
-    log.info("order %s created", order_no,
-             extra={"order_no": order_no, "shop_no": shop_no, "ts_no": result.ts_no})
-    return order
 
 
 def shop_of(settings: Settings, shop_no: str | None) -> str:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Row, Update, select, update
 from sqlalchemy.orm import Session
 
+from core.logging import short_token
 from core.models import PayToken
 from core.services.outcomes import ResolveKind, ResolveOutcome, SettleKind
 from core.services.settlement import Confirmation, settle_from_pay_result
@@ -42,6 +43,7 @@ from core.settings import Settings
 from core.shops import UnknownShop
 from core.sinopac.client import client_of
 from core.sinopac.errors import BankProtocolError, BankRejection, BankTransportError, QPayError
+from core.sinopac.messages import OrderQueryRequest
 from core.sinopac.types import PayQueryResult
 from core.states import Source, TokenState
 
@@ -60,10 +62,6 @@ _MAX_ERROR = 500
 _TokenRow = Row[str, str, str | None, str, str, datetime]
 _READ_TOKEN = select(PayToken.pay_token, PayToken.state, PayToken.order_no, PayToken.source, PayToken.shop_no,
                      PayToken.first_received_at)
-
-
-def _short(token: str) -> str:
-    return token[:8] + "…"
 
 
 def _update_token(session: Session, token_id: int, **values: object) -> bool:
@@ -102,7 +100,7 @@ def _confirm(client: BankClient, settings: Settings, result: PayQueryResult) -> 
     if not settings.confirm_payments or ts is None or ts.status != "S" or not ts.order_no:
         return None
     try:
-        query = client.query_orders(order_no=ts.order_no)
+        query = client.query_orders(OrderQueryRequest(order_no=ts.order_no))
     except BankRejection as exc:
         # A refused confirmation is no verdict on the payment: try again later, like an outage.
         raise BankTransportError(f"OrderQuery to confirm the payment was refused: {exc.code or '?'}",
@@ -135,7 +133,7 @@ def resolve_token(
         return ResolveOutcome(ResolveKind.NOOP, error="no such token")
     if row.state != TokenState.RECEIVED:
         return ResolveOutcome(ResolveKind.NOOP, order_no=row.order_no)
-    extra = {"pay_token": _short(row.pay_token), "token_id": token_id, "shop_no": row.shop_no}
+    extra = {"pay_token": short_token(row.pay_token), "token_id": token_id, "shop_no": row.shop_no}
     try:
         shop_client = client_of(client, row.shop_no)
     except UnknownShop as exc:
@@ -190,7 +188,7 @@ def _failed(
 ) -> ResolveOutcome:
     """Record a failed bank call on the token: transient, rejected, untrusted, or dead at the bound."""
     attempts = PayToken.attempts + 1
-    label = _short(token)
+    label = short_token(token)
     with units() as session:
         if isinstance(exc, BankRejection):
             error = f"rejected by the bank: {exc.code or '?'} {exc.description}".strip()[:_MAX_ERROR]

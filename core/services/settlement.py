@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from core.services import paystatus
 from core.services.mismatches import (
     Confirmation,
     OrderFacts,
@@ -27,6 +26,7 @@ from core.services.mismatches import (
 from core.services.outcomes import SettleKind, SettleOutcome
 from core.services.transitions import OrderNotFound, schedule_next_check, transition
 from core.settings import Settings
+from core.sinopac import paystatus
 from core.sinopac.timefmt import from_bank_minute
 from core.sinopac.types import OrderQueryRow, PayQueryResult, TSResult
 from core.states import PAID_LATE, IllegalTransition, OrderStatus, Source

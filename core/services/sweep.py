@@ -40,6 +40,7 @@ from core.services.sweep_targeted import Targeted
 from core.services.units import UnitOfWork
 from core.settings import Settings
 from core.sinopac.client import BankClient, ClientFor, client_of
+from core.sinopac.messages import OrderQueryRequest
 
 __all__ = ["BANK_MAX_ROWS", "Enqueue", "SweepCounts", "run_sweep"]
 
@@ -226,7 +227,7 @@ def _bulk(
     while pending:
         lo, hi = pending.pop()
         try:
-            result = client.query_orders(pay_from=lo, pay_to=hi, pay_flag="Y")
+            result = client.query_orders(OrderQueryRequest(pay_from=lo, pay_to=hi, pay_flag="Y"))
         except Exception as exc:  # QPayError, ValueError, or a surprise: never the end of the pass
             # An outage or a refusal: this window is not read, so the next pass starts from the last
             # complete one. Nothing else in the bulk step would fare better now.

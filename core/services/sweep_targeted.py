@@ -22,6 +22,7 @@ from core.services.units import UnitOfWork
 from core.settings import Settings
 from core.sinopac.client import BankClient
 from core.sinopac.errors import BankTransportError
+from core.sinopac.messages import OrderQueryRequest
 from core.sinopac.types import OrderQueryResult
 
 log = logging.getLogger("core.services.sweep")  # the pass logs as one
@@ -112,4 +113,4 @@ class Targeted:
 
 
 def _query_one(client: BankClient, order_no: str) -> OrderQueryResult:
-    return client.query_orders(order_no=order_no)
+    return client.query_orders(OrderQueryRequest(order_no=order_no))

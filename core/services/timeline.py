@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.logging import short_token
 from core.models import BankCall, Order, OrderEvent, PayToken
-from core.sinopac.client import short_token
 
 
 @dataclass(frozen=True)

@@ -51,12 +51,8 @@ def _short(text: object, limit: int = 80) -> str:
     return value if len(value) <= limit else value[:limit] + "…"
 
 
-def open_reply(service: str, body: Any, *, hash_id: str) -> dict[str, Any]:
-    """§7 reply processing; returns the verified inner message whose Status is S.
-
-    Raises MalformedReply, UndecryptableReply or SignatureMismatch when the reply cannot be trusted,
-    and BankRejection when a trusted reply says Status F.
-    """
+def _envelope_fields(service: str, body: Any) -> tuple[str, str, str]:
+    """Nonce, Sign and Message of a reply envelope for `service`; an unsigned error is refused here."""
     if not isinstance(body, dict):
         raise MalformedReply(f"{service}: reply is not a JSON object", service=service)
     missing = [name for name in _REPLY_FIELDS if not isinstance(body.get(name), str) or not body.get(name)]
@@ -74,7 +70,16 @@ def open_reply(service: str, body: Any, *, hash_id: str) -> dict[str, Any]:
         raise MalformedReply(
             f"{service}: reply envelope is for APIService {_short(reply_service, 30)}", service=service
         )
-    nonce, sign_value, message_hex = body["Nonce"], body["Sign"], body["Message"]
+    return body["Nonce"], body["Sign"], body["Message"]
+
+
+def open_reply(service: str, body: Any, *, hash_id: str) -> dict[str, Any]:
+    """§7 reply processing; returns the verified inner message whose Status is S.
+
+    Raises MalformedReply, UndecryptableReply or SignatureMismatch when the reply cannot be trusted,
+    and BankRejection when a trusted reply says Status F.
+    """
+    nonce, sign_value, message_hex = _envelope_fields(service, body)
     try:
         inner = crypto.decrypt_message(message_hex, hash_id, nonce)
     except crypto.CryptoError as exc:

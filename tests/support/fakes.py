@@ -14,10 +14,12 @@ import itertools
 import threading
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from core.logging import short_token
 from core.sinopac.errors import BankRejection
+from core.sinopac.messages import OrderCreateRequest, OrderQueryRequest
 from core.sinopac.types import (
     BankCallRecord,
     OrderCreateResult,
@@ -113,9 +115,9 @@ class FakeBankClient:
         self.shop_no = shop_no
         self.observer = observer
         self.gate = gate
-        self.created: list[dict[str, Any]] = []
+        self.created: list[OrderCreateRequest] = []
         self.pay_queries: list[str] = []
-        self.order_queries: list[dict[str, Any]] = []
+        self.order_queries: list[OrderQueryRequest] = []
         self._pay: dict[str, list[Reply]] = defaultdict(list)
         self._query: dict[str | None, list[Reply]] = defaultdict(list)
         self._create: list[Reply] = []
@@ -140,45 +142,17 @@ class FakeBankClient:
 
     # -- the BankClient protocol --------------------------------------------------------------
 
-    def create_order(
-        self,
-        *,
-        order_no: str,
-        amount: int,
-        pay_type: str,
-        product_name: str,
-        return_url: str,
-        backend_url: str,
-        expire_date: date | None = None,
-        card_exp_minutes: int = 30,
-        auto_billing: str = "Y",
-        memo: str | None = None,
-        param1: str | None = None,
-        param2: str | None = None,
-        param3: str | None = None,
-    ) -> OrderCreateResult:
-        call = dict(order_no=order_no, amount=amount, pay_type=pay_type, product_name=product_name,
-                    return_url=return_url, backend_url=backend_url, expire_date=expire_date,
-                    card_exp_minutes=card_exp_minutes)
+    def create_order(self, request: OrderCreateRequest) -> OrderCreateResult:
         with self._lock:
-            self.created.append(call)
-            reply = self._create.pop(0) if self._create else self._created_ok(order_no, amount, pay_type)
-        return self._answer("OrderCreate", order_no, reply)
+            self.created.append(request)
+            reply = self._create.pop(0) if self._create else self._created_ok(
+                request.order_no, request.amount, request.pay_type)
+        return self._answer("OrderCreate", request.order_no, reply)
 
-    def query_orders(
-        self,
-        *,
-        order_no: str | None = None,
-        pay_type: str | None = None,
-        order_from: datetime | None = None,
-        order_to: datetime | None = None,
-        pay_from: datetime | None = None,
-        pay_to: datetime | None = None,
-        pay_flag: str | None = None,
-    ) -> OrderQueryResult:
+    def query_orders(self, request: OrderQueryRequest) -> OrderQueryResult:
+        order_no = request.order_no
         with self._lock:
-            self.order_queries.append(dict(order_no=order_no, pay_type=pay_type, pay_from=pay_from,
-                                           pay_to=pay_to, pay_flag=pay_flag))
+            self.order_queries.append(request)
             paid = self._paid.get(order_no or "")
             default = query_result(paid) if paid is not None else query_result()
             reply = self._next(self._query[order_no], default)
@@ -194,7 +168,7 @@ class FakeBankClient:
                                                     pay_type=ts.pay_type, pay_status=f"1{ts.pay_type}400")
         if self.gate is not None:
             self.gate.wait(timeout=30)
-        return self._answer("OrderPayQuery", pay_token[:8] + "…", reply)
+        return self._answer("OrderPayQuery", short_token(pay_token), reply)
 
     def close(self) -> None:
         pass

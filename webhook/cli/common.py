@@ -19,12 +19,12 @@ from core.services.lookup import AmbiguousOrder, NoSuchOrder, find_order
 from core.settings import Settings
 from core.shops import UnknownShop
 from core.sinopac.client import BankClient
+from core.sinopac.fields import ORDER_NO_RE
 from core.sinopac.types import BankCallRecord
 from webhook.deps import deps
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 60}
-_ORDER_NO = re.compile(r"^[A-Za-z0-9_\-]{1,50}$")
 
 SHOP_OPTION = click.option("--shop", "shop_no", default=None, metavar="SHOP_NO",
                            help="the order's ShopNo (needed when two shops use this OrderNo)")
@@ -98,7 +98,7 @@ def order_command(group: AppGroup, name: str) -> Callable[[Callable[..., None]],
 @contextmanager
 def named_order(order_no: str, shop_no: str | None) -> Iterator[tuple[Session, Order]]:
     """The order named on the command line, in a transaction; exit 1 if unknown, 2 if --shop is needed."""
-    if not _ORDER_NO.match(order_no):
+    if not ORDER_NO_RE.fullmatch(order_no):
         raise click.BadParameter("an OrderNo is 1-50 letters, digits, '-' or '_'", param_hint="ORDER_NO")
     with tx() as session:
         try:

@@ -8,6 +8,7 @@ from flask.cli import AppGroup, with_appcontext
 from core.services.sweep import run_sweep
 from core.sinopac.client import BankClient
 from core.sinopac.errors import BankRejection, BankTransportError, QPayError
+from core.sinopac.messages import OrderQueryRequest
 from webhook.cli.common import ShopClients, bank, close, enqueuer, fail, record_alone, settings
 from webhook.deps import deps
 
@@ -57,7 +58,7 @@ def check_key_set(client: BankClient) -> tuple[bool, str]:
     nobody uses: any reply that verifies (Status S, or F such as "no data") means it does."""
     try:
         client.nonce()  # type: ignore[attr-defined]
-        client.query_orders(order_no=CHECK_ORDER_NO)
+        client.query_orders(OrderQueryRequest(order_no=CHECK_ORDER_NO))
     except BankRejection as exc:
         return True, f"accepted (OrderQuery answered {exc.code or 'F'})"
     except BankTransportError as exc:

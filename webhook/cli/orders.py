@@ -11,6 +11,7 @@ import click
 from flask.cli import AppGroup
 from sqlalchemy.orm import Session
 
+from core.logging import short_token
 from core.models import Order, PayToken
 from core.services.orders import get_order
 from core.services.outcomes import SettleOutcome
@@ -18,8 +19,8 @@ from core.services.settlement import settle_from_query_row
 from core.services.stuck import stuck_work, untrusted_count
 from core.services.timeline import order_record
 from core.shops import UnknownShop
-from core.sinopac.client import short_token
 from core.sinopac.errors import QPayError
+from core.sinopac.messages import OrderQueryRequest
 from core.sinopac.types import BankCallRecord, OrderQueryResult
 from core.states import OrderStatus, Source
 from webhook.cli.common import (
@@ -164,7 +165,7 @@ def _query(order_no: str, shop_no: str, records: list[BankCallRecord]) -> OrderQ
     except UnknownShop as exc:
         fail(f"order {order_no}: {exc}; its keys are needed to ask the bank")
     try:
-        return client.query_orders(order_no=order_no)
+        return client.query_orders(OrderQueryRequest(order_no=order_no))
     except QPayError as exc:
         with tx() as session:
             store_calls(session, records)

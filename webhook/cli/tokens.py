@@ -5,12 +5,12 @@ from __future__ import annotations
 import click
 from flask.cli import AppGroup
 
+from core.logging import short_token
 from core.models import PayToken
 from core.services.callbacks import CallbackError, mark_enqueued, record_callback
 from core.services.outcomes import ResolveKind
 from core.services.resolution import reopen_parked, reopen_untrusted, resolve_token
 from core.shops import UnknownShop
-from core.sinopac.client import short_token
 from core.sinopac.types import BankCallRecord
 from core.states import Source, TokenState
 from webhook.cli.common import ShopClients, enqueuer, fail, settings, store_calls, tx

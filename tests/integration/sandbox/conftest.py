@@ -17,6 +17,7 @@ import requests
 from core.settings import load_settings
 from core.sinopac import crypto, envelope
 from core.sinopac.client import QPayClient
+from core.sinopac.messages import OrderCreateRequest
 from core.sinopac.timefmt import BANK_TZ
 from core.variables import SANDBOX_HASH_KEYS, SANDBOX_KEY_ID, SANDBOX_SHOP_NO
 from tests.support.poll import wait_for
@@ -161,15 +162,16 @@ def in_days(days: int) -> date:
 
 def create_atm(client: QPayClient, order_no: str, backend_url: str = "http://127.0.0.1:9/backend",
                amount: int = 50000) -> Any:
-    return client.create_order(order_no=order_no, amount=amount, pay_type="A", product_name="測試商品",
-                               return_url="http://127.0.0.1:9/return", backend_url=backend_url,
-                               expire_date=in_days(3))
+    return client.create_order(OrderCreateRequest(
+        order_no=order_no, amount=amount, pay_type="A", product_name="測試商品",
+        return_url="http://127.0.0.1:9/return", backend_url=backend_url, expire_date=in_days(3)))
 
 
 def create_card(client: QPayClient, order_no: str, backend_url: str = "http://127.0.0.1:9/backend",
                 amount: int = 12300) -> Any:
-    return client.create_order(order_no=order_no, amount=amount, pay_type="C", product_name="卡片商品",
-                               return_url="http://127.0.0.1:9/return", backend_url=backend_url)
+    return client.create_order(OrderCreateRequest(
+        order_no=order_no, amount=amount, pay_type="C", product_name="卡片商品",
+        return_url="http://127.0.0.1:9/return", backend_url=backend_url))
 
 
 def nonce(sandbox: Sandbox, shop_no: str = SANDBOX_SHOP_NO, key_id: str = SANDBOX_KEY_ID) -> str:

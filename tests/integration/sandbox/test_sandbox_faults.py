@@ -21,6 +21,7 @@ from core.sinopac.errors import (
     QPayError,
     SignatureMismatch,
 )
+from core.sinopac.messages import OrderQueryRequest
 from tests.integration.sandbox.conftest import FAST, Receiver, Sandbox, create_atm, create_card, start
 from tests.support.procs import Proc, base_env
 from tests.support.services import free_port
@@ -42,7 +43,7 @@ def test_fixed_latency_delays_the_scoped_service_only(client: QPayClient, sandbo
     t0 = time.monotonic()
     create_card(client, "LAT-1")
     t1 = time.monotonic()
-    client.query_orders(order_no="LAT-1")
+    client.query_orders(OrderQueryRequest(order_no="LAT-1"))
     t2 = time.monotonic()
 
     assert t1 - t0 < 0.4
@@ -53,7 +54,7 @@ def test_random_latency_stays_within_its_range(client: QPayClient, sandbox: Sand
     sandbox.faults(latency_ms=[100, 150], services=["OrderQuery"])
 
     t0 = time.monotonic()
-    client.query_orders(pay_flag="Y")
+    client.query_orders(OrderQueryRequest(pay_flag="Y"))
 
     assert 0.1 <= time.monotonic() - t0 < 2
 
@@ -62,7 +63,7 @@ def test_error_rate_one_answers_the_configured_http_status(client: QPayClient, s
     sandbox.faults(error_rate=1, error_statuses=[502], services=["OrderQuery"])
 
     with pytest.raises(BankHTTPError) as caught:
-        client.query_orders(pay_flag="Y")
+        client.query_orders(OrderQueryRequest(pay_flag="Y"))
 
     assert caught.value.status == 502
     assert caught.value.retryable is True
@@ -74,7 +75,7 @@ def test_an_error_share_fails_some_calls_and_not_others(client: QPayClient, sand
 
     for _ in range(40):
         try:
-            client.query_orders(pay_flag="Y")
+            client.query_orders(OrderQueryRequest(pay_flag="Y"))
             outcomes["ok"] += 1
         except BankHTTPError as exc:
             outcomes[str(exc.status)] += 1
@@ -88,14 +89,14 @@ def test_a_hang_outlasts_the_client_read_timeout(impatient: QPayClient, sandbox:
     sandbox.faults(hang_rate=1, hang_seconds=3, services=["OrderQuery"])
 
     with pytest.raises(BankTimeout):
-        impatient.query_orders(pay_flag="Y")
+        impatient.query_orders(OrderQueryRequest(pay_flag="Y"))
 
 
 def test_a_short_hang_ends_with_a_closed_connection(client: QPayClient, sandbox: Sandbox) -> None:
     sandbox.faults(hang_rate=1, hang_seconds=0.2, services=["OrderQuery"])
 
     with pytest.raises(BankConnectionError):
-        client.query_orders(pay_flag="Y")
+        client.query_orders(OrderQueryRequest(pay_flag="Y"))
 
 
 def test_a_body_cut_in_half_is_not_an_envelope_so_a_transport_failure(
@@ -112,7 +113,7 @@ def test_a_nonce_reply_cut_in_half_is_a_transport_failure(client: QPayClient, sa
     sandbox.faults(malformed_rate=1, services=["Nonce"])
 
     with pytest.raises(NotAnEnvelope):
-        client.query_orders(pay_flag="Y")
+        client.query_orders(OrderQueryRequest(pay_flag="Y"))
 
 
 def test_a_maintenance_page_is_a_transport_failure(client: QPayClient, sandbox: Sandbox) -> None:
@@ -134,7 +135,7 @@ def test_a_misdirected_pay_reply_is_signed_and_names_the_other_order(
 
     assert result.result is not None
     assert (result.result.order_no, result.result.status) == ("MIS-B9", "S")
-    (row,) = client.query_orders(order_no="MIS-B9").orders
+    (row,) = client.query_orders(OrderQueryRequest(order_no="MIS-B9")).orders
     assert row.pay_status == "1A200"  # the bank's own OrderQuery still says unpaid
 
 
@@ -142,7 +143,7 @@ def test_a_wrong_sign_is_detected_by_the_client(client: QPayClient, sandbox: San
     sandbox.faults(bad_sign_rate=1, services=["OrderQuery"])
 
     with pytest.raises(SignatureMismatch):
-        client.query_orders(pay_flag="Y")
+        client.query_orders(OrderQueryRequest(pay_flag="Y"))
 
 
 def test_fail_next_fails_exactly_the_next_n_order_calls(client: QPayClient, sandbox: Sandbox) -> None:
@@ -151,7 +152,7 @@ def test_fail_next_fails_exactly_the_next_n_order_calls(client: QPayClient, sand
 
     for _ in range(4):
         try:
-            client.query_orders(pay_flag="Y")
+            client.query_orders(OrderQueryRequest(pay_flag="Y"))
             errors.append("ok")
         except QPayError as exc:
             errors.append(type(exc).__name__)
@@ -164,7 +165,7 @@ def test_fail_next_counts_only_calls_in_scope(client: QPayClient, sandbox: Sandb
     sandbox.faults(fail_next=1, services=["OrderPayQuery"])
 
     create_card(client, "SCOPE-1")
-    client.query_orders(order_no="SCOPE-1")
+    client.query_orders(OrderQueryRequest(order_no="SCOPE-1"))
     with pytest.raises(BankHTTPError):
         client.pay_query("b" * 64)
     with pytest.raises(BankRejection):  # the fault is used up: the bank answers, unknown token
@@ -175,7 +176,7 @@ def test_fail_next_drop_closes_the_connection(client: QPayClient, sandbox: Sandb
     sandbox.faults(fail_next=1, fail_next_action="drop")
 
     with pytest.raises(BankConnectionError):
-        client.query_orders(pay_flag="Y")
+        client.query_orders(OrderQueryRequest(pay_flag="Y"))
 
 
 def test_a_fault_after_processing_loses_the_reply_but_not_the_order(
@@ -200,7 +201,8 @@ def test_dropped_callbacks_are_never_sent(client: QPayClient, sandbox: Sandbox, 
 
     assert sandbox.payment("DROP-1")["callback"] == "dropped"
     assert receiver.count() == 0
-    assert [r.pay_status for r in client.query_orders(order_no="DROP-1").orders] == ["1A400"]
+    rows = client.query_orders(OrderQueryRequest(order_no="DROP-1")).orders
+    assert [r.pay_status for r in rows] == ["1A400"]
 
 
 def test_duplicated_callbacks_are_sent_twice(
@@ -267,7 +269,7 @@ def test_stats_count_calls_and_faults_per_service(client: QPayClient, sandbox: S
     sandbox.faults(fail_next=1, services=["OrderQuery"])
     create_card(client, "STATS-1")
     with pytest.raises(BankHTTPError):
-        client.query_orders(order_no="STATS-1")
+        client.query_orders(OrderQueryRequest(order_no="STATS-1"))
 
     stats = sandbox.get("/sandbox/stats").json()
 

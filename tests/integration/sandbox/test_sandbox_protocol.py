@@ -15,6 +15,7 @@ from core.settings import load_settings
 from core.sinopac import crypto, envelope
 from core.sinopac.client import QPayClient
 from core.sinopac.errors import MalformedReply
+from core.sinopac.messages import OrderQueryRequest
 from core.variables import SANDBOX_KEY_ID, SANDBOX_SHOP_NO
 from tests.integration.sandbox.conftest import (
     FAST,
@@ -124,7 +125,7 @@ def test_client_reports_an_envelope_error_as_malformed_reply(sandbox: Sandbox) -
                               "QPAY_KEY_ID": "not-the-key-id"})
 
     with QPayClient(settings) as client, pytest.raises(MalformedReply) as caught:
-        client.query_orders(pay_flag="Y")
+        client.query_orders(OrderQueryRequest(pay_flag="Y"))
 
     assert caught.value.retryable is False
 

@@ -10,6 +10,7 @@ import pytest
 
 from core.sinopac.client import QPayClient
 from core.sinopac.errors import BankRejection
+from core.sinopac.messages import OrderQueryRequest
 from tests.integration.sandbox.conftest import (
     HASH_ID,
     Sandbox,
@@ -120,10 +121,10 @@ def test_invalid_card_param_gets_status_f(sandbox: Sandbox, card: dict[str, obje
 
 def test_order_query_by_order_no_shows_unpaid_then_paid(client: QPayClient, sandbox: Sandbox) -> None:
     create_atm(client, "Q-1")
-    before = client.query_orders(order_no="Q-1").orders[0]
+    before = client.query_orders(OrderQueryRequest(order_no="Q-1")).orders[0]
 
     sandbox.pay("Q-1")
-    after = client.query_orders(order_no="Q-1").orders[0]
+    after = client.query_orders(OrderQueryRequest(order_no="Q-1")).orders[0]
 
     assert (before.pay_status, before.pay_date) == ("1A200", "")
     assert after.pay_status == "1A400"
@@ -139,8 +140,9 @@ def test_order_query_pay_flag_separates_paid_unpaid_and_overdue(client: QPayClie
     create_card(client, "F-DECLINED")
     sandbox.pay("F-DECLINED", "failed")
 
-    flags = {flag: sorted(r.order_no for r in client.query_orders(pay_flag=flag).orders) for flag in "YNO"}
-    statuses = {r.order_no: r.pay_status for r in client.query_orders(pay_flag="N").orders}
+    flags = {flag: sorted(r.order_no for r in client.query_orders(OrderQueryRequest(pay_flag=flag)).orders)
+             for flag in "YNO"}
+    statuses = {r.order_no: r.pay_status for r in client.query_orders(OrderQueryRequest(pay_flag="N")).orders}
 
     assert flags == {"Y": ["F-PAID"], "N": ["F-CARD", "F-DECLINED", "F-UNPAID"], "O": ["F-OVERDUE"]}
     assert statuses["F-DECLINED"] == "1C500"
@@ -154,11 +156,13 @@ def test_order_query_by_pay_window_finds_only_payments_inside_it(
     sandbox.pay("W-PAID")
     now = datetime.now(UTC)
 
-    inside = client.query_orders(pay_from=now - timedelta(minutes=5), pay_to=now + timedelta(minutes=1))
-    earlier = client.query_orders(pay_from=now - timedelta(days=2), pay_to=now - timedelta(days=1))
-    by_order_date = client.query_orders(
+    inside = client.query_orders(
+        OrderQueryRequest(pay_from=now - timedelta(minutes=5), pay_to=now + timedelta(minutes=1)))
+    earlier = client.query_orders(
+        OrderQueryRequest(pay_from=now - timedelta(days=2), pay_to=now - timedelta(days=1)))
+    by_order_date = client.query_orders(OrderQueryRequest(
         order_from=now - timedelta(minutes=5), order_to=now + timedelta(minutes=1)
-    )
+    ))
 
     assert [r.order_no for r in inside.orders] == ["W-PAID"]
     assert earlier.orders == ()
@@ -169,7 +173,7 @@ def test_order_query_returns_at_most_300_rows(client: QPayClient) -> None:
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda i: create_atm(client, f"MANY-{i:04d}"), range(305)))
 
-    result = client.query_orders(pay_flag="N")
+    result = client.query_orders(OrderQueryRequest(pay_flag="N"))
 
     assert len(result.orders) == 300
 

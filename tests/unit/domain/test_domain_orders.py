@@ -33,10 +33,10 @@ def test_atm_order_is_stored_pending_with_account_and_taipei_day_expiry(
     # Created at 10:00 Taipei on 25 Nov; payable through 27 Nov, i.e. until 28 Nov 00:00 Taipei.
     assert order.expires_at == datetime(2026, 11, 27, 16, 0, tzinfo=UTC)
     assert order.next_check_at == NOW + timedelta(seconds=60)
-    assert bank.created[0]["expire_date"] == date(2026, 11, 27)
-    assert bank.created[0]["amount"] == 50000
-    assert bank.created[0]["backend_url"] == "https://shop.example/qpay/backend"
-    assert bank.created[0]["return_url"] == "https://shop.example/qpay/return"
+    assert bank.created[0].expire_date == date(2026, 11, 27)
+    assert bank.created[0].amount == 50000
+    assert bank.created[0].backend_url == "https://shop.example/qpay/backend"
+    assert bank.created[0].return_url == "https://shop.example/qpay/return"
 
 
 def test_atm_expire_date_follows_the_taipei_calendar_not_utc(
@@ -48,7 +48,7 @@ def test_atm_expire_date_follows_the_taipei_calendar_not_utc(
     order = create_order(session, bank, settings, NewOrder(300, "A", "書", order_no="A002", expire_days=0),
                          now=late)
 
-    assert bank.created[0]["expire_date"] == date(2026, 11, 26)
+    assert bank.created[0].expire_date == date(2026, 11, 26)
     assert order.expires_at == datetime(2026, 11, 26, 16, 0, tzinfo=UTC)
 
 
@@ -60,8 +60,8 @@ def test_card_order_expires_after_exp_minutes_and_keeps_the_pay_url(
     assert order.card_pay_url == "https://bank.example/PayCard?TD=NA000100000001"
     assert order.atm_pay_no is None
     assert order.expires_at == NOW + timedelta(minutes=30)
-    assert bank.created[0]["card_exp_minutes"] == 30
-    assert bank.created[0]["expire_date"] is None
+    assert bank.created[0].card_exp_minutes == 30
+    assert bank.created[0].expire_date is None
 
 
 @pytest.mark.parametrize("minutes", [1, 10, 30])
@@ -70,7 +70,7 @@ def test_a_card_order_asks_the_bank_for_its_expire_minutes_and_stores_that_expir
 ) -> None:
     order = new_order(amount_twd=1200, pay_type="C", order_no="C002", expire_minutes=minutes)
 
-    assert bank.created[0]["card_exp_minutes"] == minutes
+    assert bank.created[0].card_exp_minutes == minutes
     assert order.expires_at == NOW + timedelta(minutes=minutes)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.services import paystatus
+from core.sinopac import paystatus
 from sandbox.bank import pay_status
 from sandbox.records import Order
 

@@ -277,7 +277,7 @@ def test_a_signed_reply_naming_another_order_paid_is_confirmed_before_paying(
     # then B is not paid: it waits for an operator, with the disagreement as the reason
     assert (out.kind, other.status) == ("review", "needs_review")
     assert "not confirmed" in (other.status_reason or "")
-    assert bank.order_queries[-1]["order_no"] == "B002"
+    assert bank.order_queries[-1].order_no == "B002"
 
 
 def test_an_unavailable_confirmation_is_transient_and_pays_nothing(

@@ -181,7 +181,7 @@ def test_each_shop_keeps_its_own_bulk_window(maker: sessionmaker[Session], two_s
     later = NOW + timedelta(hours=1)
     run_sweep(uow, banks.__getitem__, two_shops, lambda _id: True, now=later)
     overlap = timedelta(seconds=two_shops.sweep_window_overlap)
-    window_starts = {(q["pay_from"]) for q in banks[TWO].order_queries[1:] if q["pay_from"]}
+    window_starts = {q.pay_from for q in banks[TWO].order_queries[1:] if q.pay_from}
     assert window_starts == {NOW - overlap}  # shop two read its first window: it continues from there
-    first_lookback = [q["pay_from"] for q in banks[ONE].order_queries if q["pay_from"]]
+    first_lookback = [q.pay_from for q in banks[ONE].order_queries if q.pay_from]
     assert first_lookback[-1] == later - timedelta(days=1)  # shop one never completed one: a day back

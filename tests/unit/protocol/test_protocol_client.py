@@ -12,6 +12,7 @@ import requests
 
 from core.sinopac import crypto
 from core.sinopac.client import QPayClient
+from core.sinopac.messages import OrderCreateRequest, OrderQueryRequest
 from core.sinopac.types import BankCallRecord
 
 from .bankstub import StubBank, json_reply, new_nonce
@@ -21,7 +22,7 @@ TOKEN = "8630ccdda21ef69e17fd66558b6fa6bea03f988805d9c9949d2348755964469f"
 
 
 def _create_atm(client: QPayClient, order_no: str = "ATM20240101001") -> Any:
-    return client.create_order(
+    return client.create_order(OrderCreateRequest(
         order_no=order_no,
         amount=123400,
         pay_type="A",
@@ -30,7 +31,7 @@ def _create_atm(client: QPayClient, order_no: str = "ATM20240101001") -> Any:
         backend_url="https://shop.example.com/qpay/backend",
         expire_date=date(2024, 1, 10),
         memo="備註說明",
-    )
+    ))
 
 
 def _order_requests(bank: StubBank) -> list[dict[str, Any]]:
@@ -102,7 +103,7 @@ def test_connections_are_reused_across_calls(client: QPayClient, bank: StubBank)
 
 
 def test_card_order_returns_the_payment_page(client: QPayClient, bank: StubBank) -> None:
-    result = client.create_order(
+    result = client.create_order(OrderCreateRequest(
         order_no="CC20240101002",
         amount=99900,
         pay_type="C",
@@ -111,7 +112,7 @@ def test_card_order_returns_the_payment_page(client: QPayClient, bank: StubBank)
         backend_url="https://shop.example.com/qpay/backend",
         card_exp_minutes=15,
         param1="order-42",
-    )
+    ))
     assert result.card_pay_url == "https://bank.example/PayCard?TD=NA000100000124"
     assert result.atm_pay_no is None
     sent = _order_requests(bank)[0]
@@ -122,11 +123,11 @@ def test_card_order_returns_the_payment_page(client: QPayClient, bank: StubBank)
 
 
 def test_query_sends_windows_in_taipei_time_and_types_the_rows(client: QPayClient, bank: StubBank) -> None:
-    result = client.query_orders(
+    result = client.query_orders(OrderQueryRequest(
         pay_from=datetime(2024, 1, 1, 16, 0, tzinfo=UTC),
         pay_to=datetime(2024, 1, 2, 16, 0, tzinfo=UTC),
         pay_flag="Y",
-    )
+    ))
     sent = _order_requests(bank)[0]
     message = crypto.decrypt_message(sent["Message"], HASH_ID, sent["Nonce"])
     assert message == {
@@ -152,7 +153,7 @@ def test_query_amount_sent_as_a_string_becomes_an_int(client: QPayClient, bank: 
         return bank.sealed(service, inner)
 
     bank.on_order = reply
-    (row,) = client.query_orders(order_no="ATM20240101001").orders
+    (row,) = client.query_orders(OrderQueryRequest(order_no="ATM20240101001")).orders
     assert row.amount == 79900
 
 

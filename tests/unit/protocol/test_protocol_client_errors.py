@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from core.sinopac import crypto
-from core.sinopac.client import MAX_REPLY_BYTES, QPayClient
+from core.sinopac.client import QPayClient
 from core.sinopac.errors import (
     BankConnectionError,
     BankHTTPError,
@@ -26,6 +26,8 @@ from core.sinopac.errors import (
     SignatureMismatch,
     UndecryptableReply,
 )
+from core.sinopac.messages import OrderCreateRequest, OrderQueryRequest
+from core.sinopac.transport import MAX_REPLY_BYTES
 from core.sinopac.types import BankCallRecord
 
 from .bankstub import Reply, StubBank, json_reply, new_nonce
@@ -214,7 +216,7 @@ def _pay_query(client: QPayClient) -> Any:
 
 
 def _create(client: QPayClient) -> Any:
-    return client.create_order(
+    return client.create_order(OrderCreateRequest(
         order_no="ATM20240101001",
         amount=123400,
         pay_type="A",
@@ -222,7 +224,7 @@ def _create(client: QPayClient) -> Any:
         return_url="https://shop.example.com/qpay/return",
         backend_url="https://shop.example.com/qpay/backend",
         expire_date=date(2024, 1, 10),
-    )
+    ))
 
 
 CALLS = {"OrderPayQuery": _pay_query, "OrderCreate": _create}
@@ -362,7 +364,7 @@ def test_signed_create_reply_with_unusable_fields_is_malformed(
 def test_signed_query_reply_with_a_bad_row_is_malformed(client: QPayClient, bank: StubBank) -> None:
     bank.on_order = _bind(bank, _sealed_with(OrderList=[{"OrderNo": "A1", "Amount": "abc"}]))
     with pytest.raises(MalformedReply, match=r"OrderList\[0\]\.Amount"):
-        client.query_orders(order_no="A1")
+        client.query_orders(OrderQueryRequest(order_no="A1"))
 
 
 def _bind(bank: StubBank, behaviour: Behaviour) -> Callable[[str, dict[str, Any]], Reply]:

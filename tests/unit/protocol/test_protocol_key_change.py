@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
-from core.sinopac import client as client_module
+from core.sinopac import calls as calls_module
 from core.sinopac.client import QPayClient
 from core.sinopac.crypto import hash_id
 from core.sinopac.errors import BankProtocolError, EnvelopeRefused, SignatureMismatch
+from core.sinopac.messages import OrderQueryRequest
 from core.sinopac.types import BankCallRecord
 
 from .bankstub import StubBank
@@ -26,9 +27,9 @@ NEXT_HASH_ID = hash_id("1111111111111111", "2222222222222222", "3333333333333333
 @pytest.fixture(autouse=True)
 def _fresh_process() -> Iterator[None]:
     """What the bank refused is remembered per process: every test starts as a fresh one."""
-    client_module._REFUSED.clear()
+    calls_module._REFUSED.clear()
     yield
-    client_module._REFUSED.clear()
+    calls_module._REFUSED.clear()
 
 
 def _client(bank: StubBank, records: list[BankCallRecord], **env: str) -> QPayClient:
@@ -68,7 +69,7 @@ def test_a_request_refused_under_the_active_set_is_sent_again_under_the_next(ban
     bank.hash_id = NEXT_HASH_ID  # the bank takes only the new keys now
     records: list[BankCallRecord] = []
     with _client(bank, records, **NEXT) as client:
-        result = client.query_orders(order_no="A1")
+        result = client.query_orders(OrderQueryRequest(order_no="A1"))
     assert result.orders[0].order_no == "A1"
     order_calls = [seen.headers.get("X-KeyID") for seen in bank.seen if seen.path.endswith("/Order")]
     assert order_calls == [KEY_ID, "next-key-id"]
@@ -77,14 +78,14 @@ def test_a_request_refused_under_the_active_set_is_sent_again_under_the_next(ban
     # The next call, by any client of this process with these keys, goes to the set the bank took.
     bank.seen.clear()
     with _client(bank, records, **NEXT) as client:
-        client.query_orders(order_no="A2")
+        client.query_orders(OrderQueryRequest(order_no="A2"))
     assert [seen.headers.get("X-KeyID") for seen in bank.seen] == ["next-key-id", "next-key-id"]
 
     # And should the bank refuse that one later (the change undone), the active set is tried again.
     bank.hash_id = HASH_ID
     bank.seen.clear()
     with _client(bank, records, **NEXT) as client:
-        client.query_orders(order_no="A3")
+        client.query_orders(OrderQueryRequest(order_no="A3"))
     order_calls = [seen.headers.get("X-KeyID") for seen in bank.seen if seen.path.endswith("/Order")]
     assert order_calls == ["next-key-id", KEY_ID]
 
@@ -93,7 +94,7 @@ def test_a_refusal_with_no_other_set_is_an_envelope_refusal(bank: StubBank) -> N
     bank.hash_id = NEXT_HASH_ID
     records: list[BankCallRecord] = []
     with _client(bank, records) as client, pytest.raises(EnvelopeRefused):
-        client.query_orders(order_no="A1")
+        client.query_orders(OrderQueryRequest(order_no="A1"))
 
 
 def test_with_key_set_signs_with_the_chosen_set(bank: StubBank) -> None:
@@ -101,12 +102,12 @@ def test_with_key_set_signs_with_the_chosen_set(bank: StubBank) -> None:
     records: list[BankCallRecord] = []
     with _client(bank, records, **NEXT) as client:
         twin = client.with_key_set("next")
-        twin.query_orders(order_no="A1")
+        twin.query_orders(OrderQueryRequest(order_no="A1"))
         assert client.with_key_set("active").nonce()
     assert [seen.headers.get("X-KeyID") for seen in bank.seen] == ["next-key-id", "next-key-id", KEY_ID]
     bank.hash_id = HASH_ID  # before the change at the bank: the next set is refused, not replaced
     with _client(bank, records, **NEXT) as client, pytest.raises(EnvelopeRefused):
-        client.with_key_set("next").query_orders(order_no="A1")
+        client.with_key_set("next").query_orders(OrderQueryRequest(order_no="A1"))
     with pytest.raises(ValueError, match="no next key set"):
         QPayClient(make_settings(bank.base_url)).with_key_set("next")
 

@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from core.sinopac.client import QPayClient
+from core.sinopac.messages import OrderCreateRequest, OrderQueryRequest
 
 from .conftest import make_settings
 
@@ -71,7 +72,7 @@ def test_invalid_order_create_input_is_a_value_error(
     change: dict[str, Any], message: str, offline: QPayClient
 ) -> None:
     with pytest.raises(ValueError, match=message):
-        offline.create_order(**{**GOOD, **change})
+        offline.create_order(OrderCreateRequest(**{**GOOD, **change}))
 
 
 AWARE = datetime(2024, 1, 1, tzinfo=UTC)
@@ -91,7 +92,7 @@ AWARE = datetime(2024, 1, 1, tzinfo=UTC)
 )
 def test_invalid_query_is_a_value_error(kwargs: dict[str, Any], message: str, offline: QPayClient) -> None:
     with pytest.raises(ValueError, match=message):
-        offline.query_orders(**kwargs)
+        offline.query_orders(OrderQueryRequest(**kwargs))
 
 
 @pytest.mark.parametrize("token", ["", "   ", " abc", "tok\u00e9n", "a" * 256])

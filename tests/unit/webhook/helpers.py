@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from core.db import transaction
 from core.models import PayToken
 from core.settings import Settings, load_settings
+from core.sinopac.messages import OrderCreateRequest, OrderQueryRequest
 from core.sinopac.types import BankCallRecord, OrderCreateResult
 
 SHOP = "NA0001_001"  # the sandbox shop the default settings use
@@ -45,29 +46,32 @@ class FakeBank:
     """OrderCreate answers as the bank would, or raises `error` (after reporting the call)."""
 
     error: Exception | None = None
-    calls: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[OrderCreateRequest] = field(default_factory=list)
     observer: Callable[[BankCallRecord], None] | None = None
 
-    def create_order(self, **kw: Any) -> OrderCreateResult:
-        self.calls.append(kw)
+    def create_order(self, request: OrderCreateRequest) -> OrderCreateResult:
+        self.calls.append(request)
         if self.observer is not None:
             outcome = "ok" if self.error is None else "transport_error"
-            self.observer(BankCallRecord("OrderCreate", kw["order_no"], None, 5, 200, outcome))  # type: ignore[arg-type]
+            self.observer(BankCallRecord("OrderCreate", request.order_no, None, 5, 200, outcome))  # type: ignore[arg-type]
         if self.error is not None:
             raise self.error
-        atm = kw["pay_type"] == "A"
+        atm = request.pay_type == "A"
         return OrderCreateResult(
-            order_no=kw["order_no"], shop_no=SHOP, ts_no="NA000100000042", amount=kw["amount"],
-            pay_type=kw["pay_type"], status="S", description="S0000 – 處理成功",
+            order_no=request.order_no, shop_no=SHOP, ts_no="NA000100000042", amount=request.amount,
+            pay_type=request.pay_type, status="S", description="S0000 – 處理成功",
             atm_pay_no="99922530174617" if atm else None,
             card_pay_url=None if atm else "https://bank.example/PayCard?TD=1&TK=2",
         )
 
-    def query_orders(self, **kw: Any) -> Any:
+    def query_orders(self, request: OrderQueryRequest) -> Any:
         raise AssertionError("not used by the web process")
 
     def pay_query(self, pay_token: str) -> Any:
         raise AssertionError("not used by the web process")
+
+    def close(self) -> None:
+        pass
 
 
 def make_settings(db_url: str, **env: str) -> Settings:

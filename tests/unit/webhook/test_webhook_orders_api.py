@@ -34,9 +34,9 @@ def test_create_atm_order_answers_201_with_payment_details(client, db_url, bank)
     assert body["atm_pay_no"] == "99922530174617"
     assert "card_pay_url" not in body
     assert body["expires_at"].endswith("+00:00")
-    assert bank.calls[0]["amount"] == 50000
-    assert bank.calls[0]["backend_url"] == "https://shop.example/qpay/backend"
-    assert bank.calls[0]["return_url"] == "https://shop.example/qpay/return"
+    assert bank.calls[0].amount == 50000
+    assert bank.calls[0].backend_url == "https://shop.example/qpay/backend"
+    assert bank.calls[0].return_url == "https://shop.example/qpay/return"
     assert orders_in(db_url) == 1
 
 
@@ -58,7 +58,7 @@ def test_a_card_order_with_expire_minutes_asks_the_bank_for_that_link_validity(c
 
     # then the bank is asked for ExpMinutes 5 and the stored expiry is 5 minutes after creation
     assert resp.status_code == 201
-    assert bank.calls[0]["card_exp_minutes"] == 5
+    assert bank.calls[0].card_exp_minutes == 5
     with transaction(db_url) as s:
         order = s.scalars(select(Order).where(Order.order_no == "C-5")).one()
         assert order.expires_at - order.created_at == timedelta(minutes=5)
@@ -70,7 +70,7 @@ def test_a_card_order_without_expire_minutes_keeps_the_30_minute_link(client, db
                        headers=auth())
 
     assert resp.status_code == 201
-    assert bank.calls[0]["card_exp_minutes"] == 30
+    assert bank.calls[0].card_exp_minutes == 30
 
 
 def test_get_order_returns_it_with_its_history(client, db_url):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from core.sinopac.messages import OrderCreateRequest
 from core.sinopac.types import BankCallRecord, OrderCreateResult
 from tests.unit.webhook.helpers import FakeBank, FakeEnqueuer, auth, make_settings, token_row
 from webhook import create_app
@@ -30,8 +30,8 @@ class ShopBank(FakeBank):
 
     shop_no: str = ONE
 
-    def create_order(self, **kw: Any) -> OrderCreateResult:
-        result = super().create_order(**kw)
+    def create_order(self, request: OrderCreateRequest) -> OrderCreateResult:
+        result = super().create_order(request)
         return dataclasses.replace(result, shop_no=self.shop_no, ts_no=f"{self.shop_no}-{len(self.calls)}")
 
 

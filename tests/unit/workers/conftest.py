@@ -15,8 +15,9 @@ from core.db import dispose_engines, make_engine, transaction
 from core.models import Base, Order, PayToken
 from core.settings import Settings, load_settings
 from core.sinopac.errors import BankTimeout
+from core.sinopac.messages import OrderCreateRequest, OrderQueryRequest
 from core.sinopac.timefmt import to_bank_minute
-from core.sinopac.types import OrderQueryResult, OrderQueryRow
+from core.sinopac.types import OrderCreateResult, OrderQueryResult, OrderQueryRow
 
 NOW = datetime(2026, 3, 2, 4, 30, 15, tzinfo=UTC)  # 12:30 in Taipei
 
@@ -82,16 +83,16 @@ class FakeBank:
     rows: list[OrderQueryRow] = field(default_factory=list)
     max_rows: int = 300
     down: bool = False
-    calls: list[dict] = field(default_factory=list)
+    calls: list[OrderQueryRequest] = field(default_factory=list)
 
-    def query_orders(self, **kw) -> OrderQueryResult:
-        self.calls.append(kw)
+    def query_orders(self, request: OrderQueryRequest) -> OrderQueryResult:
+        self.calls.append(request)
         if self.down:
             raise BankTimeout("OrderQuery: read timed out", service="OrderQuery")
-        if kw.get("order_no"):
-            chosen = [r for r in self.rows if r.order_no == kw["order_no"]]
+        if request.order_no:
+            chosen = [r for r in self.rows if r.order_no == request.order_no]
         else:
-            lo, hi = to_bank_minute(kw["pay_from"]), to_bank_minute(kw["pay_to"])
+            lo, hi = to_bank_minute(request.pay_from), to_bank_minute(request.pay_to)
             chosen = [r for r in self.rows
                       if r.pay_date and lo <= r.pay_date <= hi and r.pay_status == "1A400"]
         return OrderQueryResult(shop_no="NA0001_001", date="", status="S", description="S0000",
@@ -100,5 +101,8 @@ class FakeBank:
     def pay_query(self, pay_token: str):  # pragma: no cover - the sweep never resolves tokens itself
         raise AssertionError("the sweep must enqueue tokens, not resolve them")
 
-    def create_order(self, **kw):  # pragma: no cover
+    def create_order(self, request: OrderCreateRequest) -> OrderCreateResult:  # pragma: no cover
         raise AssertionError("the sweep never creates orders")
+
+    def close(self) -> None:
+        pass

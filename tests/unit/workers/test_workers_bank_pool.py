@@ -10,7 +10,7 @@ from celery.signals import celeryd_after_setup
 
 import workers  # noqa: F401  (connects the signal handlers)
 from core import db
-from core.sinopac.client import DEFAULT_POOL_SIZE
+from core.sinopac.transport import DEFAULT_POOL_SIZE
 from workers import bank
 
 

@@ -12,6 +12,8 @@ import core.services.sweep as sweep_module
 from core.models import Order, OrderEvent, PayToken, SweepRun
 from core.services.sweep import run_sweep
 from core.settings import load_settings
+from core.sinopac.messages import OrderQueryRequest
+from core.sinopac.types import OrderQueryResult
 from tests.unit.workers.conftest import NOW, FakeBank, add_order, add_token, row, status_of
 
 
@@ -98,8 +100,8 @@ def test_first_window_looks_back_one_day_then_follows_the_last_end_minus_overlap
     later = NOW + timedelta(minutes=5)
     run_sweep(uow, bank, settings, lambda _: True, now=later)
     first, second = bank.calls
-    assert (first["pay_from"], first["pay_to"], first["pay_flag"]) == (NOW - timedelta(days=1), NOW, "Y")
-    assert (second["pay_from"], second["pay_to"]) == (NOW - timedelta(seconds=600), later)
+    assert (first.pay_from, first.pay_to, first.pay_flag) == (NOW - timedelta(days=1), NOW, "Y")
+    assert (second.pay_from, second.pay_to) == (NOW - timedelta(seconds=600), later)
     assert [r.window_end for r in _runs(uow)] == [NOW, later]
 
 
@@ -169,7 +171,7 @@ def test_a_bank_outage_counts_errors_keeps_the_window_open_and_never_raises(uow,
     bank.down = False
     bank.calls.clear()
     run_sweep(uow, bank, settings, lambda _: True, now=NOW + timedelta(minutes=5))
-    assert bank.calls[0]["pay_from"] == NOW + timedelta(minutes=5) - timedelta(days=1)
+    assert bank.calls[0].pay_from == NOW + timedelta(minutes=5) - timedelta(days=1)
 
 
 def test_the_counts_are_recorded_as_a_sweep_run(uow, settings):
@@ -204,11 +206,11 @@ def test_targeted_sends_a_payment_for_an_order_failed_meanwhile_to_review(uow, s
     add_order(uow, "RACE1", pay_type="C", next_check_at=NOW - timedelta(minutes=1))
 
     class FailsMeanwhile(FakeBank):
-        def query_orders(self, **kw):  # type: ignore[no-untyped-def]
-            if kw.get("order_no") == "RACE1":
+        def query_orders(self, request: OrderQueryRequest) -> OrderQueryResult:
+            if request.order_no == "RACE1":
                 with uow() as s:
                     s.query(Order).filter_by(order_no="RACE1").update({"status": "failed"})
-            return super().query_orders(**kw)
+            return super().query_orders(request)
 
     bank = FailsMeanwhile(rows=[row("RACE1", pay_type="C", pay_status="1C400", pay_date=None)])
     # when the targeted step learns it was paid
@@ -222,10 +224,10 @@ def test_a_reply_the_parser_chokes_on_never_ends_the_pass(uow, settings):
     add_order(uow, "T1", next_check_at=NOW - timedelta(minutes=1))
 
     class Choking(FakeBank):
-        def query_orders(self, **kw):  # type: ignore[no-untyped-def]
-            if not kw.get("order_no"):
+        def query_orders(self, request: OrderQueryRequest) -> OrderQueryResult:
+            if not request.order_no:
                 raise RecursionError("maximum recursion depth exceeded")
-            return super().query_orders(**kw)
+            return super().query_orders(request)
 
     bank = Choking(rows=[row("T1")])
     counts = run_sweep(uow, bank, settings, lambda _: True, now=NOW)
@@ -245,13 +247,13 @@ class SlowBank(FakeBank):
         self.most = 0
         self.lock = threading.Lock()
 
-    def query_orders(self, **kw):
+    def query_orders(self, request: OrderQueryRequest) -> OrderQueryResult:
         with self.lock:
             self.in_flight += 1
             self.most = max(self.most, self.in_flight)
         try:
             time.sleep(self.delay)
-            return super().query_orders(**kw)
+            return super().query_orders(request)
         finally:
             with self.lock:
                 self.in_flight -= 1
@@ -268,7 +270,7 @@ def test_targeted_calls_run_concurrently_up_to_sweep_concurrency(uow, db_url):
     counts = run_sweep(uow, bank, settings, lambda _: True, now=NOW)
     elapsed = time.monotonic() - started
     # then every order was queried once, never more than 8 at a time, and far faster than in series
-    assert len([c for c in bank.calls if c.get("order_no")]) == 40
+    assert len([c for c in bank.calls if c.order_no]) == 40
     assert bank.most == 8
     assert elapsed < 40 * 0.05 / 2
     assert (counts.settled, counts.still_pending, counts.errors) == (20, 20, 0)
@@ -281,6 +283,6 @@ def test_a_bank_outage_in_the_targeted_step_stops_after_three_calls_whatever_the
         add_order(uow, f"D{i:02d}", next_check_at=NOW - timedelta(minutes=1))
     bank = FakeBank(down=True)
     counts = run_sweep(uow, bank, settings, lambda _: True, now=NOW)
-    assert len([c for c in bank.calls if c.get("order_no")]) == 3
+    assert len([c for c in bank.calls if c.order_no]) == 3
     assert "targeted: stopped after repeated transport errors" in (_runs(uow)[0].detail or "")
     assert counts.errors == 1 + 3  # the bulk window and three targeted calls
