@@ -54,10 +54,9 @@ def shops_cli(ctx: click.Context) -> None:
 
 
 def check_key_set(client: BankClient) -> tuple[bool, str]:
-    """Does the bank accept this client's signing set? A Nonce, then an OrderQuery for an OrderNo
-    nobody uses: any reply that verifies (Status S, or F such as "no data") means it does."""
+    """Does the bank accept this client's signing set? An OrderQuery (its Nonce, then the Order call) for
+    an OrderNo nobody uses: any reply that verifies (Status S, or F such as "no data") means it does."""
     try:
-        client.nonce()  # type: ignore[attr-defined]
         client.query_orders(OrderQueryRequest(order_no=CHECK_ORDER_NO))
     except BankRejection as exc:
         return True, f"accepted (OrderQuery answered {exc.code or 'F'})"
