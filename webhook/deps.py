@@ -55,4 +55,7 @@ class Deps:
 
 
 def deps() -> Deps:
-    return current_app.extensions["qpay"]  # type: ignore[no-any-return]
+    found = current_app.extensions["qpay"]
+    if not isinstance(found, Deps):
+        raise RuntimeError("the app was not built by webhook.create_app()")
+    return found

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from celery import Task
 from sqlalchemy.exc import OperationalError
@@ -18,6 +18,7 @@ from core.backoff import retry_countdown
 from core.db import transaction
 from core.logging import bind_context
 from core.queues import CALLBACK_QUEUE, RESOLVE_TASK, SWEEP_QUEUE, SWEEP_TASK
+from core.services.outcomes import ResolveKind, ResolveOutcome
 from core.services.resolution import record_failed_attempt, resolve_token
 from core.services.sweep import run_sweep
 from core.settings import Settings, get_settings
@@ -32,12 +33,41 @@ from workers.sweeplock import exclusive_pass
 log = logging.getLogger(__name__)
 
 
-@app.task(
-    name=RESOLVE_TASK,
+def _task(name: str, queue: str, soft_limit: float, hard_limit: float, **options: Any) -> Any:
+    """Declare a task on its queue with its soft and hard time limits (workers/celeryconfig.py)."""
+    return app.task(name=name, queue=queue, soft_time_limit=soft_limit, time_limit=hard_limit, **options)
+
+
+class _Report(NamedTuple):
+    level: int
+    message: str  # %-style, with the named fields resolve_pay_token passes
+    names_token: bool = False  # the line carries the shortened PayToken as its pay_token field
+
+
+_PARKED = "its order is settled by the sweep's OrderQuery; replay it with `flask --app webhook tokens replay`"
+# How the task reports each conclusion: the one place an outcome becomes a log line. An untrusted
+# reply, a dead token and a review are ALERTs, raised once (only the attempt that made the change
+# returns them); a transient failure is reported here only once its retries are spent.
+_REPORTS: dict[ResolveKind, _Report] = {
+    ResolveKind.DEAD: _Report(
+        logging.ERROR, "ALERT token %(token)s (%(label)s): dead after %(max_attempts)d failed resolutions "
+        "(last: %(error)s); never re-enqueued, " + _PARKED, names_token=True),
+    ResolveKind.PROTOCOL_ERROR: _Report(
+        logging.ERROR, "ALERT token %(token)s (%(label)s): untrusted bank reply: %(error)s; token parked as "
+        "untrusted, " + _PARKED, names_token=True),
+    ResolveKind.REVIEW: _Report(logging.ERROR, "ALERT token %(token)s: order needs review: %(error)s"),
+    ResolveKind.REJECTED: _Report(logging.WARNING, "token %(token)s rejected by the bank: %(error)s"),
+    ResolveKind.TRANSIENT: _Report(
+        logging.WARNING, "token %(token)s still unresolved after %(retries)d retries (%(error)s); left for "
+        "the sweep"),
+    ResolveKind.SETTLED: _Report(logging.INFO, "token %(token)s resolved: %(kind)s"),
+    ResolveKind.NOOP: _Report(logging.INFO, "token %(token)s resolved: %(kind)s"),
+}
+
+
+@_task(
+    RESOLVE_TASK, CALLBACK_QUEUE, RESOLVE_SOFT_LIMIT, RESOLVE_HARD_LIMIT,
     bind=True,
-    queue=CALLBACK_QUEUE,
-    soft_time_limit=RESOLVE_SOFT_LIMIT,
-    time_limit=RESOLVE_HARD_LIMIT,
     max_retries=None,  # bounded by settings.retry_max below, read at run time
 )
 def resolve_pay_token(self: Task, token_id: Any) -> str:
@@ -47,9 +77,25 @@ def resolve_pay_token(self: Task, token_id: Any) -> str:
         return "bad_argument"
     settings = get_settings()
     retries = int(self.request.retries or 0)
-    kind: str
-    error: str | None
-    label: str | None = None
+    outcome = _resolve(settings, token_id)
+    extra = {"token_id": token_id, "outcome": outcome.kind.value, "task_id": self.request.id,
+             "retries": retries}
+    if outcome.kind is ResolveKind.TRANSIENT and retries < settings.retry_max:
+        countdown = retry_countdown(retries, base=settings.retry_base, cap=settings.retry_cap)
+        metrics.resolve_retry()
+        log.info("token %s: transient failure (%s); retry in %.2fs", token_id, outcome.error, countdown,
+                 extra=extra)
+        raise self.retry(countdown=countdown, max_retries=settings.retry_max)
+    report = _REPORTS[outcome.kind]
+    fields = {"token": token_id, "label": outcome.token_label or "?", "error": outcome.error,
+              "kind": outcome.kind.value, "max_attempts": settings.max_attempts, "retries": retries}
+    log.log(report.level, report.message, fields,
+            extra={**extra, "pay_token": outcome.token_label} if report.names_token else extra)
+    return outcome.kind.value
+
+
+def _resolve(settings: Settings, token_id: int) -> ResolveOutcome:
+    """resolve_token, with a database outage and any surprise made outcomes too."""
     try:
         # A unit of work, not a session: no transaction is open while the bank answers; the bank
         # calls are recorded by the resolution's next transaction, its write (workers/bank.py).
@@ -58,44 +104,12 @@ def resolve_pay_token(self: Task, token_id: Any) -> str:
     except OperationalError as exc:
         # The database is unreachable: nothing was changed. Same backoff as a bank outage; after the
         # last retry the stored token is the sweep's (it re-enqueues unresolved tokens).
-        kind, error = "transient", f"database unavailable: {type(exc.orig).__name__}"
+        return ResolveOutcome(ResolveKind.TRANSIENT, error=f"database unavailable: {type(exc.orig).__name__}")
     except Exception as exc:  # a bug or a surprise: counted like any failure, so no token crash-loops
-        kind, error = _unexpected(settings, token_id, exc)
-    else:
-        kind, error, label = outcome.kind, outcome.error, outcome.token_label
-        if outcome.received_at is not None:  # committed: the order reached its final state just now
-            metrics.settled(time.time() - outcome.received_at.timestamp())
-    extra = {"token_id": token_id, "outcome": kind, "task_id": self.request.id, "retries": retries}
-    if kind == "transient":
-        if retries >= settings.retry_max:
-            log.warning(
-                "token %s still unresolved after %d retries (%s); left for the sweep",
-                token_id, retries, error, extra=extra,
-            )
-            return kind
-        countdown = retry_countdown(retries, base=settings.retry_base, cap=settings.retry_cap)
-        metrics.resolve_retry()
-        log.info("token %s: transient failure (%s); retry in %.2fs", token_id, error, countdown, extra=extra)
-        raise self.retry(countdown=countdown, max_retries=settings.retry_max)
-    if kind == "dead":
-        # The one ALERT for this token: only the attempt that made it dead returns "dead".
-        log.error("ALERT token %s (%s): dead after %d failed resolutions (last: %s); never re-enqueued, its "
-                  "order is settled by the sweep's OrderQuery; replay it with `flask --app webhook tokens "
-                  "replay`", token_id, label or "?", settings.max_attempts, error,
-                  extra={**extra, "pay_token": label})
-    elif kind == "protocol_error":
-        # The bank's reply could not be trusted (bad Sign, undecryptable, malformed): the token is parked
-        # as untrusted, never retried blindly; someone must look. The one ALERT line for this case.
-        log.error("ALERT token %s (%s): untrusted bank reply: %s; token parked as untrusted, its order is "
-                  "settled by the sweep's OrderQuery; replay it with `flask --app webhook tokens replay`",
-                  token_id, label or "?", error, extra={**extra, "pay_token": label})
-    elif kind == "review":
-        log.error("ALERT token %s: order needs review: %s", token_id, error, extra=extra)
-    elif kind == "rejected":
-        log.warning("token %s rejected by the bank: %s", token_id, error, extra=extra)
-    else:
-        log.info("token %s resolved: %s", token_id, kind, extra=extra)
-    return kind
+        return _unexpected(settings, token_id, exc)
+    if outcome.received_at is not None:  # committed: the order reached its final state just now
+        metrics.settled(time.time() - outcome.received_at.timestamp())
+    return outcome
 
 
 def _shop_client(shop_no: str) -> BankClient:
@@ -105,16 +119,16 @@ def _shop_client(shop_no: str) -> BankClient:
     return client_for(shop_no)
 
 
-def _unexpected(settings: Settings, token_id: int, exc: Exception) -> tuple[str, str]:
-    """Count an unexpected failure on the token: ("dead", error) when it was the last allowed attempt,
-    else ("transient", error), retried with the same backoff as an outage."""
+def _unexpected(settings: Settings, token_id: int, exc: Exception) -> ResolveOutcome:
+    """Count an unexpected failure on the token: dead when it was the last allowed attempt, else
+    transient, retried with the same backoff as an outage."""
     error = f"unexpected {type(exc).__name__}"
     log.exception("resolve of token %s failed unexpectedly", token_id, extra={"token_id": token_id})
     try:
         died = record_failed_attempt(transaction, settings, token_id, error)
     except OperationalError:
         died = False  # the database is down: nothing can be counted now
-    return ("dead" if died else "transient"), error
+    return ResolveOutcome(ResolveKind.DEAD if died else ResolveKind.TRANSIENT, error=error)
 
 
 def _enqueue_resolve(token_id: int) -> bool:
@@ -129,11 +143,8 @@ def _enqueue_resolve(token_id: int) -> bool:
     return True
 
 
-@app.task(
-    name=SWEEP_TASK,
-    queue=SWEEP_QUEUE,
-    soft_time_limit=SWEEP_SOFT_LIMIT,
-    time_limit=SWEEP_HARD_LIMIT,
+@_task(
+    SWEEP_TASK, SWEEP_QUEUE, SWEEP_SOFT_LIMIT, SWEEP_HARD_LIMIT,
     # Acknowledged on receipt: a lost sweep is replaced by beat's next one, and an unacknowledged
     # sweep would be cancelled mid-pass whenever the broker connection drops.
     acks_late=False,

@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from core.models import PayToken
+from core.services.updates import rows_updated
 from core.sinopac.fields import PAY_TOKEN_RE, SHOP_NO_RE
 from core.states import Source
 
@@ -144,10 +145,5 @@ def unmark_enqueued(session: Session, token_id: int, queued_at: datetime) -> boo
     """Undo a receipt's `last_enqueued_at` when its publish failed (the broker is down), so that the
     bank's next resend queues the token at once instead of waiting for the sweep. Conditional: a
     later stamp (another receipt, the sweep) is left alone."""
-    result = session.execute(
-        update(PayToken)
-        .where(PayToken.id == token_id, PayToken.last_enqueued_at == queued_at)
-        .values(last_enqueued_at=None)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    stmt = update(PayToken).where(PayToken.id == token_id, PayToken.last_enqueued_at == queued_at)
+    return bool(rows_updated(session, stmt.values(last_enqueued_at=None)))

@@ -12,22 +12,33 @@ with the same TSNo and amount (QPAY_CONFIRM_PAYMENTS; the reply's Sign does not 
 order). A reply that fails verification parks the token as `untrusted`; every failed attempt counts,
 and a token failing RESOLVE_MAX_ATTEMPTS times is `dead`. Neither is re-enqueued by the sweep (whose
 OrderQuery still settles the order); `reopen_untrusted` (the ops CLI's replay) is the way back.
+
+What resolve_token returns (core/services/outcomes.py, ResolveKind):
+  transient       timeouts, any non-200 answer, a maintenance page, an unconfirmable payment: attempts
+                  and last_error recorded, the caller retries later;
+  rejected        the bank refused the token (BankRejection) or it names no order of ours;
+  protocol_error  a QPay envelope that cannot be trusted (bad Sign, undecryptable, malformed): the token
+                  becomes untrusted with last_error set, so nothing retries it blindly;
+  dead            this failure was attempt number RESOLVE_MAX_ATTEMPTS; the token is parked;
+  settled, review, noop: the reply was applied (core/services/settlement.py) and the token resolved.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Collection
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, Update, select, update
 from sqlalchemy.orm import Session
 
 from core.logging import short_token
 from core.models import PayToken
+from core.services.outcomes import ResolveKind, ResolveOutcome, SettleKind
 from core.services.settlement import Confirmation, settle_from_pay_result
 from core.services.units import UnitOfWork, as_unit_of_work
+from core.services.updates import rows_updated
 from core.settings import Settings
 from core.shops import UnknownShop
 from core.sinopac.client import client_of
@@ -41,41 +52,33 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ResolveKind = Literal["settled", "noop", "review", "rejected", "transient", "protocol_error", "dead"]
+__all__ = [
+    "ResolveKind", "ResolveOutcome", "record_failed_attempt", "reopen_parked", "reopen_untrusted",
+    "resolve_token",
+]
+
 _MAX_ERROR = 500
-
-
-@dataclass(frozen=True)
-class ResolveOutcome:
-    kind: ResolveKind
-    error: str | None = None
-    order_no: str | None = None
-    token_label: str | None = None  # the PayToken shortened for logs (set for protocol_error and dead)
-    received_at: datetime | None = None  # the token's first receipt (set for settled: the metrics' start)
+# What resolve_token reads of a token: pay_token, state, order_no, source, shop_no, first_received_at.
+_TokenRow = Row[str, str, str | None, str, str, datetime]
+_READ_TOKEN = select(PayToken.pay_token, PayToken.state, PayToken.order_no, PayToken.source, PayToken.shop_no,
+                     PayToken.first_received_at)
 
 
 def _update_token(session: Session, token_id: int, **values: object) -> bool:
     """A conditional update: only a token still in state received changes (first resolver wins)."""
-    result = session.execute(
-        update(PayToken)
-        .where(PayToken.id == token_id, PayToken.state == TokenState.RECEIVED.value)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(rows_updated(session, _token_update(token_id, TokenState.RECEIVED).values(**values)))
+
+
+def _token_update(token_id: int, *states: TokenState) -> Update:
+    """An UPDATE of one token that applies only while it is in one of `states`."""
+    return update(PayToken).where(PayToken.id == token_id, PayToken.state.in_([s.value for s in states]))
 
 
 def _kill_if_exhausted(session: Session, token_id: int, max_attempts: int) -> bool:
     """received -> dead once attempts reach the bound; True only for the call that made the move, so
     the ALERT is raised once however many resolvers fail together."""
-    result = session.execute(
-        update(PayToken)
-        .where(PayToken.id == token_id, PayToken.state == TokenState.RECEIVED.value,
-               PayToken.attempts >= max_attempts)
-        .values(state=TokenState.DEAD.value)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    stmt = _token_update(token_id, TokenState.RECEIVED).where(PayToken.attempts >= max_attempts)
+    return bool(rows_updated(session, stmt.values(state=TokenState.DEAD.value)))
 
 
 def record_failed_attempt(
@@ -114,80 +117,69 @@ def resolve_token(
     now: datetime | None = None,
 ) -> ResolveOutcome:
     """Resolve one stored PayToken with its shop's keys (`client`: that shop's client, or a ClientFor);
-    idempotent. `source`: a unit of work (core.db.transaction: one short
-    transaction to read, none during the bank calls, one to write) or a Session (all of it in the
-    caller's transaction: tests).
+    idempotent. `source`: a unit of work (core.db.transaction: one short transaction to read, none
+    during the bank calls, one to write) or a Session (all of it in the caller's transaction: tests).
 
-    transient (timeouts, any non-200 answer, a maintenance page, an unconfirmable payment): attempts
-    and last_error recorded, the caller retries later.
-    rejected: the bank refused the token (BankRejection) or it names no order of ours.
-    protocol_error: a QPay envelope that cannot be trusted (bad Sign, undecryptable, malformed): the
-    token becomes untrusted with last_error set, so nothing retries it blindly.
-    dead: this failure was attempt number RESOLVE_MAX_ATTEMPTS; the token is parked.
-    The caller raises the alert for protocol_error, dead and review (the task's log line carries the
-    task id and retries; the CLI prints it), so it is logged once.
+    What each ResolveKind means for the token: see the module's docstring. The caller raises the alert
+    for protocol_error, dead and review (the task's log line carries the task id and retries; the CLI
+    prints it), so it is logged once.
     """
     units = as_unit_of_work(source)
     at = now if now is not None else datetime.now(UTC)
     with units() as session:
-        row = session.execute(
-            select(PayToken.pay_token, PayToken.state, PayToken.order_no, PayToken.source,
-                   PayToken.shop_no, PayToken.first_received_at).where(PayToken.id == token_id)
-        ).first()
+        row = session.execute(_READ_TOKEN.where(PayToken.id == token_id)).first()
     if row is None:
         log.warning("resolve: no pay token with id %s", token_id, extra={"token_id": token_id})
-        return ResolveOutcome("noop", error="no such token")
+        return ResolveOutcome(ResolveKind.NOOP, error="no such token")
     if row.state != TokenState.RECEIVED:
-        return ResolveOutcome("noop", order_no=row.order_no)
-    token = row.pay_token
-    extra = {"pay_token": short_token(token), "token_id": token_id, "shop_no": row.shop_no}
-    attempts = PayToken.attempts + 1
+        return ResolveOutcome(ResolveKind.NOOP, order_no=row.order_no)
+    extra = {"pay_token": short_token(row.pay_token), "token_id": token_id, "shop_no": row.shop_no}
     try:
         shop_client = client_of(client, row.shop_no)
     except UnknownShop as exc:
-        # The shop was removed from the configuration: keep the token (the sweep offers it again), so
-        # putting the shop back resolves it; nothing is lost or decided without its keys.
-        with units() as session:
-            _update_token(session, token_id, attempts=attempts, last_error=str(exc))
-        log.warning("resolve %s: %s", short_token(token), exc, extra=extra)
-        return ResolveOutcome("transient", error=str(exc))
+        return _shop_unknown(units, token_id, exc, extra)
     try:
-        result = shop_client.pay_query(token)
+        result = shop_client.pay_query(row.pay_token)
         confirmation = _confirm(shop_client, settings, result)
     except QPayError as exc:
-        return _failed(units, settings, token_id, token, exc, at, extra)
-
-    src = Source(row.source) if row.source in Source._value2member_map_ else Source.BACKEND
+        return _failed(units, settings, token_id, row.pay_token, exc, at, extra)
     if now is None:  # the moment it settles, after the bank answered (the event's and the token's time)
         at = datetime.now(UTC)
     with units() as session:
-        outcome = settle_from_pay_result(session, settings, result, source=src, pay_token=token, now=at,
-                                         confirmation=confirmation, shop_no=row.shop_no)
-        if outcome.kind == "unknown_order":
-            _update_token(
-                session,
-                token_id,
-                attempts=attempts,
-                state=TokenState.REJECTED.value,
-                last_error=(outcome.reason or "unknown order")[:_MAX_ERROR],
-                order_no=None,
-                resolved_at=at,
-            )
-            return ResolveOutcome("rejected", error=outcome.reason, order_no=outcome.order_no)
-        _update_token(
-            session,
-            token_id,
-            attempts=attempts,
-            state=TokenState.RESOLVED.value,
-            order_no=outcome.order_no,
-            last_error=outcome.reason if outcome.kind in ("review", "conflict") else None,
-            resolved_at=at,
-        )
-    if outcome.kind in ("paid", "failed") and outcome.changed:
-        return ResolveOutcome("settled", order_no=outcome.order_no, received_at=row.first_received_at)
-    if outcome.kind == "review" and outcome.changed:
-        return ResolveOutcome("review", error=outcome.reason, order_no=outcome.order_no)
-    return ResolveOutcome("noop", error=outcome.reason, order_no=outcome.order_no)
+        return _settle(session, settings, token_id, row, result, confirmation, at)
+
+
+def _shop_unknown(
+    units: UnitOfWork, token_id: int, exc: UnknownShop, extra: dict[str, object]
+) -> ResolveOutcome:
+    """The shop was removed from the configuration: keep the token (the sweep offers it again), so
+    putting the shop back resolves it; nothing is lost or decided without its keys."""
+    with units() as session:
+        _update_token(session, token_id, attempts=PayToken.attempts + 1, last_error=str(exc))
+    log.warning("resolve %s: %s", extra["pay_token"], exc, extra=extra)
+    return ResolveOutcome(ResolveKind.TRANSIENT, error=str(exc))
+
+
+def _settle(
+    session: Session, settings: Settings, token_id: int, token: _TokenRow, result: PayQueryResult,
+    confirmation: Confirmation | None, at: datetime,
+) -> ResolveOutcome:
+    """Settle the order the reply names and record the token's end, in one transaction."""
+    src = Source(token.source) if token.source in Source._value2member_map_ else Source.BACKEND
+    outcome = settle_from_pay_result(session, settings, result, source=src, pay_token=token.pay_token,
+                                     now=at, confirmation=confirmation, shop_no=token.shop_no)
+    kind = ResolveKind.of(outcome)
+    if kind is ResolveKind.REJECTED:
+        _update_token(session, token_id, attempts=PayToken.attempts + 1, state=TokenState.REJECTED.value,
+                      last_error=(outcome.reason or "unknown order")[:_MAX_ERROR], order_no=None,
+                      resolved_at=at)
+        return ResolveOutcome(kind, error=outcome.reason, order_no=outcome.order_no)
+    kept = outcome.kind in (SettleKind.REVIEW, SettleKind.CONFLICT)
+    _update_token(session, token_id, attempts=PayToken.attempts + 1, state=TokenState.RESOLVED.value,
+                  order_no=outcome.order_no, last_error=outcome.reason if kept else None, resolved_at=at)
+    if kind is ResolveKind.SETTLED:
+        return ResolveOutcome(kind, order_no=outcome.order_no, received_at=token.first_received_at)
+    return ResolveOutcome(kind, error=outcome.reason, order_no=outcome.order_no)
 
 
 def _failed(
@@ -203,18 +195,18 @@ def _failed(
             _update_token(session, token_id, attempts=attempts, last_error=error,
                           state=TokenState.REJECTED.value, resolved_at=at)
             log.warning("resolve %s: %s", label, error, extra=extra)
-            return ResolveOutcome("rejected", error=error)
+            return ResolveOutcome(ResolveKind.REJECTED, error=error)
         error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR]
         if isinstance(exc, BankProtocolError):
             _update_token(session, token_id, attempts=attempts, last_error=error,
                           state=TokenState.UNTRUSTED.value)
-            return ResolveOutcome("protocol_error", error=error, token_label=label)
+            return ResolveOutcome(ResolveKind.PROTOCOL_ERROR, error=error, token_label=label)
         _update_token(session, token_id, attempts=attempts, last_error=error)
         died = _kill_if_exhausted(session, token_id, settings.max_attempts)
     if died:
-        return ResolveOutcome("dead", error=error, token_label=label)
+        return ResolveOutcome(ResolveKind.DEAD, error=error, token_label=label)
     log.warning("resolve %s: transient bank error: %s", label, error, extra=extra)
-    return ResolveOutcome("transient", error=error)
+    return ResolveOutcome(ResolveKind.TRANSIENT, error=error)
 
 
 def reopen_untrusted(session: Session, token_id: int) -> bool:
@@ -224,11 +216,14 @@ def reopen_untrusted(session: Session, token_id: int) -> bool:
     Conditional like every token change, so two operators replaying at once reopen it once. The
     last_error stays as the record of why it was parked until the next attempt replaces it.
     """
-    result = session.execute(
-        update(PayToken)
-        .where(PayToken.id == token_id,
-               PayToken.state.in_([TokenState.UNTRUSTED.value, TokenState.DEAD.value]))
-        .values(state=TokenState.RECEIVED.value, attempts=0)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    stmt = _token_update(token_id, TokenState.UNTRUSTED, TokenState.DEAD)
+    return bool(rows_updated(session, stmt.values(state=TokenState.RECEIVED.value, attempts=0)))
+
+
+def reopen_parked(session: Session, states: Collection[TokenState]) -> list[tuple[int, str]]:
+    """Reopen every token in `states` (an operator replaying all the untrusted or dead ones): the id and
+    PayToken of each one this call reopened, oldest first."""
+    rows = session.execute(
+        select(PayToken.id, PayToken.pay_token).where(PayToken.state.in_([s.value for s in states]))
+        .order_by(PayToken.first_received_at)).all()
+    return [(token_id, token) for token_id, token in rows if reopen_untrusted(session, token_id)]

@@ -25,8 +25,6 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, or_, select
@@ -35,16 +33,14 @@ from sqlalchemy.orm import Session
 
 from core.models import SweepRun
 from core.services.callbacks import mark_enqueued
-from core.services.due import claim_due_orders, due_tokens
+from core.services.due import due_tokens
 from core.services.notify import due_events, mark_relayed
-from core.services.settlement import SettleOutcome, schedule_next_check, settle_from_query_row
+from core.services.sweep_counts import SweepCounts, bank_error, settle_row
+from core.services.sweep_targeted import Targeted
 from core.services.units import UnitOfWork
 from core.settings import Settings
 from core.sinopac.client import BankClient, ClientFor, client_of
-from core.sinopac.errors import BankProtocolError, BankTransportError, QPayError
 from core.sinopac.messages import OrderQueryRequest
-from core.sinopac.types import OrderQueryResult, OrderQueryRow
-from core.states import Source
 
 __all__ = ["BANK_MAX_ROWS", "Enqueue", "SweepCounts", "run_sweep"]
 
@@ -56,47 +52,6 @@ Enqueue = Callable[[int], bool]
 BANK_MAX_ROWS = 300  # OrderQuery returns at most this many orders (PROTOCOL.md §9.3)
 MIN_WINDOW = timedelta(minutes=1)  # the bank's time fields have minute precision
 FIRST_LOOKBACK = timedelta(days=1)
-OUTAGE_AFTER = 3  # consecutive transport failures that end the targeted step for this pass
-MAX_TARGETED_BATCHES = 20  # bounds one pass; the rest stays due for the next one
-
-
-@dataclass
-class SweepCounts:
-    requeued: int = 0
-    found: int = 0
-    settled: int = 0
-    expired: int = 0
-    still_pending: int = 0
-    errors: int = 0
-    events_relayed: int = 0
-    window_start: datetime | None = None
-    window_end: datetime | None = None  # set only when the whole bulk window was read
-    notes: list[str] = field(default_factory=list)
-    # Orders moved per step (bulk, targeted; expired) and tokens requeued: the metrics' step label.
-    by_step: dict[str, int] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, int]:
-        return {k: v for k, v in asdict(self).items() if isinstance(v, int)}
-
-    def add(self, other: SweepCounts) -> None:
-        for name, value in other.as_dict().items():
-            setattr(self, name, getattr(self, name) + value)
-        self.notes += other.notes
-        for step, n in other.by_step.items():
-            self.by_step[step] = self.by_step.get(step, 0) + n
-
-    def count(self, outcome: SettleOutcome, step: str) -> None:
-        if outcome.kind == "pending":
-            self.still_pending += 1
-            return
-        if not outcome.changed:
-            return
-        if outcome.kind == "expired":
-            self.expired += 1
-            step = "expired"
-        else:
-            self.settled += 1
-        self.by_step[step] = self.by_step.get(step, 0) + 1
 
 
 def run_sweep(
@@ -134,7 +89,8 @@ def run_sweep(
         ends.append(counts.window_end)
     # The total's window: the earliest start, and an end only if every shop read its whole window.
     total.window_start = min((s for s in starts if s is not None), default=None)
-    total.window_end = None if None in ends else min(ends, default=None)  # type: ignore[type-var]
+    read = [end for end in ends if end is not None]
+    total.window_end = min(read, default=None) if len(read) == len(ends) else None
     return total
 
 
@@ -144,7 +100,7 @@ def _shop_pass(
 ) -> None:
     _requeue(uow, settings, enqueue, now, counts, shop_no)
     _bulk(uow, client, settings, now, counts, shop_no)
-    _targeted(uow, client, settings, now, counts, shop_no)
+    Targeted(uow, client, settings, now, counts, shop_no).run()
 
 
 def _record(unit_of_work: UnitOfWork, counts: SweepCounts, now: datetime, shop_no: str) -> None:
@@ -275,7 +231,7 @@ def _bulk(
         except Exception as exc:  # QPayError, ValueError, or a surprise: never the end of the pass
             # An outage or a refusal: this window is not read, so the next pass starts from the last
             # complete one. Nothing else in the bulk step would fare better now.
-            _bank_error(counts, exc, "bulk OrderQuery")
+            bank_error(counts, exc, "bulk OrderQuery")
             complete = False
             break
         rows = result.orders
@@ -291,131 +247,6 @@ def _bulk(
         seen.update(row.order_no for row in fresh)
         counts.found += len(fresh)
         for row in fresh:
-            _settle(uow, settings, row, now, counts, "bulk", shop_no)
+            settle_row(uow, settings, row, now, counts, "bulk", shop_no)
     if complete:
         counts.window_end = now
-
-
-def _settle(
-    uow: UnitOfWork, settings: Settings, row: OrderQueryRow, now: datetime, counts: SweepCounts, step: str,
-    shop_no: str,
-) -> None:
-    try:
-        with uow() as session:
-            outcome = settle_from_query_row(session, settings, row, source=Source.SWEEP, now=now,
-                                            shop_no=shop_no)
-    except SQLAlchemyError as exc:
-        counts.errors += 1
-        log.error("sweep: could not settle order %s (%s)", row.order_no, type(exc).__name__)
-        return
-    except Exception:  # one odd row must not end the pass for every other order
-        counts.errors += 1
-        log.exception("sweep: could not settle order %s", row.order_no)
-        return
-    if outcome.kind == "review" and outcome.changed:
-        # Late payments (paid after expiry / failure) and mismatches: someone must look.
-        log.error("ALERT sweep: order %s needs review: %s", row.order_no, outcome.reason,
-                  extra={"order_no": row.order_no, "reason": outcome.reason})
-    if outcome.kind != "unknown_order":
-        counts.count(outcome, step)
-
-
-# -- 3. targeted: pending orders due for a check ------------------------------------------------------
-
-
-def _targeted(
-    uow: UnitOfWork, client: BankClient, settings: Settings, now: datetime, counts: SweepCounts, shop_no: str
-) -> None:
-    failures_in_a_row = 0
-    width = max(1, settings.sweep_concurrency)
-    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="sweep-query") as pool:
-        for _ in range(MAX_TARGETED_BATCHES):
-            with uow() as session:
-                # The claim commits here: the rows carry a lease, no lock is held during the bank calls.
-                claimed = claim_due_orders(session, now=now, limit=settings.sweep_batch, shop_no=shop_no)
-            if not claimed:
-                return
-            # Up to `width` OrderQuery calls in flight (each request still waits for its slot in the
-            # bank budget); the writes stay on this thread, one short transaction per order.
-            # Slow start: one call at first, twice as many after each answer, back to one after a
-            # transport failure, so an outage is still found with OUTAGE_AFTER calls, not `width`.
-            waiting = iter(claimed)
-            in_flight: dict[Future[OrderQueryResult], str] = {}
-            stopped = False
-            limit = 1
-            while True:
-                while not stopped and len(in_flight) < limit:
-                    order_no = next(waiting, None)
-                    if order_no is None:
-                        break
-                    in_flight[pool.submit(_query_one, client, order_no)] = order_no
-                if not in_flight:
-                    break
-                done, _pending = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in done:
-                    order_no = in_flight.pop(future)
-                    failures_in_a_row = _targeted_result(uow, settings, now, counts, order_no, future,
-                                                         failures_in_a_row, shop_no)
-                    limit = 1 if failures_in_a_row else min(width, limit * 2)
-                if not stopped and failures_in_a_row >= OUTAGE_AFTER:
-                    # The bank is down: the rest of the claim keeps its lease and is due again after it.
-                    counts.notes.append("targeted: stopped after repeated transport errors")
-                    stopped = True
-            if stopped:
-                return
-            if len(claimed) < settings.sweep_batch:
-                return
-
-
-def _query_one(client: BankClient, order_no: str) -> OrderQueryResult:
-    return client.query_orders(OrderQueryRequest(order_no=order_no))
-
-
-def _targeted_result(
-    uow: UnitOfWork, settings: Settings, now: datetime, counts: SweepCounts, order_no: str,
-    future: Future[OrderQueryResult], failures_in_a_row: int, shop_no: str,
-) -> int:
-    """Apply one OrderQuery answer (or failure); returns the transport failures in a row so far."""
-    try:
-        result = future.result()
-    except BankTransportError as exc:
-        _bank_error(counts, exc, f"OrderQuery {order_no}")
-        return failures_in_a_row + 1
-    except Exception as exc:  # QPayError, ValueError, a surprise: never the end of the pass
-        # Not an outage, and asking again at once will not help: back off this order.
-        _bank_error(counts, exc, f"OrderQuery {order_no}")
-        _back_off(uow, settings, order_no, now, counts, shop_no)
-        return 0
-    row = next((r for r in result.orders if r.order_no == order_no), None)
-    if row is None:
-        log.warning("sweep: the bank does not list order %s", order_no, extra={"order_no": order_no})
-        _back_off(uow, settings, order_no, now, counts, shop_no)
-        counts.still_pending += 1
-        return 0
-    counts.found += 1
-    _settle(uow, settings, row, now, counts, "targeted", shop_no)
-    return 0
-
-
-def _back_off(
-    uow: UnitOfWork, settings: Settings, order_no: str, now: datetime, counts: SweepCounts, shop_no: str
-) -> None:
-    try:
-        with uow() as session:
-            schedule_next_check(session, settings, order_no, now=now, shop_no=shop_no)
-    except SQLAlchemyError as exc:
-        counts.errors += 1
-        log.error("sweep: could not reschedule order %s (%s)", order_no, type(exc).__name__)
-
-
-def _bank_error(counts: SweepCounts, exc: Exception, what: str) -> None:
-    counts.errors += 1
-    kind = type(exc).__name__
-    if isinstance(exc, BankProtocolError):
-        log.error("ALERT sweep: %s: untrustworthy reply (%s: %s)", what, kind, exc)
-    elif not isinstance(exc, (QPayError, ValueError)):
-        log.error("sweep: %s failed unexpectedly (%s)", what, kind, exc_info=exc)
-    else:
-        log.warning("sweep: %s failed (%s: %s)", what, kind, exc)
-    if len(counts.notes) < 20:
-        counts.notes.append(f"{what}: {kind}")

@@ -166,3 +166,10 @@ def test_an_unexpected_exception_counts_as_an_attempt_and_the_last_one_kills_the
     alerts = [r for r in caplog.records if "ALERT" in r.getMessage()]
     assert len(alerts) == 1
     assert "dead after 2 failed resolutions" in alerts[0].getMessage()
+
+
+def test_every_resolution_outcome_has_its_log_line():
+    # (the task reports an outcome through its table: a kind missing there would crash the task)
+    from core.services.outcomes import ResolveKind
+
+    assert set(tasks._REPORTS) == set(ResolveKind)
