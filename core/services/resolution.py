@@ -41,7 +41,7 @@ from core.services.units import UnitOfWork, as_unit_of_work
 from core.services.updates import rows_updated
 from core.settings import Settings
 from core.shops import UnknownShop
-from core.sinopac.client import client_of
+from core.sinopac.client import ConfirmsAhead, NonceAhead, client_of
 from core.sinopac.errors import BankProtocolError, BankRejection, BankTransportError, QPayError
 from core.sinopac.messages import OrderQueryRequest
 from core.sinopac.types import PayQueryResult
@@ -94,13 +94,20 @@ def record_failed_attempt(
         return _kill_if_exhausted(session, token_id, settings.max_attempts)
 
 
-def _confirm(client: BankClient, settings: Settings, result: PayQueryResult) -> Confirmation | None:
-    """OrderQuery for the order a paid result names (outside any transaction); None if not needed."""
+def _confirm(
+    client: BankClient, settings: Settings, result: PayQueryResult, ahead: NonceAhead | None = None
+) -> Confirmation | None:
+    """OrderQuery for the order a paid result names (outside any transaction); None if not needed.
+    `ahead`: its Nonce, fetched while the OrderPayQuery was in flight."""
     ts = result.result
     if not settings.confirm_payments or ts is None or ts.status != "S" or not ts.order_no:
         return None
+    request = OrderQueryRequest(order_no=ts.order_no)
     try:
-        query = client.query_orders(OrderQueryRequest(order_no=ts.order_no))
+        if ahead is not None and isinstance(client, ConfirmsAhead):
+            query = client.query_orders(request, ahead=ahead)
+        else:
+            query = client.query_orders(request)
     except BankRejection as exc:
         # A refused confirmation is no verdict on the payment: try again later, like an outage.
         raise BankTransportError(f"OrderQuery to confirm the payment was refused: {exc.code or '?'}",
@@ -138,9 +145,12 @@ def resolve_token(
         shop_client = client_of(client, row.shop_no)
     except UnknownShop as exc:
         return _shop_unknown(units, token_id, exc, extra)
+    # The confirming OrderQuery's Nonce is fetched during the OrderPayQuery (one round trip less).
+    ahead = (shop_client.confirmation_ahead()
+             if settings.confirm_payments and isinstance(shop_client, ConfirmsAhead) else None)
     try:
         result = shop_client.pay_query(row.pay_token)
-        confirmation = _confirm(shop_client, settings, result)
+        confirmation = _confirm(shop_client, settings, result, ahead)
     except QPayError as exc:
         return _failed(units, settings, token_id, row.pay_token, exc, at, extra)
     if now is None:  # the moment it settles, after the bank answered (the event's and the token's time)

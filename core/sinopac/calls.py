@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
@@ -30,7 +31,7 @@ from core.sinopac.fields import CONTROL_CHARS
 from core.sinopac.transport import CallState, Deadline, Transport
 from core.sinopac.types import BankCallRecord, Observer
 
-__all__ = ["Caller", "Signer", "signers_of"]
+__all__ = ["Caller", "NonceAhead", "Signer", "signers_of"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,33 @@ Signer = tuple[KeySetName, Secret, Secret]
 # Per shop and key configuration: the key set the bank refused and the other one it then took (every
 # client of this process shares it; the web builds a client per request).
 _REFUSED: dict[tuple[str, ...], KeySetName] = {}
+
+
+# Fetches the Nonce of a call that will follow another one (NonceAhead): bounded like the bank pool.
+_AHEAD = ThreadPoolExecutor(max_workers=32, thread_name_prefix="bank-nonce-ahead")
+
+
+class NonceAhead:
+    """The Nonce of a call still to come, fetched now, while another request is in flight (one bank
+    round trip less for a settlement's confirmation). Still one fresh nonce per Order call (§2): it is
+    taken once, by the next call signed with the same X-KeyID, or dropped unused. Its failure is that
+    call's failure, as if it had asked for the nonce itself."""
+
+    def __init__(self, future: Future[str], key_id: Secret, state: CallState) -> None:
+        self._future = future
+        self._key_id = key_id
+        self._state = state
+        self._taken = False
+
+    def take(self, state: CallState, key_id: Secret) -> str | None:
+        """The nonce for `state`'s Order request; None if already taken or fetched for another key."""
+        if self._taken or key_id is not self._key_id:
+            return None
+        self._taken = True
+        try:
+            return self._future.result()
+        finally:
+            state.http_status = self._state.http_status
 
 
 def signers_of(creds: ShopCredentials) -> tuple[Signer, ...]:
@@ -98,6 +126,12 @@ class Caller:
         """A bare Nonce call (§2): the cheapest question the bank answers for this shop's X-KeyID."""
         return self._nonce(CallState("Nonce", Deadline(self._call_timeout)), self._key_sets[0][2])
 
+    def nonce_ahead(self, service: str) -> NonceAhead:
+        """Start fetching the Nonce of a `service` call to come (signed with the set it will use)."""
+        key_id = self._signers()[0][2]
+        state = CallState(service, Deadline(self._call_timeout))
+        return NonceAhead(_AHEAD.submit(self._nonce, state, key_id), key_id, state)
+
     def call(
         self,
         service: str,
@@ -106,14 +140,16 @@ class Caller:
         *,
         key: str,
         token: str | None = None,
+        ahead: NonceAhead | None = None,
     ) -> T:
-        """Nonce, Order, open and type the reply; the observer gets exactly one record, whatever happens."""
+        """Nonce (or the one fetched `ahead`), Order, open and type the reply; the observer gets exactly
+        one record, whatever happens."""
         started_at = datetime.now(UTC)
         t0 = time.monotonic()
         error: QPayError | None = None
         state = CallState(service, Deadline(self._call_timeout), token)
         try:
-            return _parsed(service, parse, self._trusted_reply(state, message))
+            return _parsed(service, parse, self._trusted_reply(state, message, ahead))
         except QPayError as exc:
             error = exc
             raise
@@ -133,11 +169,13 @@ class Caller:
                 key_set=state.key_set,
             ))
 
-    def _trusted_reply(self, state: CallState, message: Mapping[str, Any]) -> dict[str, Any]:
+    def _trusted_reply(
+        self, state: CallState, message: Mapping[str, Any], ahead: NonceAhead | None = None
+    ) -> dict[str, Any]:
         """The verified inner reply; signed with the other set once if the bank refuses the first."""
         signers = self._signers()
         try:
-            return self._open(state, self._exchange(state, message, signers[0]))
+            return self._open(state, self._exchange(state, message, signers[0], ahead))
         except EnvelopeRefused:
             if len(signers) < 2:
                 raise
@@ -189,10 +227,13 @@ class Caller:
             return (self._key_sets[1], self._key_sets[0])
         return self._key_sets
 
-    def _exchange(self, state: CallState, message: Mapping[str, Any], signer: Signer) -> dict[str, Any]:
-        """Nonce, then the sealed Order request, both under `signer`'s X-KeyID; the raw reply."""
+    def _exchange(
+        self, state: CallState, message: Mapping[str, Any], signer: Signer, ahead: NonceAhead | None = None
+    ) -> dict[str, Any]:
+        """Nonce (fetched ahead for this X-KeyID, or now), then the sealed Order request, both under
+        `signer`'s X-KeyID; the raw reply."""
         _, hash_id_, key_id = signer
-        nonce = self._nonce(state, key_id)
+        nonce = (ahead.take(state, key_id) if ahead is not None else None) or self._nonce(state, key_id)
         body = envelope.seal_request(state.service, message, shop_no=self._shop_no, nonce=nonce,
                                      hash_id=hash_id_.reveal())
         return self._transport.post(state, "Order", body, key_id)

@@ -19,7 +19,7 @@ from core.logging import short_token
 from core.settings import Settings
 from core.shops import KeySetName, ShopCredentials
 from core.sinopac import results
-from core.sinopac.calls import Caller, signers_of
+from core.sinopac.calls import Caller, NonceAhead, signers_of
 from core.sinopac.errors import MalformedReply
 from core.sinopac.messages import (
     OrderCreateRequest,
@@ -31,7 +31,7 @@ from core.sinopac.messages import (
 from core.sinopac.transport import DEFAULT_POOL_SIZE, Budget, Transport, bank_pool, close_http
 from core.sinopac.types import Observer, OrderCreateResult, OrderQueryResult, PayQueryResult
 
-__all__ = ["BankClient", "ClientFor", "QPayClient", "client_of"]
+__all__ = ["BankClient", "ClientFor", "ConfirmsAhead", "NonceAhead", "QPayClient", "client_of"]
 
 
 @runtime_checkable
@@ -45,6 +45,17 @@ class BankClient(Protocol):
     def pay_query(self, pay_token: str) -> PayQueryResult: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ConfirmsAhead(Protocol):
+    """A client that can fetch a confirming OrderQuery's Nonce while its OrderPayQuery is in flight."""
+
+    def confirmation_ahead(self) -> NonceAhead: ...
+
+    def query_orders(
+        self, request: OrderQueryRequest, *, ahead: NonceAhead | None = None
+    ) -> OrderQueryResult: ...
 
 
 # The bank client of a shop, by ShopNo (raises core.shops.UnknownShop for a shop not configured).
@@ -131,11 +142,20 @@ class QPayClient:
 
         return self._caller.call("OrderCreate", message, parse, key=request.order_no)
 
-    def query_orders(self, request: OrderQueryRequest) -> OrderQueryResult:
-        """OrderQuery (§9.3); at least one condition; windows are aware datetimes, sent in Taipei time."""
+    def query_orders(
+        self, request: OrderQueryRequest, *, ahead: NonceAhead | None = None
+    ) -> OrderQueryResult:
+        """OrderQuery (§9.3); at least one condition; windows are aware datetimes, sent in Taipei time.
+        `ahead`: its Nonce, fetched earlier (confirmation_ahead)."""
         message = query_message(self._shop_no, request)
         return self._caller.call("OrderQuery", message, results.to_query_result,
-                                 key=request.order_no or "window")
+                                 key=request.order_no or "window", ahead=ahead)
+
+    def confirmation_ahead(self) -> NonceAhead:
+        """Start fetching the Nonce of an OrderQuery to come: a settlement asks for it while its
+        OrderPayQuery is in flight, so confirming a payment costs one bank round trip less (the nonce is
+        dropped unused if no confirmation follows)."""
+        return self._caller.nonce_ahead("OrderQuery")
 
     def pay_query(self, pay_token: str) -> PayQueryResult:
         """OrderPayQuery (§9.5): the bank's signed word on what a PayToken paid."""

@@ -1,0 +1,97 @@
+"""A confirming OrderQuery's Nonce fetched while the OrderPayQuery is in flight (one round trip less).
+
+PROTOCOL.md §2 still holds: every Order request carries a nonce fetched for it alone, used once.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from core.sinopac.client import ConfirmsAhead, QPayClient
+from core.sinopac.errors import BankHTTPError
+from core.sinopac.messages import OrderQueryRequest
+from core.sinopac.types import BankCallRecord
+
+from .bankstub import Reply, StubBank, json_reply
+from .conftest import make_settings
+
+TOKEN = "8630ccdda21ef69e17fd66558b6fa6bea03f988805d9c9949d2348755964469f"
+
+
+def _paths(bank: StubBank) -> list[str]:
+    return [s.path.rsplit("/", 1)[1] for s in bank.seen]
+
+
+def test_the_second_nonce_is_fetched_while_the_pay_query_is_in_flight(bank: StubBank) -> None:
+    # given a bank that answers the OrderPayQuery only once a second Nonce has been asked for
+    second_nonce = threading.Event()
+    nonces = 0
+
+    def nonce() -> Reply:
+        nonlocal nonces
+        nonces += 1
+        if nonces == 2:
+            second_nonce.set()
+        reply = json_reply({"Nonce": f"N{nonces}" + "x" * 100})
+        bank.nonces_issued.append(f"N{nonces}" + "x" * 100)
+        return reply
+
+    def order(service: str, request: dict[str, Any]) -> Reply:
+        if service == "OrderPayQuery":
+            assert second_nonce.wait(10), "the confirmation's Nonce was not fetched during the pay query"
+        return bank.sealed(service, bank.default_inner(service, request))
+
+    bank.on_nonce, bank.on_order = nonce, order
+    with QPayClient(make_settings(bank.base_url)) as qpay:
+        assert isinstance(qpay, ConfirmsAhead)
+        # when a settlement asks for the confirmation's nonce ahead, then pays and confirms
+        ahead = qpay.confirmation_ahead()
+        paid = qpay.pay_query(TOKEN)
+        query = qpay.query_orders(OrderQueryRequest(order_no="ATM20240101001"), ahead=ahead)
+    # then both answers came, and each Order request carried its own nonce, used once
+    assert paid.result is not None
+    assert [r.order_no for r in query.orders] == ["ATM20240101001"]
+    assert sorted(_paths(bank)) == ["Nonce", "Nonce", "Order", "Order"]
+    used = [s.body["Nonce"] for s in bank.seen if s.path.endswith("/Order")]
+    assert len(set(used)) == 2
+    assert set(used) <= set(bank.nonces_issued)
+
+
+def test_a_nonce_fetched_ahead_is_taken_once_and_never_reused(bank: StubBank) -> None:
+    with QPayClient(make_settings(bank.base_url)) as qpay:
+        ahead = qpay.confirmation_ahead()
+        request = OrderQueryRequest(order_no="ATM20240101001")
+        qpay.query_orders(request, ahead=ahead)
+        qpay.query_orders(request, ahead=ahead)  # a second call asks for its own
+    used = [s.body["Nonce"] for s in bank.seen if s.path.endswith("/Order")]
+    assert _paths(bank).count("Nonce") == 2
+    assert len(set(used)) == 2
+
+
+def test_a_nonce_not_needed_is_dropped_without_an_order_request(bank: StubBank) -> None:
+    with QPayClient(make_settings(bank.base_url)) as qpay:
+        qpay.confirmation_ahead()
+        qpay.pay_query(TOKEN)
+    assert sorted(_paths(bank)) == ["Nonce", "Nonce", "Order"]
+
+
+def test_a_failed_nonce_ahead_fails_the_call_it_was_for_with_one_record(bank: StubBank) -> None:
+    # given a bank whose Nonce endpoint answers 503 (the one fetched ahead included)
+    records: list[BankCallRecord] = []
+    bank.on_nonce = lambda: json_reply({"Message": "busy"}, status=503)
+    with QPayClient(make_settings(bank.base_url), observer=records.append) as qpay:
+        ahead = qpay.confirmation_ahead()
+        # when the OrderQuery it was fetched for is made
+        try:
+            qpay.query_orders(OrderQueryRequest(order_no="ATM20240101001"), ahead=ahead)
+        except BankHTTPError as exc:
+            error: BankHTTPError | None = exc
+        else:
+            error = None
+    # then that call fails as if it had asked for the nonce itself: named, counted and recorded once
+    assert error is not None
+    assert str(error).startswith("OrderQuery: Nonce answered HTTP 503")
+    assert [(r.api_service, r.outcome, r.http_status) for r in records] == [
+        ("OrderQuery", "transport_error", 503)]
+    assert "Order" not in _paths(bank)
