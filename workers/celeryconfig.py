@@ -74,11 +74,6 @@ else:
         "socket_timeout": 30,
         "socket_keepalive": True,
     }
-if broker_url.startswith(("redis://", "rediss://")):
-    # kombu's Redis transport, reusing one Redis client per channel instead of building one per broker
-    # operation (workers/redis_transport.py); everything else is kombu's. A scheme-named URL still
-    # picks its transport when this is unset (AMQP, sentinel://).
-    broker_transport = "workers.redis_transport:Transport"
 if os.environ.get("CELERY_SENTINEL_MASTER"):
     # sentinel:// URLs name the sentinels; the transport needs the master's name too.
     broker_transport_options["master_name"] = os.environ["CELERY_SENTINEL_MASTER"]

@@ -1,4 +1,4 @@
-"""kombu's Redis transport with one reusable Redis client per channel (celeryconfig `broker_transport`).
+"""kombu's Redis transport with one reusable Redis client per channel (a worker's `broker_transport`).
 
 kombu builds a new `redis.Redis` object around its connection pool for every broker operation it
 does outside the consumer loop: each task's unacked-hash entry, its acknowledgement, each batch of
@@ -32,4 +32,13 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
     Channel = Channel
 
 
-__all__ = ["Channel", "Transport"]
+def use_in_worker(conf: Any) -> None:
+    """A worker on a `redis://` or `rediss://` broker uses this transport (Celery's broker_transport).
+    Workers only: Flower reads the broker's URL back from its connection, whose scheme would then name
+    this module, and refuses a broker it does not recognise; beat and the web publish too little to
+    matter."""
+    if str(conf.broker_url or "").startswith(("redis://", "rediss://")):
+        conf.broker_transport = f"{__name__}:Transport"
+
+
+__all__ = ["Channel", "Transport", "use_in_worker"]

@@ -10,6 +10,7 @@ from celery.concurrency import get_implementation
 from celery.signals import (
     beat_init,
     celeryd_after_setup,
+    celeryd_init,
     setup_logging,
     task_postrun,
     task_prerun,
@@ -24,7 +25,7 @@ from core.db import size_pool as size_db_pool
 from core.logging import bind_context, configure_logging, register_settings_secrets, reset_context
 from core.settings import get_settings
 from metrics import exporter
-from workers import recovery
+from workers import recovery, redis_transport
 from workers.bank import reset_client, size_pool
 
 _bound: dict[str, Token[Any]] = {}
@@ -36,6 +37,13 @@ def _json_logs(**_: Any) -> None:
     settings = get_settings()
     configure_logging(settings.log_level)
     register_settings_secrets(settings)
+
+
+@celeryd_init.connect
+def _worker_transport(conf: Any = None, **_: Any) -> None:
+    """One Redis client per broker channel instead of one per operation (workers/redis_transport.py)."""
+    if conf is not None:
+        redis_transport.use_in_worker(conf)
 
 
 @celeryd_after_setup.connect

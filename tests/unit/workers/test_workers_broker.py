@@ -84,3 +84,47 @@ def test_the_web_declares_the_queues_as_the_workers_do() -> None:
     assert queue.queue_arguments == declared["queue_arguments"]
     assert app.conf.broker_transport_options["confirm_publish"] is True
     assert not sender._direct  # LPUSH only on redis://
+
+
+@pytest.mark.parametrize(("url", "transport"), [
+    ("redis://127.0.0.1:6379/3", "workers.redis_transport:Transport"),
+    ("rediss://cache.example:6380/0", "workers.redis_transport:Transport"),
+    ("sentinel://127.0.0.1:26379", None),
+    (AMQP, None),
+])
+def test_a_worker_on_redis_shares_one_client_per_channel_and_flower_keeps_kombus_transport(
+    url: str, transport: str | None
+) -> None:
+    from types import SimpleNamespace
+
+    from celery.signals import celeryd_init
+
+    conf = SimpleNamespace(broker_url=url, broker_transport=None)
+    celeryd_init.send(sender="w1@host", instance=None, conf=conf, options={})
+    assert conf.broker_transport == transport
+    from workers import app  # Flower and beat never send celeryd_init: their connection is kombu's own
+
+    assert app.conf.broker_transport is None
+
+
+def test_the_shared_client_is_reused_and_rebuilt_for_a_new_pool() -> None:
+    from types import SimpleNamespace
+
+    from workers.redis_transport import Channel
+
+    channel = object.__new__(Channel)
+    pools = iter([SimpleNamespace(connection_kwargs={}), SimpleNamespace(connection_kwargs={})])
+    pool = next(pools)
+    built: list[object] = []
+
+    class Client:
+        def __init__(self, connection_pool: object) -> None:
+            self.connection_pool = connection_pool
+            built.append(self)
+
+    channel.Client, channel._pool, channel._async_pool = Client, pool, None
+    first = channel._create_client()
+    assert channel._create_client() is first  # one client while the pool stays
+    channel._pool = next(pools)  # a reconnect builds a new pool
+    assert channel._create_client() is not first
+    assert len(built) == 2
