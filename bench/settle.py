@@ -202,6 +202,10 @@ _CATEGORIES: list[tuple[str, re.Pattern[str]]] = [
      re.compile(r"[(/](requests|urllib3)/|[(/]http/client\.py|[(/]socket\.py|[(/]ssl\.py")),
     ("JSON and envelope parsing", re.compile(r"[(/]json/|core/sinopac/(envelope|results)\.py")),
     ("database (SQLAlchemy ORM/Core, psycopg2)", re.compile(r"[(/]sqlalchemy/|psycopg2")),
+    # Our own Python (a task's body, the signal handlers): before Celery, whose frames are at the root
+    # of every task's stack, so that "Celery" counts only its and kombu's own machinery.
+    ("our code (core/, workers/: settlement rules, task body, signal handlers)",
+     re.compile(r"\((core|workers)/|/(core|workers)/[a-z_/]+\.py")),
     ("Celery, kombu, broker (task overhead)", re.compile(r"[(/](celery|kombu|billiard|redis|vine)/")),
 ]
 
@@ -216,8 +220,8 @@ def group_profile(raw: Path) -> list[tuple[str, float]]:
             continue
         samples = int(n)
         total += samples
-        name = next((label for label, pattern in _CATEGORIES if pattern.search(stack)), "other (our code, "
-                    "Python)")
+        name = next((label for label, pattern in _CATEGORIES if pattern.search(stack)), "other (threads, "
+                    "interpreter)")
         counts[name] += samples
     return [(name, c / total) for name, c in counts.most_common()] if total else []
 

@@ -145,11 +145,13 @@ def resolve_token(
         shop_client = client_of(client, row.shop_no)
     except UnknownShop as exc:
         return _shop_unknown(units, token_id, exc, extra)
-    # The confirming OrderQuery's Nonce is fetched during the OrderPayQuery (one round trip less).
-    ahead = (shop_client.confirmation_ahead()
-             if settings.confirm_payments and isinstance(shop_client, ConfirmsAhead) else None)
     try:
-        result = shop_client.pay_query(row.pay_token)
+        # The confirming OrderQuery's Nonce is fetched during the OrderPayQuery (one round trip less).
+        if settings.confirm_payments and isinstance(shop_client, ConfirmsAhead):
+            ahead: NonceAhead | None = shop_client.confirmation_ahead()
+            result = shop_client.pay_query(row.pay_token, confirm_ahead=ahead)
+        else:
+            ahead, result = None, shop_client.pay_query(row.pay_token)
         confirmation = _confirm(shop_client, settings, result, ahead)
     except QPayError as exc:
         return _failed(units, settings, token_id, row.pay_token, exc, at, extra)

@@ -50,26 +50,39 @@ _AHEAD = ThreadPoolExecutor(max_workers=32, thread_name_prefix="bank-nonce-ahead
 
 
 class NonceAhead:
-    """The Nonce of a call still to come, fetched now, while another request is in flight (one bank
-    round trip less for a settlement's confirmation). Still one fresh nonce per Order call (§2): it is
-    taken once, by the next call signed with the same X-KeyID, or dropped unused. Its failure is that
-    call's failure, as if it had asked for the nonce itself."""
+    """The Nonce of a `service` call still to come, fetched while another call's Order request is in
+    flight (one bank round trip less for a settlement's confirmation). Started by that other call once
+    its own Nonce was granted (so a key set the bank refuses at the Nonce is not tried twice at once),
+    under the same X-KeyID. Still one fresh nonce per Order call (§2): taken once, by the next call
+    signed with that X-KeyID, or dropped unused. Its failure is that call's failure, as if it had asked
+    for the nonce itself."""
 
-    def __init__(self, future: Future[str], key_id: Secret, state: CallState) -> None:
-        self._future = future
-        self._key_id = key_id
-        self._state = state
+    def __init__(self, service: str) -> None:
+        self._service = service
+        self._future: Future[str] | None = None
+        self._key_id: Secret | None = None
+        self._state = CallState(service, Deadline(0))
         self._taken = False
 
+    def start(self, fetch: Callable[[CallState, Secret], str], key_id: Secret, timeout: float) -> None:
+        """Fetch it now, in the background (once: a second start is ignored)."""
+        if self._future is None:
+            self._key_id, self._state = key_id, CallState(self._service, Deadline(timeout))
+            self._future = _AHEAD.submit(fetch, self._state, key_id)
+
     def take(self, state: CallState, key_id: Secret) -> str | None:
-        """The nonce for `state`'s Order request; None if already taken or fetched for another key."""
-        if self._taken or key_id is not self._key_id:
+        """The nonce for `state`'s Order request; None if never started, taken, or for another key."""
+        if self._future is None or self._taken or key_id is not self._key_id:
             return None
         self._taken = True
         try:
             return self._future.result()
         finally:
             state.http_status = self._state.http_status
+
+
+# A call's nonces fetched ahead: (its own, the next call's to start once its own is granted).
+Aheads = tuple["NonceAhead | None", "NonceAhead | None"]
 
 
 def signers_of(creds: ShopCredentials) -> tuple[Signer, ...]:
@@ -126,12 +139,6 @@ class Caller:
         """A bare Nonce call (§2): the cheapest question the bank answers for this shop's X-KeyID."""
         return self._nonce(CallState("Nonce", Deadline(self._call_timeout)), self._key_sets[0][2])
 
-    def nonce_ahead(self, service: str) -> NonceAhead:
-        """Start fetching the Nonce of a `service` call to come (signed with the set it will use)."""
-        key_id = self._signers()[0][2]
-        state = CallState(service, Deadline(self._call_timeout))
-        return NonceAhead(_AHEAD.submit(self._nonce, state, key_id), key_id, state)
-
     def call(
         self,
         service: str,
@@ -141,15 +148,16 @@ class Caller:
         key: str,
         token: str | None = None,
         ahead: NonceAhead | None = None,
+        then: NonceAhead | None = None,
     ) -> T:
         """Nonce (or the one fetched `ahead`), Order, open and type the reply; the observer gets exactly
-        one record, whatever happens."""
+        one record, whatever happens. `then`: started once this call's Nonce is granted."""
         started_at = datetime.now(UTC)
         t0 = time.monotonic()
         error: QPayError | None = None
         state = CallState(service, Deadline(self._call_timeout), token)
         try:
-            return _parsed(service, parse, self._trusted_reply(state, message, ahead))
+            return _parsed(service, parse, self._trusted_reply(state, message, (ahead, then)))
         except QPayError as exc:
             error = exc
             raise
@@ -169,13 +177,11 @@ class Caller:
                 key_set=state.key_set,
             ))
 
-    def _trusted_reply(
-        self, state: CallState, message: Mapping[str, Any], ahead: NonceAhead | None = None
-    ) -> dict[str, Any]:
+    def _trusted_reply(self, state: CallState, message: Mapping[str, Any], nonces: Aheads) -> dict[str, Any]:
         """The verified inner reply; signed with the other set once if the bank refuses the first."""
         signers = self._signers()
         try:
-            return self._open(state, self._exchange(state, message, signers[0], ahead))
+            return self._open(state, self._exchange(state, message, signers[0], nonces))
         except EnvelopeRefused:
             if len(signers) < 2:
                 raise
@@ -184,7 +190,7 @@ class Caller:
             log.warning("shop %s: the bank refused the %s key set on %s; sending with the %s set",
                         self._shop_no, signers[0][0], state.service, signers[1][0],
                         extra={"shop_no": self._shop_no, "key_set": signers[1][0]})
-            inner = self._open(state, self._exchange(state, message, signers[1]))
+            inner = self._open(state, self._exchange(state, message, signers[1], nonces))
             # The bank took the other set: sign with it first from now on (in this process), so a
             # bank that switched at once refuses one request per process, not every one.
             _REFUSED[self._refusal_key] = signers[0][0]
@@ -228,12 +234,15 @@ class Caller:
         return self._key_sets
 
     def _exchange(
-        self, state: CallState, message: Mapping[str, Any], signer: Signer, ahead: NonceAhead | None = None
+        self, state: CallState, message: Mapping[str, Any], signer: Signer, nonces: Aheads = (None, None)
     ) -> dict[str, Any]:
         """Nonce (fetched ahead for this X-KeyID, or now), then the sealed Order request, both under
-        `signer`'s X-KeyID; the raw reply."""
+        `signer`'s X-KeyID; the raw reply. The next call's nonce (`nonces[1]`) is started in between."""
         _, hash_id_, key_id = signer
+        ahead, then = nonces
         nonce = (ahead.take(state, key_id) if ahead is not None else None) or self._nonce(state, key_id)
+        if then is not None:
+            then.start(self._nonce, key_id, self._call_timeout)
         body = envelope.seal_request(state.service, message, shop_no=self._shop_no, nonce=nonce,
                                      hash_id=hash_id_.reveal())
         return self._transport.post(state, "Order", body, key_id)

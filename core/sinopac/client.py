@@ -53,6 +53,8 @@ class ConfirmsAhead(Protocol):
 
     def confirmation_ahead(self) -> NonceAhead: ...
 
+    def pay_query(self, pay_token: str, *, confirm_ahead: NonceAhead | None = None) -> PayQueryResult: ...
+
     def query_orders(
         self, request: OrderQueryRequest, *, ahead: NonceAhead | None = None
     ) -> OrderQueryResult: ...
@@ -152,13 +154,14 @@ class QPayClient:
                                  key=request.order_no or "window", ahead=ahead)
 
     def confirmation_ahead(self) -> NonceAhead:
-        """Start fetching the Nonce of an OrderQuery to come: a settlement asks for it while its
-        OrderPayQuery is in flight, so confirming a payment costs one bank round trip less (the nonce is
-        dropped unused if no confirmation follows)."""
-        return self._caller.nonce_ahead("OrderQuery")
+        """The Nonce of an OrderQuery to come, for `pay_query(confirm_ahead=)` to fetch while its own
+        Order request is in flight and `query_orders(ahead=)` to use: confirming a payment costs one
+        bank round trip less (the nonce is dropped unused if no confirmation follows)."""
+        return NonceAhead("OrderQuery")
 
-    def pay_query(self, pay_token: str) -> PayQueryResult:
-        """OrderPayQuery (§9.5): the bank's signed word on what a PayToken paid."""
+    def pay_query(self, pay_token: str, *, confirm_ahead: NonceAhead | None = None) -> PayQueryResult:
+        """OrderPayQuery (§9.5): the bank's signed word on what a PayToken paid. `confirm_ahead`
+        (confirmation_ahead) is started once this call's Nonce is granted."""
         message = pay_query_message(self._shop_no, pay_token)
 
         def parse(inner: dict[str, Any]) -> PayQueryResult:
@@ -168,4 +171,5 @@ class QPayClient:
                 )
             return results.to_pay_query_result(inner)
 
-        return self._caller.call("OrderPayQuery", message, parse, key=short_token(pay_token), token=pay_token)
+        return self._caller.call("OrderPayQuery", message, parse, key=short_token(pay_token), token=pay_token,
+                                 then=confirm_ahead)

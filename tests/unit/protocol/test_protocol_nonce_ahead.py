@@ -47,7 +47,7 @@ def test_the_second_nonce_is_fetched_while_the_pay_query_is_in_flight(bank: Stub
         assert isinstance(qpay, ConfirmsAhead)
         # when a settlement asks for the confirmation's nonce ahead, then pays and confirms
         ahead = qpay.confirmation_ahead()
-        paid = qpay.pay_query(TOKEN)
+        paid = qpay.pay_query(TOKEN, confirm_ahead=ahead)
         query = qpay.query_orders(OrderQueryRequest(order_no="ATM20240101001"), ahead=ahead)
     # then both answers came, and each Order request carried its own nonce, used once
     assert paid.result is not None
@@ -61,27 +61,45 @@ def test_the_second_nonce_is_fetched_while_the_pay_query_is_in_flight(bank: Stub
 def test_a_nonce_fetched_ahead_is_taken_once_and_never_reused(bank: StubBank) -> None:
     with QPayClient(make_settings(bank.base_url)) as qpay:
         ahead = qpay.confirmation_ahead()
+        qpay.pay_query(TOKEN, confirm_ahead=ahead)
         request = OrderQueryRequest(order_no="ATM20240101001")
         qpay.query_orders(request, ahead=ahead)
         qpay.query_orders(request, ahead=ahead)  # a second call asks for its own
     used = [s.body["Nonce"] for s in bank.seen if s.path.endswith("/Order")]
-    assert _paths(bank).count("Nonce") == 2
-    assert len(set(used)) == 2
+    assert _paths(bank).count("Nonce") == 3
+    assert len(set(used)) == 3
 
 
 def test_a_nonce_not_needed_is_dropped_without_an_order_request(bank: StubBank) -> None:
     with QPayClient(make_settings(bank.base_url)) as qpay:
-        qpay.confirmation_ahead()
-        qpay.pay_query(TOKEN)
+        qpay.pay_query(TOKEN, confirm_ahead=qpay.confirmation_ahead())
     assert sorted(_paths(bank)) == ["Nonce", "Nonce", "Order"]
 
 
+def test_the_nonce_ahead_starts_only_once_the_pay_querys_own_nonce_was_granted(bank: StubBank) -> None:
+    # given a bank whose first Nonce answers 503 (a refused key set, an outage)
+    answers = iter([json_reply({"Message": "busy"}, status=503)])
+    bank.on_nonce = lambda: next(answers, None) or json_reply({"Nonce": "N" * 108})
+    with QPayClient(make_settings(bank.base_url)) as qpay:
+        ahead = qpay.confirmation_ahead()
+        try:
+            qpay.pay_query(TOKEN, confirm_ahead=ahead)
+        except BankHTTPError:
+            pass
+        # then nothing was asked in its shadow, and the OrderQuery asks for its own nonce
+        assert _paths(bank) == ["Nonce"]
+        qpay.query_orders(OrderQueryRequest(order_no="ATM20240101001"), ahead=ahead)
+    assert _paths(bank) == ["Nonce", "Nonce", "Order"]
+
+
 def test_a_failed_nonce_ahead_fails_the_call_it_was_for_with_one_record(bank: StubBank) -> None:
-    # given a bank whose Nonce endpoint answers 503 (the one fetched ahead included)
+    # given a bank whose Nonce endpoint answers 503 from its second request on (the one fetched ahead)
     records: list[BankCallRecord] = []
-    bank.on_nonce = lambda: json_reply({"Message": "busy"}, status=503)
+    answers = iter([json_reply({"Nonce": "N" * 108})])
+    bank.on_nonce = lambda: next(answers, None) or json_reply({"Message": "busy"}, status=503)
     with QPayClient(make_settings(bank.base_url), observer=records.append) as qpay:
         ahead = qpay.confirmation_ahead()
+        qpay.pay_query(TOKEN, confirm_ahead=ahead)
         # when the OrderQuery it was fetched for is made
         try:
             qpay.query_orders(OrderQueryRequest(order_no="ATM20240101001"), ahead=ahead)
@@ -93,5 +111,5 @@ def test_a_failed_nonce_ahead_fails_the_call_it_was_for_with_one_record(bank: St
     assert error is not None
     assert str(error).startswith("OrderQuery: Nonce answered HTTP 503")
     assert [(r.api_service, r.outcome, r.http_status) for r in records] == [
-        ("OrderQuery", "transport_error", 503)]
-    assert "Order" not in _paths(bank)
+        ("OrderPayQuery", "ok", 200), ("OrderQuery", "transport_error", 503)]
+    assert _paths(bank).count("Order") == 1  # the OrderPayQuery's
