@@ -8,48 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Row
 
 from core.checkout import checkout_url
 from core.models import Order
 from core.settings import Settings
-
-
-class OrderView(Protocol):
-    """What the shop's JSON reads of an order: an Order entity, or an OrderSnapshot of its row."""
-
-    @property
-    def order_no(self) -> str: ...
-    @property
-    def shop_no(self) -> str: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def amount(self) -> int: ...
-    @property
-    def currency(self) -> str: ...
-    @property
-    def pay_type(self) -> str: ...
-    @property
-    def ts_no(self) -> str | None: ...
-    @property
-    def expires_at(self) -> datetime | None: ...
-    @property
-    def atm_pay_no(self) -> str | None: ...
-    @property
-    def card_pay_url(self) -> str | None: ...
-    @property
-    def product_name(self) -> str | None: ...
-    @property
-    def status_reason(self) -> str | None: ...
-    @property
-    def created_at(self) -> datetime | None: ...
-    @property
-    def updated_at(self) -> datetime | None: ...
-    @property
-    def paid_at(self) -> datetime | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +45,8 @@ class OrderSnapshot:
 
 # The columns order_detail() reads, in OrderSnapshot's order.
 DETAIL_COLUMNS = tuple(getattr(Order, name) for name in OrderSnapshot.__dataclass_fields__)
+# What the shop's JSON is built from: an Order entity, or an OrderSnapshot of its row.
+OrderView = Order | OrderSnapshot
 
 
 def iso(value: datetime | None) -> str | None:
