@@ -115,6 +115,19 @@ def _confirm(
     return Confirmation(next((r for r in query.orders if r.order_no == ts.order_no), None))
 
 
+def _ask_bank(
+    client: BankClient, settings: Settings, pay_token: str
+) -> tuple[PayQueryResult, Confirmation | None]:
+    """OrderPayQuery and, for a paid result, its confirming OrderQuery (outside any transaction). The
+    confirmation's Nonce is fetched while the OrderPayQuery is in flight: one round trip less."""
+    if settings.confirm_payments and isinstance(client, ConfirmsAhead):
+        ahead: NonceAhead | None = client.confirmation_ahead()
+        result = client.pay_query(pay_token, confirm_ahead=ahead)
+    else:
+        ahead, result = None, client.pay_query(pay_token)
+    return result, _confirm(client, settings, result, ahead)
+
+
 def resolve_token(
     source: Session | UnitOfWork,
     client: BankClient | ClientFor,
@@ -146,13 +159,7 @@ def resolve_token(
     except UnknownShop as exc:
         return _shop_unknown(units, token_id, exc, extra)
     try:
-        # The confirming OrderQuery's Nonce is fetched during the OrderPayQuery (one round trip less).
-        if settings.confirm_payments and isinstance(shop_client, ConfirmsAhead):
-            ahead: NonceAhead | None = shop_client.confirmation_ahead()
-            result = shop_client.pay_query(row.pay_token, confirm_ahead=ahead)
-        else:
-            ahead, result = None, shop_client.pay_query(row.pay_token)
-        confirmation = _confirm(shop_client, settings, result, ahead)
+        result, confirmation = _ask_bank(shop_client, settings, row.pay_token)
     except QPayError as exc:
         return _failed(units, settings, token_id, row.pay_token, exc, at, extra)
     if now is None:  # the moment it settles, after the bank answered (the event's and the token's time)
