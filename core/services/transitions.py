@@ -100,15 +100,17 @@ def _moved(
             values["pay_token"] = move.pay_token
     if move.target is not OrderStatus.PENDING:
         values["next_check_at"] = None
-    moved = session.execute(update(Order)
-                            .where(Order.key(order_no, shop_no), Order.status == current.value)
-                            .values(**values)
-                            .returning(*DETAIL_COLUMNS)  # the order as it now stands: no reload
-                            .execution_options(synchronize_session=False)).first()
+    # Core on the session's connection (flushed first, as session.execute would): the ORM's DML
+    # paths cost ~9% of a worker's CPU per settlement for these two statements (issue 17).
+    session.flush()
+    connection = session.connection()
+    moved = connection.execute(update(Order)
+                               .where(Order.key(order_no, shop_no), Order.status == current.value)
+                               .values(**values)
+                               .returning(*DETAIL_COLUMNS)).first()  # the order as it now stands
     if moved is None:
         return False
-    # A Core INSERT: no ORM unit of work for a row nobody reads back here.
-    session.execute(insert(OrderEvent).values(
+    connection.execute(insert(OrderEvent).values(
         shop_no=shop_no, order_no=order_no, from_status=current.value, to_status=move.target.value,
         source=move.source.value, ts_no=move.ts_no, amount=move.amount, detail=move.detail, at=move.at,
     ))
