@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from core.secrets import Secret
 from core.shops import KeySetName, ShopCredentials, key_fingerprint
 from core.sinopac import envelope
+from core.sinopac.ahead import NonceAhead
 from core.sinopac.errors import (
     BankProtocolError,
     BankRejection,
@@ -45,44 +45,8 @@ Signer = tuple[KeySetName, Secret, Secret]
 _REFUSED: dict[tuple[str, ...], KeySetName] = {}
 
 
-# Fetches the Nonce of a call that will follow another one (NonceAhead): bounded like the bank pool.
-_AHEAD = ThreadPoolExecutor(max_workers=32, thread_name_prefix="bank-nonce-ahead")
-
-
-class NonceAhead:
-    """The Nonce of a `service` call still to come, fetched while another call's Order request is in
-    flight (one bank round trip less for a settlement's confirmation). Started by that other call once
-    its own Nonce was granted (so a key set the bank refuses at the Nonce is not tried twice at once),
-    under the same X-KeyID. Still one fresh nonce per Order call (§2): taken once, by the next call
-    signed with that X-KeyID, or dropped unused. Its failure is that call's failure, as if it had asked
-    for the nonce itself."""
-
-    def __init__(self, service: str) -> None:
-        self._service = service
-        self._future: Future[str] | None = None
-        self._key_id: Secret | None = None
-        self._state = CallState(service, Deadline(0))
-        self._taken = False
-
-    def start(self, fetch: Callable[[CallState, Secret], str], key_id: Secret, timeout: float) -> None:
-        """Fetch it now, in the background (once: a second start is ignored)."""
-        if self._future is None:
-            self._key_id, self._state = key_id, CallState(self._service, Deadline(timeout))
-            self._future = _AHEAD.submit(fetch, self._state, key_id)
-
-    def take(self, state: CallState, key_id: Secret) -> str | None:
-        """The nonce for `state`'s Order request; None if never started, taken, or for another key."""
-        if self._future is None or self._taken or key_id is not self._key_id:
-            return None
-        self._taken = True
-        try:
-            return self._future.result()
-        finally:
-            state.http_status = self._state.http_status
-
-
 # A call's nonces fetched ahead: (its own, the next call's to start once its own is granted).
-Aheads = tuple["NonceAhead | None", "NonceAhead | None"]
+Aheads = tuple[NonceAhead | None, NonceAhead | None]
 
 
 def signers_of(creds: ShopCredentials) -> tuple[Signer, ...]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
+
 from core.sinopac.client import ConfirmsAhead, QPayClient
 from core.sinopac.errors import BankHTTPError
 from core.sinopac.messages import OrderQueryRequest
@@ -82,10 +84,8 @@ def test_the_nonce_ahead_starts_only_once_the_pay_querys_own_nonce_was_granted(b
     bank.on_nonce = lambda: next(answers, None) or json_reply({"Nonce": "N" * 108})
     with QPayClient(make_settings(bank.base_url)) as qpay:
         ahead = qpay.confirmation_ahead()
-        try:
+        with pytest.raises(BankHTTPError):
             qpay.pay_query(TOKEN, confirm_ahead=ahead)
-        except BankHTTPError:
-            pass
         # then nothing was asked in its shadow, and the OrderQuery asks for its own nonce
         assert _paths(bank) == ["Nonce"]
         qpay.query_orders(OrderQueryRequest(order_no="ATM20240101001"), ahead=ahead)
