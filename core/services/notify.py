@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from core.backoff import retry_countdown
 from core.models import DeliveryAttempt, ShopEvent
 from core.services.events import event_name
+from core.services.updates import rows_updated
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -77,14 +78,14 @@ class Settled:
 
 def claim(session: Session, event_id: int, *, now: datetime) -> Claimed | None:
     """Take the event for one attempt, or None if it is delivered, failed, unknown or held by another."""
-    result = session.execute(
+    taken = rows_updated(
+        session,
         update(ShopEvent)
         .where(ShopEvent.id == event_id, ShopEvent.state == "pending",
                or_(ShopEvent.next_attempt_at.is_(None), ShopEvent.next_attempt_at <= now + DUE_TOLERANCE))
         .values(attempts=ShopEvent.attempts + 1, next_attempt_at=now + CLAIM_LEASE)
-        .execution_options(synchronize_session=False)
     )
-    if not result.rowcount:  # type: ignore[attr-defined]
+    if not taken:
         return None
     row = session.execute(
         select(ShopEvent.attempts, ShopEvent.body, ShopEvent.created_at, ShopEvent.order_no)
