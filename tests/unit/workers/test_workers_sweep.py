@@ -260,19 +260,17 @@ class SlowBank(FakeBank):
 
 
 def test_targeted_calls_run_concurrently_up_to_sweep_concurrency(uow, db_url):
-    # given 40 due orders, half of them paid at the bank, and a bank answering in 50 ms
+    # given 40 due orders, half of them paid at the bank, and a bank answering in 200 ms (long enough
+    # for a batch's threads to overlap on a loaded machine; how fast the pass is belongs to bench/sweep)
     settings = load_settings({"DATABASE_URL": db_url, "SWEEP_BATCH": "50", "SWEEP_CONCURRENCY": "8"})
     for i in range(40):
         add_order(uow, f"C{i:02d}", next_check_at=NOW - timedelta(minutes=1))
     bank = SlowBank([row(f"C{i:02d}", pay_date=None, pay_status="1A400" if i % 2 else "1A200")
-                     for i in range(40)], delay=0.05)
-    started = time.monotonic()
+                     for i in range(40)], delay=0.2)
     counts = run_sweep(uow, bank, settings, lambda _: True, now=NOW)
-    elapsed = time.monotonic() - started
-    # then every order was queried once, never more than 8 at a time, and far faster than in series
+    # then every order was queried once, 8 at a time at the most (and at some moment 8 at once)
     assert len([c for c in bank.calls if c.order_no]) == 40
     assert bank.most == 8
-    assert elapsed < 40 * 0.05 / 2
     assert (counts.settled, counts.still_pending, counts.errors) == (20, 20, 0)
     assert sum(status_of(uow, f"C{i:02d}") == "paid" for i in range(40)) == 20
 
