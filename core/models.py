@@ -19,6 +19,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     and_,
+    bindparam,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -106,6 +107,14 @@ class Order(Base):
         """The WHERE clause naming one order; without a shop, the OrderNo alone (single-shop callers)."""
         clause = Order.order_no == order_no
         return clause if shop_no is None else and_(Order.shop_no == shop_no, clause)
+
+    @staticmethod
+    def bound_key(with_shop: bool) -> ColumnElement[bool]:
+        """`key` on the table's columns with bind parameters `k_order_no` (and `k_shop_no`), for
+        statements built once (a prebuilt statement's cache key is memoized: the settlement path)."""
+        columns = Order.__table__.c
+        clause = columns.order_no == bindparam("k_order_no")
+        return and_(columns.shop_no == bindparam("k_shop_no"), clause) if with_shop else clause
 
 
 class PayToken(Base):

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from core.models import Order
+from core.services.updates import core_connection
 from core.sinopac import paystatus
 from core.sinopac.types import OrderQueryRow, PayQueryResult, TSResult
 from core.states import PAID_LATE, OrderStatus
@@ -39,14 +41,19 @@ class OrderFacts:
         return PAID_LATE.get(OrderStatus(self.status))
 
 
-_ORDER_FACTS = select(Order.id, Order.shop_no, Order.order_no, Order.amount, Order.currency, Order.pay_type,
-                      Order.status, Order.ts_no, Order.expires_at, Order.check_attempts)
+_ORDERS = cast(Table, Order.__table__)
+_FACTS = select(*(_ORDERS.c[name] for name in OrderFacts.__dataclass_fields__))
+# Built once with bind parameters (their cache keys are memoized): by OrderNo alone, or within a shop.
+_ORDER_FACTS = {with_shop: _FACTS.where(Order.bound_key(with_shop)) for with_shop in (False, True)}
+_TS_NO_TAKEN = select(_ORDERS.c.order_no).where(_ORDERS.c.ts_no == bindparam("k_ts_no"),
+                                                _ORDERS.c.id != bindparam("k_id"))
 
 
 def order_facts(session: Session, order_no: str, shop_no: str | None = None) -> OrderFacts | None:
     # One Core SELECT, read now: another transaction may have moved the order a moment ago.
-    row = session.execute(_ORDER_FACTS.where(Order.key(order_no, shop_no))).first()
-    return OrderFacts(**row._mapping) if row is not None else None
+    row = core_connection(session).execute(_ORDER_FACTS[shop_no is not None],
+                                           {"k_order_no": order_no, "k_shop_no": shop_no}).first()
+    return OrderFacts(*row) if row is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +115,7 @@ def row_mismatches(session: Session, order: OrderFacts, row: OrderQueryRow, shop
 
 def _ts_no_taken(session: Session, ts_no: str, order: OrderFacts) -> str | None:
     """The other order already holding this TSNo, if any: one bank transaction pays one order."""
-    return session.scalars(
-        select(Order.order_no).where(Order.ts_no == ts_no, Order.id != order.id)
-    ).first()
+    return core_connection(session).execute(_TS_NO_TAKEN, {"k_ts_no": ts_no, "k_id": order.id}).scalar()
 
 
 @dataclass(frozen=True)

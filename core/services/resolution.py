@@ -28,9 +28,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from functools import cache
+from typing import TYPE_CHECKING, cast
 
-from sqlalchemy import Row, Update, select, update
+from sqlalchemy import Row, Table, Update, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from core.logging import short_token
@@ -38,7 +39,7 @@ from core.models import PayToken
 from core.services.outcomes import ResolveKind, ResolveOutcome, SettleKind
 from core.services.settlement import Confirmation, settle_from_pay_result
 from core.services.units import UnitOfWork, as_unit_of_work
-from core.services.updates import rows_updated
+from core.services.updates import core_connection, rows_updated
 from core.settings import Settings
 from core.shops import UnknownShop
 from core.sinopac.client import ConfirmsAhead, NonceAhead, client_of
@@ -60,13 +61,25 @@ __all__ = [
 _MAX_ERROR = 500
 # What resolve_token reads of a token: pay_token, state, order_no, source, shop_no, first_received_at.
 _TokenRow = Row[str, str, str | None, str, str, datetime]
-_READ_TOKEN = select(PayToken.pay_token, PayToken.state, PayToken.order_no, PayToken.source, PayToken.shop_no,
-                     PayToken.first_received_at)
+_TOKENS = cast(Table, PayToken.__table__)
+# Built once with bind parameters (a prebuilt statement's cache key is memoized): the hot path's two.
+_READ_TOKEN = select(_TOKENS.c.pay_token, _TOKENS.c.state, _TOKENS.c.order_no, _TOKENS.c.source,
+                     _TOKENS.c.shop_no, _TOKENS.c.first_received_at).where(_TOKENS.c.id == bindparam("k_id"))
 
 
-def _update_token(session: Session, token_id: int, **values: object) -> bool:
-    """A conditional update: only a token still in state received changes (first resolver wins)."""
-    return bool(rows_updated(session, _token_update(token_id, TokenState.RECEIVED).values(**values)))
+@cache
+def _attempt_statement(names: tuple[str, ...]) -> Update:
+    """attempts += 1 and `names` set, on a token still received (the first resolver wins)."""
+    return (update(_TOKENS)
+            .where(_TOKENS.c.id == bindparam("k_id"), _TOKENS.c.state == TokenState.RECEIVED.value)
+            .values({"attempts": _TOKENS.c.attempts + 1, **{name: bindparam(f"v_{name}") for name in names}}))
+
+
+def _count_attempt(session: Session, token_id: int, **values: object) -> bool:
+    """Count one attempt on a token still in state received and set `values`; True if it changed."""
+    params = {f"v_{name}": value for name, value in values.items()}
+    result = core_connection(session).execute(_attempt_statement(tuple(values)), {"k_id": token_id, **params})
+    return bool(result.rowcount)
 
 
 def _token_update(token_id: int, *states: TokenState) -> Update:
@@ -90,7 +103,7 @@ def record_failed_attempt(
     it, so that no token can crash-loop forever.
     """
     with as_unit_of_work(source)() as session:
-        _update_token(session, token_id, attempts=PayToken.attempts + 1, last_error=error[:_MAX_ERROR])
+        _count_attempt(session, token_id, last_error=error[:_MAX_ERROR])
         return _kill_if_exhausted(session, token_id, settings.max_attempts)
 
 
@@ -147,7 +160,7 @@ def resolve_token(
     units = as_unit_of_work(source)
     at = now if now is not None else datetime.now(UTC)
     with units() as session:
-        row = session.execute(_READ_TOKEN.where(PayToken.id == token_id)).first()
+        row = core_connection(session).execute(_READ_TOKEN, {"k_id": token_id}).first()
     if row is None:
         log.warning("resolve: no pay token with id %s", token_id, extra={"token_id": token_id})
         return ResolveOutcome(ResolveKind.NOOP, error="no such token")
@@ -174,7 +187,7 @@ def _shop_unknown(
     """The shop was removed from the configuration: keep the token (the sweep offers it again), so
     putting the shop back resolves it; nothing is lost or decided without its keys."""
     with units() as session:
-        _update_token(session, token_id, attempts=PayToken.attempts + 1, last_error=str(exc))
+        _count_attempt(session, token_id, last_error=str(exc))
     log.warning("resolve %s: %s", extra["pay_token"], exc, extra=extra)
     return ResolveOutcome(ResolveKind.TRANSIENT, error=str(exc))
 
@@ -189,13 +202,12 @@ def _settle(
                                      now=at, confirmation=confirmation, shop_no=token.shop_no)
     kind = ResolveKind.of(outcome)
     if kind is ResolveKind.REJECTED:
-        _update_token(session, token_id, attempts=PayToken.attempts + 1, state=TokenState.REJECTED.value,
-                      last_error=(outcome.reason or "unknown order")[:_MAX_ERROR], order_no=None,
-                      resolved_at=at)
+        _count_attempt(session, token_id, state=TokenState.REJECTED.value, order_no=None, resolved_at=at,
+                       last_error=(outcome.reason or "unknown order")[:_MAX_ERROR])
         return ResolveOutcome(kind, error=outcome.reason, order_no=outcome.order_no)
     kept = outcome.kind in (SettleKind.REVIEW, SettleKind.CONFLICT)
-    _update_token(session, token_id, attempts=PayToken.attempts + 1, state=TokenState.RESOLVED.value,
-                  order_no=outcome.order_no, last_error=outcome.reason if kept else None, resolved_at=at)
+    _count_attempt(session, token_id, state=TokenState.RESOLVED.value, order_no=outcome.order_no,
+                   last_error=outcome.reason if kept else None, resolved_at=at)
     if kind is ResolveKind.SETTLED:
         return ResolveOutcome(kind, order_no=outcome.order_no, received_at=token.first_received_at)
     return ResolveOutcome(kind, error=outcome.reason, order_no=outcome.order_no)
@@ -206,21 +218,19 @@ def _failed(
     extra: dict[str, object],
 ) -> ResolveOutcome:
     """Record a failed bank call on the token: transient, rejected, untrusted, or dead at the bound."""
-    attempts = PayToken.attempts + 1
     label = short_token(token)
     with units() as session:
         if isinstance(exc, BankRejection):
             error = f"rejected by the bank: {exc.code or '?'} {exc.description}".strip()[:_MAX_ERROR]
-            _update_token(session, token_id, attempts=attempts, last_error=error,
-                          state=TokenState.REJECTED.value, resolved_at=at)
+            _count_attempt(session, token_id, last_error=error, state=TokenState.REJECTED.value,
+                           resolved_at=at)
             log.warning("resolve %s: %s", label, error, extra=extra)
             return ResolveOutcome(ResolveKind.REJECTED, error=error)
         error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR]
         if isinstance(exc, BankProtocolError):
-            _update_token(session, token_id, attempts=attempts, last_error=error,
-                          state=TokenState.UNTRUSTED.value)
+            _count_attempt(session, token_id, last_error=error, state=TokenState.UNTRUSTED.value)
             return ResolveOutcome(ResolveKind.PROTOCOL_ERROR, error=error, token_label=label)
-        _update_token(session, token_id, attempts=attempts, last_error=error)
+        _count_attempt(session, token_id, last_error=error)
         died = _kill_if_exhausted(session, token_id, settings.max_attempts)
     if died:
         return ResolveOutcome(ResolveKind.DEAD, error=error, token_label=label)

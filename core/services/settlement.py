@@ -24,7 +24,7 @@ from core.services.mismatches import (
     row_mismatches,
 )
 from core.services.outcomes import SettleKind, SettleOutcome
-from core.services.transitions import OrderNotFound, schedule_next_check, transition
+from core.services.transitions import OrderNotFound, Stored, schedule_next_check, transition
 from core.settings import Settings
 from core.sinopac import paystatus
 from core.sinopac.timefmt import from_bank_minute
@@ -77,7 +77,8 @@ def _apply(session: Session, order: OrderFacts, word: BankWord, verdict: _Verdic
     try:
         changed = transition(session, order.order_no, target, source=word.source, ts_no=word.ts_no,
                              amount=verdict.amount, detail=verdict.reason, pay_token=word.pay_token,
-                             paid_at=verdict.paid_at, now=word.now, shop_no=order.shop_no)
+                             paid_at=verdict.paid_at, now=word.now, shop_no=order.shop_no,
+                             stored=Stored(order.status, order.ts_no, order.shop_no))
     except IllegalTransition as exc:
         return _refused(session, order, word, verdict, exc.current)
     if not changed:
