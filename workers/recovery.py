@@ -40,6 +40,7 @@ _worker_id = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 _lock = threading.Lock()
 _state: dict[str, bool] = {}  # "enabled": this worker's broker is Redis and the thread runs
 _stop = threading.Event()
+_clients: dict[int, Any] = {}  # pid -> the redis client record_owner writes with
 
 
 def worker_id() -> str:
@@ -68,10 +69,22 @@ def record_owner(app: Celery, delivery_tag: str | None) -> None:
     if not delivery_tag:
         return
     try:
-        with app.pool.acquire(block=True, timeout=2) as conn:
-            conn.default_channel.client.hset(OWNERS_KEY, delivery_tag, _worker_id)
+        _owners_client(app).hset(OWNERS_KEY, delivery_tag, _worker_id)
     except Exception as exc:  # the broker is down: the visibility timeout remains the safety net
         log.warning("could not record a task's owner", extra={"error": type(exc).__name__})
+
+
+def _owners_client(app: Celery) -> Any:
+    """One broker client per process for the owner records (a pool connection acquired per task was
+    a tenth of this worker's broker work); redis-py reconnects it after an outage by itself."""
+    client = _clients.get(os.getpid())
+    if client is None:
+        with _lock:
+            if os.getpid() not in _clients:
+                _clients.clear()
+                _clients[os.getpid()] = app.connection_for_write().default_channel.client
+            client = _clients[os.getpid()]
+    return client
 
 
 def reap(app: Celery) -> int:

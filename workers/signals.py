@@ -3,9 +3,11 @@ connections in each forked pool process."""
 
 from __future__ import annotations
 
+import logging
 from contextvars import Token
 from typing import Any
 
+from celery.app.trace import LOG_SUCCESS
 from celery.concurrency import get_implementation
 from celery.signals import (
     beat_init,
@@ -23,6 +25,7 @@ from celery.signals import (
 from core.db import dispose_engines
 from core.db import size_pool as size_db_pool
 from core.logging import bind_context, configure_logging, register_settings_secrets, reset_context
+from core.queues import RESOLVE_TASK
 from core.settings import get_settings
 from metrics import exporter
 from workers import recovery, redis_transport
@@ -31,12 +34,25 @@ from workers.bank import reset_client, size_pool
 _bound: dict[str, Token[Any]] = {}
 
 
+class _ResolveSuccessLine(logging.Filter):
+    """Drops Celery's "Task … succeeded" line of the resolve task only: the task's own line ("token N
+    resolved: settled", with its fields) already says it, and a JSON line per settlement was worth
+    saving (issue 17). Every other task's success line, and every failure or retry line, stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        return not (record.msg is LOG_SUCCESS and isinstance(args, dict) and args.get("name") == RESOLVE_TASK)
+
+
 @setup_logging.connect
 def _json_logs(**_: Any) -> None:
     """One JSON object per line, like the web process; Celery's own handlers are not installed."""
     settings = get_settings()
     configure_logging(settings.log_level)
     register_settings_secrets(settings)
+    trace_log = logging.getLogger("celery.app.trace")
+    if not any(isinstance(f, _ResolveSuccessLine) for f in trace_log.filters):
+        trace_log.addFilter(_ResolveSuccessLine())
 
 
 @celeryd_init.connect

@@ -40,11 +40,13 @@ class OrderSnapshot:
 
     @classmethod
     def of(cls, row: Row[Any]) -> OrderSnapshot:
-        return cls(**row._mapping)
+        """From a row of exactly these columns, in this order (DETAIL_COLUMNS)."""
+        values: tuple[Any, ...] = tuple(row)
+        return cls(*values)
 
 
-# The columns order_detail() reads, in OrderSnapshot's order.
-DETAIL_COLUMNS = tuple(getattr(Order, name) for name in OrderSnapshot.__dataclass_fields__)
+# The columns order_detail() reads, in OrderSnapshot's order (the table's: for Core statements).
+DETAIL_COLUMNS = tuple(Order.__table__.c[name] for name in OrderSnapshot.__dataclass_fields__)
 # What the shop's JSON is built from: an Order entity, or an OrderSnapshot of its row.
 OrderView = Order | OrderSnapshot
 

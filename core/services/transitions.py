@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from core.models import Order, OrderEvent
 from core.services.due import next_check_at
 from core.services.events import record_event
-from core.services.order_json import OrderSnapshot
+from core.services.order_json import DETAIL_COLUMNS, OrderSnapshot
 from core.services.updates import core_connection, rows_updated
 from core.settings import Settings
 from core.states import OrderStatus, Source, check_move
@@ -33,7 +33,6 @@ _ORDERS = cast(Table, Order.__table__)
 _INSERT_EVENT = insert(cast(Table, OrderEvent.__table__))
 _READ_STATE = {with_shop: select(_ORDERS.c.status, _ORDERS.c.ts_no, _ORDERS.c.shop_no)
                .where(Order.bound_key(with_shop)) for with_shop in (False, True)}
-_SNAPSHOT = tuple(_ORDERS.c[name] for name in OrderSnapshot.__dataclass_fields__)
 
 
 class Stored(NamedTuple):
@@ -49,7 +48,7 @@ def _move_statement(names: tuple[str, ...]) -> Update:
     """The conditional UPDATE setting `names`, returning the order as it then stands."""
     return (update(_ORDERS).where(Order.bound_key(True), _ORDERS.c.status == bindparam("k_status"))
             .values({name: bindparam(f"v_{name}") for name in names})
-            .returning(*_SNAPSHOT))
+            .returning(*DETAIL_COLUMNS))
 
 
 class OrderNotFound(LookupError):
