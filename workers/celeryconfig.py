@@ -126,6 +126,8 @@ task_time_limit = RESOLVE_HARD_LIMIT
 # Flower builds its view from these events; they carry only task names and ids (no secrets).
 worker_send_task_events = True
 task_send_sent_event = True
+# The worker publishes them in batches, at most EVENTS_FLUSH_INTERVAL late (workers/consumer.py).
+worker_consumer = "workers.consumer:Consumer"
 
 # -- routing ----------------------------------------------------------------------------------------
 # Fresh payments, sweeps and shop notifications never share a queue, so a big sweep or a dead shop

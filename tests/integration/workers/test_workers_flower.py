@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import redis
 import requests
+from celery import Celery
 
-from core.queues import CALLBACK_QUEUE, NOTIFY_QUEUE, SWEEP_QUEUE
+from core.queues import CALLBACK_QUEUE, NOTIFY_QUEUE, RESOLVE_TASK, SWEEP_QUEUE
 from tests.support import procs, services
 from tests.support.poll import wait_for
 
@@ -68,3 +69,29 @@ def test_flower_shows_the_depth_of_the_callbacks_sweep_and_notifications_queues(
         proc.stop()
         client.delete(CALLBACK_QUEUE, SWEEP_QUEUE, NOTIFY_QUEUE)
         client.close()
+
+
+def test_flower_sees_every_task_end_although_the_worker_publishes_its_events_in_batches(redis_server):
+    # given Flower watching, and a real worker whose task events are batched (workers/consumer.py)
+    flower, base = _flower(redis_server.url, FLOWER_BASIC_AUTH="ops:correct-horse")
+    worker = None
+    try:
+        flower.wait_ready(lambda: procs.http_ok(f"{base}/healthcheck"), timeout=30)
+        worker = procs.start_worker(procs.base_env(REDIS_URL=redis_server.url), name="events")
+        # when a burst of tasks runs, and then nothing more: the last events have no successor to
+        # carry them, only the batch's timer
+        sender = Celery(broker=redis_server.url)
+        ids = [sender.send_task(RESOLVE_TASK, args=[f"not-an-id-{i}"], queue=CALLBACK_QUEUE).id
+               for i in range(7)]
+
+        # then Flower shows every one of them finished
+        def states() -> dict[str, object] | None:
+            tasks = requests.get(f"{base}/api/tasks", auth=("ops", "correct-horse"), timeout=5).json()
+            seen = {task_id: tasks.get(task_id, {}).get("state") for task_id in ids}
+            return seen if all(state == "SUCCESS" for state in seen.values()) else None
+
+        assert wait_for(states, timeout=30, message="Flower to show every task succeeded")
+    finally:
+        if worker is not None:
+            worker.stop()
+        flower.stop()
