@@ -14,7 +14,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -81,8 +83,8 @@ class CallState:
 
 
 # What carries the requests: a requests.Session (the web's shared one, or a caller's: tests record or
-# refuse what is sent through it) or the client's own urllib3 pool (bank_pool).
-Http = requests.Session | urllib3.PoolManager
+# refuse what is sent through it) or the client's own urllib3 pool of the bank's host (bank_pool).
+Http = requests.Session | urllib3.HTTPConnectionPool
 # The headers requests adds by itself, kept on the urllib3 path so the bank sees the same request.
 _DEFAULT_HEADERS = {"User-Agent": requests.utils.default_user_agent(), "Connection": "keep-alive"}
 
@@ -95,16 +97,17 @@ def bank_pool(base_url: str, pool_size: int = DEFAULT_POOL_SIZE) -> Http:
     environment names (HTTPS_PROXY, NO_PROXY), requests' session as before."""
     if requests.utils.get_environ_proxies(base_url):
         return bank_session(base_url, pool_size)
-    return urllib3.PoolManager(num_pools=2, maxsize=pool_size, cert_reqs="CERT_REQUIRED",
-                               ca_certs=_ca_bundle() or requests.utils.DEFAULT_CA_BUNDLE_PATH, retries=False)
+    # The pool of the bank's one host, not a PoolManager: no URL parsing and pool lookup per request.
+    tls: dict[str, Any] = {}
+    if urlsplit(base_url).scheme == "https":
+        bundle = _ca_bundle() or requests.utils.DEFAULT_CA_BUNDLE_PATH
+        tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": bundle}
+    return urllib3.connection_from_url(base_url, maxsize=pool_size, retries=False, **tls)
 
 
 def close_http(http: Http) -> None:
     """Release the pooled connections of either kind."""
-    if isinstance(http, requests.Session):
-        http.close()
-    else:
-        http.clear()
+    http.close()
 
 
 def _ca_bundle() -> str | None:
@@ -179,6 +182,11 @@ class Transport:
     budget: Budget | None
     secrets: tuple[str, ...]
 
+    @cached_property
+    def _path(self) -> str:
+        """The base URL's path: what a request line to the pool of its host names (origin-form)."""
+        return urlsplit(self.base).path
+
     def post(self, call: CallState, endpoint: str, body: Mapping[str, Any], key_id: Secret) -> dict[str, Any]:
         """One HTTP request; returns a JSON object that at least looks like a QPay answer."""
         service, token = call.service, call.token
@@ -224,7 +232,7 @@ class Transport:
                                           allow_redirects=False, stream=True)
                 raw, close = response.raw, response.close
             else:
-                raw = self.http.urlopen("POST", self.base + endpoint, body=data,
+                raw = self.http.urlopen("POST", self._path + endpoint, body=data,
                                         headers={**_DEFAULT_HEADERS, **headers}, retries=False,
                                         redirect=False, preload_content=False, decode_content=False,
                                         timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]))

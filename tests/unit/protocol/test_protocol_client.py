@@ -227,7 +227,7 @@ def test_its_own_pool_sends_with_the_same_timeouts_no_retries_and_no_redirects(
 ) -> None:
     qpay = QPayClient(make_settings(bank.base_url, QPAY_CONNECT_TIMEOUT="2", QPAY_READ_TIMEOUT="7"))
     pool = qpay._http
-    assert isinstance(pool, urllib3.PoolManager)
+    assert isinstance(pool, urllib3.HTTPConnectionPool)
     sent: list[tuple[Any, ...]] = []
     urlopen = pool.urlopen
 
@@ -253,10 +253,11 @@ def test_close_keeps_a_session_the_caller_owns(bank: StubBank) -> None:
 def test_close_releases_the_pooled_connections_of_its_own_session(bank: StubBank) -> None:
     own = QPayClient(make_settings(bank.base_url))
     _create_atm(own)
-    pools = own._http.pools  # type: ignore[union-attr]  # its own pool: urllib3's PoolManager
-    assert len(pools) == 1
+    pool = own._http
+    assert isinstance(pool, urllib3.HTTPConnectionPool)  # its own pool, of the bank's host
+    assert pool.num_connections == 1
     own.close()
-    assert len(pools) == 0
+    assert pool.pool is None  # closed: every connection released
 
 
 def test_client_repr_shows_no_secret(client: QPayClient) -> None:
@@ -323,11 +324,11 @@ def test_the_environments_proxy_and_ca_bundle_are_read_once_when_the_client_is_b
     monkeypatch.setenv("NO_PROXY", "bank.example")
     with QPayClient(settings) as bypassed:  # no proxy for the bank: urllib3's pool, same verification
         direct = bypassed._http
-        assert isinstance(direct, urllib3.PoolManager)
-        assert not isinstance(direct, urllib3.ProxyManager)
-        assert direct.connection_pool_kw["cert_reqs"] == "CERT_REQUIRED"
-        assert direct.connection_pool_kw["ca_certs"] == "/etc/ssl/bank-ca.pem"
+        assert isinstance(direct, urllib3.HTTPSConnectionPool)
+        assert direct.proxy is None
+        assert direct.cert_reqs == "CERT_REQUIRED"
+        assert direct.ca_certs == "/etc/ssl/bank-ca.pem"
     monkeypatch.delenv("REQUESTS_CA_BUNDLE")
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     with QPayClient(settings) as default:  # requests' own default bundle
-        assert default._http.connection_pool_kw["ca_certs"] == requests.utils.DEFAULT_CA_BUNDLE_PATH  # type: ignore[union-attr]
+        assert default._http.ca_certs == requests.utils.DEFAULT_CA_BUNDLE_PATH  # type: ignore[union-attr]

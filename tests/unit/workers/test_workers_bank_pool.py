@@ -27,7 +27,7 @@ def _fresh_client() -> Iterator[None]:
 
 def _pool_maxsize() -> int:
     pool = bank.bank_client()._http  # type: ignore[attr-defined]  # the client's own urllib3 pool
-    return int(pool.connection_pool_kw["maxsize"])
+    return int(pool.pool.maxsize)  # connections it keeps open (a LifoQueue of that size)
 
 
 def test_a_worker_with_32_slots_keeps_32_bank_connections() -> None:
