@@ -46,6 +46,8 @@ _context: ContextVar[Mapping[str, str]] = ContextVar("qpay_log_context", default
 _secret_values: set[str] = set()
 _secret_lock = threading.Lock()
 _secret_pattern: re.Pattern[str] | None = None
+_secret_keys: dict[str, bool] = {}  # _SECRET_KEY's verdict per key (see _is_secret_key)
+_SECRET_KEYS_MAX = 4096
 
 # Keys whose values are never printed, whatever they hold.
 _SECRET_KEY = re.compile(
@@ -55,6 +57,11 @@ _SECRET_KEY = re.compile(
 )
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@", re.I)
 _BEARER = re.compile(r"(bearer\s+)[^\s,;\"']+", re.IGNORECASE)
+# What any of the three substitutions of redact_text needs to find: "://" (a URL password), "bearer"
+# and a space (a bearer token) or a registered secret. Text in which one search finds none of them is
+# returned as it is (most of a line's values: methods, routes, states, ids).
+_SUSPECT_BASE = r"://|bearer\s"
+_suspect_pattern: re.Pattern[str] = re.compile(_SUSPECT_BASE, re.IGNORECASE)
 # The record attributes the stdlib sets; everything else on a record came from `extra`.
 _STANDARD_ATTRS = frozenset(
     vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)).keys() | {"message", "asctime"}
@@ -68,12 +75,14 @@ def short_token(pay_token: str) -> str:
 
 def register_secrets(*values: str | None) -> None:
     """Values that must never appear in a log line (hash keys, HashID, X-KeyID, API token)."""
-    global _secret_pattern
+    global _secret_pattern, _suspect_pattern
     with _secret_lock:
         _secret_values.update(v for v in values if v and len(v) >= 4)
         ordered = sorted(_secret_values, key=len, reverse=True)
         joined = "|".join(re.escape(v) for v in ordered)
         _secret_pattern = re.compile(joined, re.IGNORECASE) if ordered else None
+        suspect = f"{_SUSPECT_BASE}|{joined}" if ordered else _SUSPECT_BASE
+        _suspect_pattern = re.compile(suspect, re.IGNORECASE)
 
 
 def register_settings_secrets(settings: Settings) -> None:
@@ -84,6 +93,8 @@ def register_settings_secrets(settings: Settings) -> None:
 
 def redact_text(text: str) -> str:
     """Remove URL passwords, bearer tokens and registered secret values from free text."""
+    if _suspect_pattern.search(text) is None:  # none of the substitutions below could match
+        return text
     text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
     text = _BEARER.sub(lambda m: m.group(1) + MASK, text)
     pattern = _secret_pattern
@@ -92,10 +103,21 @@ def redact_text(text: str) -> str:
     return text
 
 
+def _is_secret_key(key: str) -> bool:
+    """_SECRET_KEY's verdict, remembered per key: a process logs the same few dozen keys on every line
+    (the access line's dozen per callback), and the search was a third of the formatter's time."""
+    found = _secret_keys.get(key)
+    if found is None:
+        if len(_secret_keys) >= _SECRET_KEYS_MAX:  # keys of logged mappings can be anything: bounded
+            _secret_keys.clear()
+        found = _secret_keys[key] = _SECRET_KEY.search(key) is not None
+    return found
+
+
 def _clean(key: str, value: Any) -> Any:
     if key == "pay_token" and isinstance(value, str):
         return short_token(value)
-    if _SECRET_KEY.search(key):
+    if _is_secret_key(key):
         return MASK
     if value is None or isinstance(value, bool | int | float):
         return value
@@ -189,6 +211,10 @@ class _JsonHandler(logging.StreamHandler[IO[str]]):
     """The handler configure_logging adds, told apart from a host's so a second call replaces it."""
 
 
+# json.dumps with these options builds a new encoder per call; one shared encoder writes the same text.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, msg, context fields, extras, exc."""
 
@@ -209,7 +235,7 @@ class JsonFormatter(logging.Formatter):
             out["exc"] = redact_text(self.formatException(record.exc_info))
         if record.stack_info:
             out["stack"] = redact_text(self.formatStack(record.stack_info))
-        return json.dumps(out, ensure_ascii=False, default=str)
+        return _ENCODER.encode(out)
 
 
 def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> None:
