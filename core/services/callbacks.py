@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, or_, update
+from sqlalchemy import Connection, bindparam, case, literal_column, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnClause
 
 from core.models import PayToken
 from core.services.updates import rows_updated
@@ -43,28 +44,31 @@ class CallbackRecord:
 def _build_upsert(insert: Any) -> Any:
     """The upsert as one Core statement with bound parameters: built once per dialect, so a call
     pays neither the statement construction nor the `excluded` alias (a third of the receiver's CPU
-    when it was rebuilt per call), and its compiled form stays in the engine's cache."""
+    when it was rebuilt per call), and its compiled form stays in the engine's cache. The constants
+    are written into the SQL: bound, they were half of the parameters each call converts and sends."""
     table = PayToken.__table__
+    one: ColumnClause[int] = literal_column("1")
+    received: ColumnClause[str] = literal_column("'received'")
     stmt = insert(table).values(
         shop_no=bindparam("shop_no"),
         pay_token=bindparam("pay_token"),
         source=bindparam("source"),
-        receipts=1,
+        receipts=one,
         first_received_at=bindparam("at", type_=table.c.first_received_at.type),
         last_received_at=bindparam("at", type_=table.c.last_received_at.type),
-        state="received",
-        attempts=0,
+        state=received,
+        attempts=literal_column("0"),
         last_enqueued_at=bindparam("at", type_=table.c.last_enqueued_at.type),
     )
     # Claimed for a new enqueue only if still received and not queued within the grace period.
-    requeue = (table.c.state == "received") & or_(
+    requeue = (table.c.state == received) & or_(
         table.c.last_enqueued_at.is_(None),
         table.c.last_enqueued_at <= bindparam("cutoff", type_=table.c.last_enqueued_at.type),
     )
     return stmt.on_conflict_do_update(
         index_elements=[table.c.pay_token],
         set_={
-            "receipts": table.c.receipts + 1,
+            "receipts": table.c.receipts + one,
             "last_received_at": stmt.excluded.last_received_at,
             "last_enqueued_at": case((requeue, stmt.excluded.last_enqueued_at),
                                      else_=table.c.last_enqueued_at),

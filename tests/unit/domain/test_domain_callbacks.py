@@ -92,3 +92,16 @@ def test_twenty_concurrent_deliveries_of_one_token_make_one_row_on_sqlite(
     assert rows[0].receipts == 20
     assert sum(r.created for r in records) == 1
     assert {r.token_id for r in records} == {rows[0].id}
+
+
+@pytest.mark.parametrize("dialect_name", ["postgresql", "sqlite"])
+def test_the_upsert_binds_only_what_changes_per_call(dialect_name: str) -> None:
+    # the constants (1, 'received', 0) are in the SQL; only the callback's own values are parameters
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from core.services.callbacks import _upsert
+
+    dialect = postgresql.psycopg2.dialect() if dialect_name == "postgresql" else sqlite.dialect()
+    compiled = _upsert(dialect_name).compile(dialect=dialect)
+    assert set(compiled.params) == {"shop_no", "pay_token", "source", "at", "cutoff"}
+    assert "'received'" in compiled.string
