@@ -24,16 +24,20 @@ UNREADABLE_BODY = "body could not be read (malformed chunked encoding or trailer
 
 
 def read_capped(limit: int) -> bytes:
-    """At most limit + 1 bytes of the body, so an oversize one is detected without reading it all."""
+    """At most limit + 1 bytes of the body, so an oversize one is detected without reading it all.
+
+    With a Content-Length (within the limit) the stream ends there, so reading stops once that many
+    bytes came: a callback's ~100 bytes take one read, not a second one that finds the end."""
     declared = request.content_length
     if declared is not None and declared > limit:
         raise InvalidInput(f"body larger than {limit} bytes", status=413)
+    wanted = declared if declared is not None else limit + 1
     stream = request.stream
     chunks: list[bytes] = []
     total = 0
-    while total <= limit:
+    while total < wanted:
         try:
-            chunk = stream.read(min(READ_CHUNK, limit + 1 - total))
+            chunk = stream.read(min(READ_CHUNK, wanted - total))
         except HTTPException:
             raise  # werkzeug's own answers (client disconnected, too large) stand as they are
         except Exception as exc:  # the server's framing error, whatever its type
