@@ -39,7 +39,7 @@ from core.models import PayToken
 from core.services.outcomes import ResolveKind, ResolveOutcome, SettleKind
 from core.services.settlement import Confirmation, settle_from_pay_result
 from core.services.units import UnitOfWork, as_unit_of_work
-from core.services.updates import core_connection, rows_updated
+from core.services.updates import bound_values, core_connection, rows_updated, value_params
 from core.settings import Settings
 from core.shops import UnknownShop
 from core.sinopac.client import ConfirmsAhead, NonceAhead, client_of
@@ -72,13 +72,13 @@ def _attempt_statement(names: tuple[str, ...]) -> Update:
     """attempts += 1 and `names` set, on a token still received (the first resolver wins)."""
     return (update(_TOKENS)
             .where(_TOKENS.c.id == bindparam("k_id"), _TOKENS.c.state == TokenState.RECEIVED.value)
-            .values({"attempts": _TOKENS.c.attempts + 1, **{name: bindparam(f"v_{name}") for name in names}}))
+            .values({"attempts": _TOKENS.c.attempts + 1, **bound_values(names)}))
 
 
 def _count_attempt(session: Session, token_id: int, **values: object) -> bool:
     """Count one attempt on a token still in state received and set `values`; True if it changed."""
-    params = {f"v_{name}": value for name, value in values.items()}
-    result = core_connection(session).execute(_attempt_statement(tuple(values)), {"k_id": token_id, **params})
+    result = core_connection(session).execute(_attempt_statement(tuple(values)),
+                                              {"k_id": token_id, **value_params(values)})
     return bool(result.rowcount)
 
 

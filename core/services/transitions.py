@@ -21,7 +21,7 @@ from core.models import Order, OrderEvent
 from core.services.due import next_check_at
 from core.services.events import record_event
 from core.services.order_json import DETAIL_COLUMNS, OrderSnapshot
-from core.services.updates import core_connection, rows_updated
+from core.services.updates import bound_values, core_connection, rows_updated, value_params
 from core.settings import Settings
 from core.states import OrderStatus, Source, check_move
 
@@ -47,7 +47,7 @@ class Stored(NamedTuple):
 def _move_statement(names: tuple[str, ...]) -> Update:
     """The conditional UPDATE setting `names`, returning the order as it then stands."""
     return (update(_ORDERS).where(Order.bound_key(True), _ORDERS.c.status == bindparam("k_status"))
-            .values({name: bindparam(f"v_{name}") for name in names})
+            .values(bound_values(names))
             .returning(*DETAIL_COLUMNS))
 
 
@@ -136,9 +136,8 @@ def _moved(
     # Core on the session's connection: the ORM's DML paths cost ~9% of a worker's CPU per
     # settlement for these two statements (issue 17).
     connection = core_connection(session)
-    params = {f"v_{name}": value for name, value in values.items()}
-    moved = connection.execute(_move_statement(tuple(values)), {
-        **params, "k_order_no": order_no, "k_shop_no": shop_no, "k_status": current.value}).first()
+    keys = {"k_order_no": order_no, "k_shop_no": shop_no, "k_status": current.value}
+    moved = connection.execute(_move_statement(tuple(values)), {**value_params(values), **keys}).first()
     if moved is None:
         return False
     connection.execute(_INSERT_EVENT, {

@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, CursorResult, Update
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import BindParameter, Connection, CursorResult, Update, bindparam
 from sqlalchemy.orm import Session
+
+
+def bound_values(names: Iterable[str]) -> dict[str, BindParameter[Any]]:
+    """`SET name = :v_name` for each name: the values of an UPDATE built once per set of names and
+    cached (its cache key memoized), whose values come with each call (`value_params`)."""
+    return {name: bindparam(f"v_{name}") for name in names}
+
+
+def value_params(values: Mapping[str, object]) -> dict[str, object]:
+    """The parameters of a `bound_values` UPDATE for these values."""
+    return {f"v_{name}": value for name, value in values.items()}
 
 
 def core_connection(session: Session) -> Connection:
