@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from core.models import Order
 from core.services.orders import order_history
 from core.services.settlement import OrderNotFound, transition
+from core.services.transitions import Stored
 from core.states import IllegalTransition, OrderStatus, Source, check_move
 
 from .conftest import NOW
@@ -94,3 +95,26 @@ def test_operator_decides_a_review(session: Session, new_order: Callable[..., Or
 def test_transition_of_an_unknown_order_raises(session: Session) -> None:
     with pytest.raises(OrderNotFound):
         transition(session, "NOPE", "paid", source="sweep", now=NOW)
+
+
+def test_a_stale_stored_state_is_read_again_and_the_move_judged_from_the_row(
+    session: Session, new_order: Callable[..., Order]
+) -> None:
+    # given an order the caller read as pending, which another settler has since paid
+    order = new_order()
+    stale = Stored("pending", order.ts_no, order.shop_no)
+    transition(session, order.order_no, "paid", source="sweep", now=NOW)
+
+    # when the caller moves it to paid (a no-op now) or to failed (illegal now) from its stale read
+    again = transition(session, order.order_no, "paid", source="backend", now=NOW, stored=stale,
+                       shop_no=order.shop_no)
+    with pytest.raises(IllegalTransition) as err:
+        transition(session, order.order_no, "failed", source="backend", now=NOW, stored=stale,
+                   shop_no=order.shop_no)
+
+    # then its UPDATE lost, the row was read again, and nothing changed twice
+    assert again is False
+    assert err.value.current == "paid"
+    assert [(e.from_status, e.to_status) for e in order_history(session, order.order_no)] == [
+        (None, "pending"), ("pending", "paid")
+    ]
