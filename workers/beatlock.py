@@ -24,31 +24,12 @@ import redis
 from celery.beat import PersistentScheduler
 
 from core.budget import shared_redis_url
+from core.leases import ACQUIRE_OR_RENEW, RELEASE
 from metrics import defs as metrics
 
 log = logging.getLogger(__name__)
 
 LOCK_KEY = "qpay:beat:owner"
-
-# Take the lock if free (SET NX EX) or renew it if we hold it; atomic, so an expiring lock can never
-# be renewed by a process that no longer owns it.
-_ACQUIRE_OR_RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    redis.call('expire', KEYS[1], ARGV[2])
-    return 1
-end
-if redis.call('set', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
-    return 1
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    return redis.call('del', KEYS[1])
-end
-return 0
-"""
-
 
 def lock_url(env: dict[str, str] | None = None, broker_url: str = "") -> str:
     """The Redis that holds the lock; a clear error when none is configured."""
@@ -73,7 +54,7 @@ class OwnerLock:
 
     def hold(self) -> bool:
         try:
-            got = bool(self.client.eval(_ACQUIRE_OR_RENEW, 1, self.key, self.token, self.ttl))
+            got = bool(self.client.eval(ACQUIRE_OR_RENEW, 1, self.key, self.token, self.ttl))
         except redis.RedisError as exc:
             # Unreachable lock store: do not send; better a late sweep than a doubled schedule.
             log.warning("beat lock: Redis unavailable (%s); not sending scheduled tasks", type(exc).__name__)
@@ -86,7 +67,7 @@ class OwnerLock:
 
     def release(self) -> None:
         with contextlib.suppress(redis.RedisError):  # otherwise it expires on its own after ttl seconds
-            self.client.eval(_RELEASE, 1, self.key, self.token)
+            self.client.eval(RELEASE, 1, self.key, self.token)
         self.held = False
         metrics.beat_lock(False)
 

@@ -23,12 +23,12 @@ from core.services.resolution import record_failed_attempt, resolve_token
 from core.services.sweep import run_sweep
 from core.settings import Settings, get_settings
 from core.sinopac.client import BankClient
+from core.sweeplock import exclusive_pass
 from metrics import defs as metrics
 from workers import app
 from workers.bank import client_for, records_with_the_work
 from workers.celeryconfig import RESOLVE_HARD_LIMIT, RESOLVE_SOFT_LIMIT, SWEEP_HARD_LIMIT, SWEEP_SOFT_LIMIT
 from workers.notify import send_delivery
-from workers.sweeplock import exclusive_pass
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,11 @@ import click
 from flask.cli import AppGroup, with_appcontext
 
 from core.services.sweep import run_sweep
+from core.services.sweep_counts import SweepCounts
 from core.sinopac.client import BankClient
 from core.sinopac.errors import BankRejection, BankTransportError, QPayError
 from core.sinopac.messages import OrderQueryRequest
+from core.sweeplock import exclusive_pass
 from webhook.cli.common import ShopClients, bank, close, enqueuer, fail, record_alone, settings
 from webhook.deps import deps
 
@@ -18,21 +20,30 @@ CHECK_ORDER_NO = "QPAYKEYCHECK"  # the harmless OrderQuery of `shops check`: an 
 
 @sweep_cli.command("run")
 def sweep_run() -> None:
-    """One sweep pass now, in the foreground; prints its counts (exit 1 if it met errors)."""
+    """One sweep pass now, in the foreground; prints its counts (exit 1 if it met errors, or if another
+    pass is running: passes never overlap, core/sweeplock.py)."""
+    with exclusive_pass(settings().broker_url) as ours:
+        if not ours:
+            fail("another sweep pass is running (a worker's, or another `sweep run`); nothing was done: "
+                 "run it again once that pass has ended (its `sweep:` log line)")
+        counts = _one_pass()
+    click.echo("sweep: " + ", ".join(f"{k}={v}" for k, v in counts.as_dict().items()))
+    for note in counts.notes:
+        click.echo(f"  note: {note}")
+    if counts.errors:
+        fail(f"sweep finished with {counts.errors} error(s); the next pass retries them")
+
+
+def _one_pass() -> SweepCounts:
     # The sweep calls the bank outside its transactions, so each record gets its own.
     clients = ShopClients(record_alone)
     try:
         # send_resolve is the sweep's Enqueue as it stands: False when the broker is down.
         send_event = getattr(deps().enqueuer, "send_event", None)
         relay = send_event if settings().shop_webhook_url is not None else None
-        counts = run_sweep(deps().unit_of_work, clients, settings(), enqueuer(), relay=relay)
+        return run_sweep(deps().unit_of_work, clients, settings(), enqueuer(), relay=relay)
     finally:
         clients.close_all()
-    click.echo("sweep: " + ", ".join(f"{k}={v}" for k, v in counts.as_dict().items()))
-    for note in counts.notes:
-        click.echo(f"  note: {note}")
-    if counts.errors:
-        fail(f"sweep finished with {counts.errors} error(s); the next pass retries them")
 
 
 @click.group("shops", invoke_without_command=True, cls=AppGroup)

@@ -1,4 +1,4 @@
-"""Sweep passes never overlap: a pass sent while another runs is skipped (workers/sweeplock.py).
+"""Sweep passes never overlap: a pass sent while another runs is skipped (core/sweeplock.py).
 A real Redis (the lease is a Lua script)."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from core import sweeplock
 from tests.support.services import TempRedis
-from workers import sweeplock, tasks
+from workers import tasks
 
 
 @pytest.fixture

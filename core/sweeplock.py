@@ -2,11 +2,12 @@
 
 Two passes at once are safe (core/services/sweep.py), but no use: a pass that overruns beat's interval
 (a large backlog, a slow bank) would be joined by the next one, and both would share one bank budget.
-So a pass first takes `qpay:sweep:running` (SET NX EX, the beat lock's scripts); a pass that finds it
-taken is skipped (beat sends another one in SWEEP_INTERVAL). A thread renews the lease every third of
-its TTL, so a pass may run as long as it needs, and a worker that dies mid-pass frees it within the
-TTL. The lease lives where the bank budget's slots do (core.budget.shared_redis_url); without a
-shared Redis (an AMQP broker, no BEAT_LOCK_URL nor Redis REDIS_URL) the lock is per process. If the
+So a pass first takes `qpay:sweep:running` (SET NX EX, core/leases.py); a pass that finds it taken is
+skipped (beat sends another one in SWEEP_INTERVAL; an operator's `sweep run` says so and exits 1). A
+thread renews the lease every third of its TTL, so a pass may run as long as it needs, and a worker
+that dies mid-pass frees it within the TTL. The lease lives where the bank budget's slots do
+(core.budget.shared_redis_url); without a shared Redis (an AMQP broker, no BEAT_LOCK_URL nor Redis
+REDIS_URL) the lock is per process. If the
 Redis does not answer, the pass runs anyway: the sweep is the safety net, and overlap is only waste.
 """
 
@@ -23,7 +24,7 @@ from contextlib import contextmanager, suppress
 import redis
 
 from core.budget import shared_redis_url
-from workers.beatlock import _ACQUIRE_OR_RENEW, _RELEASE
+from core.leases import ACQUIRE_OR_RENEW, RELEASE
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def exclusive_pass(broker_url: str, *, ttl: int = SWEEP_LOCK_TTL) -> Iterator[bo
     client = _client(url)
     token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     try:
-        got = bool(client.eval(_ACQUIRE_OR_RENEW, 1, SWEEP_LOCK_KEY, token, ttl))
+        got = bool(client.eval(ACQUIRE_OR_RENEW, 1, SWEEP_LOCK_KEY, token, ttl))
     except redis.RedisError as exc:
         log.warning("sweep lock: Redis unavailable (%s); running the pass without it", type(exc).__name__)
         yield True
@@ -70,7 +71,7 @@ def exclusive_pass(broker_url: str, *, ttl: int = SWEEP_LOCK_TTL) -> Iterator[bo
     def renew() -> None:
         while not done.wait(max(1.0, ttl / 3)):
             with suppress(redis.RedisError):  # a missed renewal is retried; the lease lasts ttl
-                client.eval(_ACQUIRE_OR_RENEW, 1, SWEEP_LOCK_KEY, token, ttl)
+                client.eval(ACQUIRE_OR_RENEW, 1, SWEEP_LOCK_KEY, token, ttl)
 
     renewer = threading.Thread(target=renew, name="sweep-lock", daemon=True)
     renewer.start()
@@ -80,4 +81,4 @@ def exclusive_pass(broker_url: str, *, ttl: int = SWEEP_LOCK_TTL) -> Iterator[bo
         done.set()
         renewer.join(timeout=5)
         with suppress(redis.RedisError):  # otherwise it expires on its own after ttl seconds
-            client.eval(_RELEASE, 1, SWEEP_LOCK_KEY, token)
+            client.eval(RELEASE, 1, SWEEP_LOCK_KEY, token)
