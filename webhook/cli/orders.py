@@ -144,10 +144,12 @@ def orders_requery(order_no: str, shop_no: str | None) -> None:
     records: list[BankCallRecord] = []
     result = _query(order_no, shop_no, records)
     row = next((r for r in result.orders if r.order_no == order_no), None)
+    if row is None:  # the call is on record all the same: committed before the command fails
+        with tx() as session:
+            store_calls(session, records)
+        fail(f"the bank has no order {order_no}")
     with tx() as session:
         store_calls(session, records)
-        if row is None:
-            fail(f"the bank has no order {order_no}")
         outcome = settle_from_query_row(session, settings(), row, source=Source.OPERATOR, shop_no=shop_no)
         moved = get_order(session, order_no, shop_no)
         after = moved.status if moved is not None else None

@@ -173,8 +173,8 @@ def test_requery_when_the_bank_times_out_exits_1_and_leaves_the_order_pending(
     assert outcomes == ["transport_error"]
 
 
-def test_requery_of_an_order_the_bank_does_not_know_exits_1(
-    cli: FlaskCliRunner, bank: FakeBankClient, new_order: Callable[..., Order]
+def test_requery_of_an_order_the_bank_does_not_know_exits_1_and_keeps_the_record_of_the_call(
+    cli: FlaskCliRunner, bank: FakeBankClient, settings: Settings, new_order: Callable[..., Order]
 ) -> None:
     new_order("RQ0004")
     bank.script_query("RQ0004", query_result())
@@ -183,6 +183,10 @@ def test_requery_of_an_order_the_bank_does_not_know_exits_1(
 
     assert result.exit_code == 1
     assert "the bank has no order RQ0004" in result.output
+    assert _order(settings, "RQ0004").status == "pending"
+    with transaction(settings.database_url) as session:  # the question was asked: it is on record
+        calls = session.execute(select(BankCall.api_service, BankCall.key, BankCall.outcome)).all()
+    assert [tuple(c) for c in calls] == [("OrderQuery", "RQ0004", "ok")]
 
 
 def test_requery_of_an_unknown_order_exits_1_without_calling_the_bank(
