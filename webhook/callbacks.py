@@ -22,7 +22,7 @@ from core.states import Source
 from metrics import defs as metrics
 from webhook.bodies import multipart_fields, read_capped
 from webhook.clientip import allowed, client_address
-from webhook.deps import deps
+from webhook.deps import core_unit, deps
 from webhook.errors import DB_UNAVAILABLE, error_response
 from webhook.pages import problem_page
 from webhook.status import token_status
@@ -91,10 +91,10 @@ def _record(
     and the retry runs on a fresh connection: the bank gets S instead of a 503 it would resend only
     ten minutes later. Nothing was committed by the failed try (a receipt counted twice at worst).
     """
-    connect = getattr(unit_of_work, "connect", None)  # webhook.deps.Database: Core, no ORM Session
+    unit = core_unit(unit_of_work)
 
     def once() -> CallbackRecord:
-        with connect() if connect is not None else unit_of_work() as db:
+        with unit() as db:
             return record_callback(db, shop_no=callback.shop_no, pay_token=callback.pay_token,
                                    source=source, grace=grace)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -18,14 +19,13 @@ from core.sinopac.client import BankClient
 from core.sinopac.types import Observer
 from webhook.enqueue import Enqueuer
 
-__all__ = ["ClientFactory", "Database", "Deps", "UnitOfWork", "deps"]
+__all__ = ["ClientFactory", "Database", "Deps", "UnitOfWork", "core_unit", "deps"]
 
 
 class Database:
     """The app's default unit of work on DATABASE_URL: calling it opens an ORM Session
     (core.db.transaction); `connect()` a Core connection (core.db.connection) for the callback
-    receiver, whose one upsert needs no Session. A unit of work a test swaps in has no `connect`, and
-    the receiver then uses its Session."""
+    receiver, whose one upsert needs no Session (core_unit)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -37,11 +37,18 @@ class Database:
         return connection(self.url)
 
 
+def core_unit(unit_of_work: UnitOfWork) -> Callable[[], AbstractContextManager[Connection | Session]]:
+    """The receiver's unit of work: the app's Database gives a Core connection (its one upsert needs
+    no Session); any other unit of work (a test's) is used as it is, with its Session."""
+    if isinstance(unit_of_work, Database):
+        return unit_of_work.connect
+    return unit_of_work
+
+
 class ClientFactory(Protocol):
     """A bank client for one shop (None: the default shop) whose observer records each call."""
 
     def __call__(self, observer: Observer, shop_no: str | None = None) -> BankClient: ...
-
 
 
 @dataclass
