@@ -39,7 +39,7 @@ from core.models import PayToken
 from core.services.outcomes import ResolveKind, ResolveOutcome, SettleKind
 from core.services.settlement import Confirmation, settle_from_pay_result
 from core.services.units import UnitOfWork, as_unit_of_work
-from core.services.updates import bound_values, core_connection, rows_updated, value_params
+from core.services.updates import bound_values, core_connection, value_params
 from core.settings import Settings
 from core.shops import UnknownShop
 from core.sinopac.client import ConfirmsAhead, NonceAhead, client_of
@@ -68,30 +68,41 @@ _READ_TOKEN = select(_TOKENS.c.pay_token, _TOKENS.c.state, _TOKENS.c.order_no, _
 
 
 @cache
+def _token_update(*states: TokenState) -> Update:
+    """An UPDATE of one token (`k_id`) that applies only while it is in one of `states`: every token
+    change is conditional, so racing writers change it once. Built once per set of states."""
+    return update(_TOKENS).where(_TOKENS.c.id == bindparam("k_id"),
+                                 _TOKENS.c.state.in_([s.value for s in states]))
+
+
+@cache
 def _attempt_statement(names: tuple[str, ...]) -> Update:
     """attempts += 1 and `names` set, on a token still received (the first resolver wins)."""
-    return (update(_TOKENS)
-            .where(_TOKENS.c.id == bindparam("k_id"), _TOKENS.c.state == TokenState.RECEIVED.value)
-            .values({"attempts": _TOKENS.c.attempts + 1, **bound_values(names)}))
+    attempts = {"attempts": _TOKENS.c.attempts + 1}
+    return _token_update(TokenState.RECEIVED).values({**attempts, **bound_values(names)})
+
+
+# received -> dead once attempts reach the bound (`k_max`); untrusted or dead -> received, attempts reset.
+_KILL = (_token_update(TokenState.RECEIVED).where(_TOKENS.c.attempts >= bindparam("k_max"))
+         .values(state=TokenState.DEAD.value))
+_REOPEN = (_token_update(TokenState.UNTRUSTED, TokenState.DEAD)
+           .values(state=TokenState.RECEIVED.value, attempts=0))
+
+
+def _changed(session: Session, stmt: Update, token_id: int, params: dict[str, object] | None = None) -> bool:
+    """Run one of the token's conditional UPDATEs in the session's transaction; True if it changed."""
+    return bool(core_connection(session).execute(stmt, {"k_id": token_id, **(params or {})}).rowcount)
 
 
 def _count_attempt(session: Session, token_id: int, **values: object) -> bool:
     """Count one attempt on a token still in state received and set `values`; True if it changed."""
-    result = core_connection(session).execute(_attempt_statement(tuple(values)),
-                                              {"k_id": token_id, **value_params(values)})
-    return bool(result.rowcount)
-
-
-def _token_update(token_id: int, *states: TokenState) -> Update:
-    """An UPDATE of one token that applies only while it is in one of `states`."""
-    return update(PayToken).where(PayToken.id == token_id, PayToken.state.in_([s.value for s in states]))
+    return _changed(session, _attempt_statement(tuple(values)), token_id, value_params(values))
 
 
 def _kill_if_exhausted(session: Session, token_id: int, max_attempts: int) -> bool:
     """received -> dead once attempts reach the bound; True only for the call that made the move, so
     the ALERT is raised once however many resolvers fail together."""
-    stmt = _token_update(token_id, TokenState.RECEIVED).where(PayToken.attempts >= max_attempts)
-    return bool(rows_updated(session, stmt.values(state=TokenState.DEAD.value)))
+    return _changed(session, _KILL, token_id, {"k_max": max_attempts})
 
 
 def record_failed_attempt(
@@ -245,8 +256,7 @@ def reopen_untrusted(session: Session, token_id: int) -> bool:
     Conditional like every token change, so two operators replaying at once reopen it once. The
     last_error stays as the record of why it was parked until the next attempt replaces it.
     """
-    stmt = _token_update(token_id, TokenState.UNTRUSTED, TokenState.DEAD)
-    return bool(rows_updated(session, stmt.values(state=TokenState.RECEIVED.value, attempts=0)))
+    return _changed(session, _REOPEN, token_id)
 
 
 def reopen_parked(session: Session, states: Collection[TokenState]) -> list[tuple[int, str]]:
