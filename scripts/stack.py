@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -126,6 +128,10 @@ def http_up(url: str) -> bool:
     return requests.get(url, timeout=2).status_code < 500
 
 
+# honcho's report that a process runs: "12:00:01 system    | web.1 started (pid=4242)".
+_STARTED = re.compile(rb"\bsystem\s+\| (\w+)\.\d+ started \(pid=")
+
+
 class Stack:
     """Start and stop the whole local system; `output` receives honcho's merged, prefixed logs."""
 
@@ -134,6 +140,8 @@ class Stack:
         self.output = output
         self.redis: EmbeddedRedis | None = None
         self.honcho: subprocess.Popen[bytes] | None = None
+        self.started: set[str] = set()  # processes honcho has reported started ("web.1 started")
+        self._relay: threading.Thread | None = None
 
     # -- start -----------------------------------------------------------------------------------
     def check_ports(self) -> None:
@@ -165,10 +173,24 @@ class Stack:
         # `-e /dev/null`: the environment is already complete; honcho must not re-read .env over it.
         argv = [str(BIN / "honcho"), "start", "-f", "Procfile.dev", "-e", os.devnull, "--no-colour"]
         # A session of its own: a Ctrl-C in the terminal reaches only the script, which stops honcho with
-        # SIGTERM once every process has started (honcho crashes on a signal mid-start, orphaning them).
-        self.honcho = subprocess.Popen(argv, cwd=PROJECT_DIR, env=self.config.env(), stdout=self.output,
-                                       stderr=subprocess.STDOUT if self.output else None,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
+        # SIGTERM once honcho has reported every process started (honcho crashes on a signal before it
+        # has taken in a started process's pid, orphaning them). Its output is relayed to `output` (or
+        # this terminal) by a thread that notes those reports.
+        self.honcho = subprocess.Popen(argv, cwd=PROJECT_DIR, env=self.config.env(),
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        self._relay = threading.Thread(target=self._relay_output, args=(self.honcho.stdout,),
+                                       name="honcho-output", daemon=True)
+        self._relay.start()
+
+    def _relay_output(self, source: IO[bytes]) -> None:
+        sink = self.output if self.output is not None else sys.stdout.buffer
+        for line in source:
+            found = _STARTED.search(line)
+            if found:
+                self.started.add(found.group(1).decode())
+            sink.write(line)
+            sink.flush()
 
     def alive(self) -> bool:
         return self.honcho is not None and self.honcho.poll() is None
@@ -184,33 +206,32 @@ class Stack:
             wait_until(lambda: "beat: Starting" in log(), timeout, "Celery beat", self.alive)
 
     # -- stop ------------------------------------------------------------------------------------
-    def process_count(self) -> int:
-        return len(read_procfile(PROJECT_DIR / "Procfile.dev"))
-
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM honcho (it stops every process, SIGKILLing stragglers), then the embedded Redis.
 
         honcho started mid-way crashes on SIGTERM and leaves its processes running, so stop first waits
-        (briefly) until every process exists, and afterwards ends any process group honcho left behind.
+        (briefly) until honcho has reported every process started, and afterwards ends any process
+        group honcho left behind.
         """
         code = None
         if self.honcho is not None:
             own = self.honcho.pid  # honcho leads a session, so its group id is its pid
-            groups: set[int] = {own}
             if self.honcho.poll() is None:
+                names = set(read_procfile(PROJECT_DIR / "Procfile.dev"))
                 deadline = time.monotonic() + 15
-                while self.honcho.poll() is None and time.monotonic() < deadline:
-                    groups = _descendant_groups(own) | {own}
-                    if len(groups - {own}) >= self.process_count():
-                        break
+                while (self.honcho.poll() is None and time.monotonic() < deadline
+                       and not names <= self.started):
                     time.sleep(0.1)  # pacing: honcho starts its processes one by one
-                if self.honcho.poll() is None:
-                    self.honcho.send_signal(signal.SIGTERM)
+            groups = _descendant_groups(own) | {own}
+            if self.honcho.poll() is None:
+                self.honcho.send_signal(signal.SIGTERM)
             try:
                 code = self.honcho.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.honcho.kill()
                 code = self.honcho.wait(10)
+            if self._relay is not None:
+                self._relay.join(timeout=5)  # the rest of honcho's output, up to its end
             _end_groups(groups)
         if self.redis is not None:
             self.redis.stop()
