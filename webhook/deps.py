@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from flask import current_app
-from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from core.db import connection, transaction
+from core.db import OneStatement, statement, transaction
 from core.services.units import UnitOfWork
 from core.settings import Settings
 from core.sinopac.client import BankClient
@@ -24,8 +23,8 @@ __all__ = ["ClientFactory", "Database", "Deps", "UnitOfWork", "core_unit", "deps
 
 class Database:
     """The app's default unit of work on DATABASE_URL: calling it opens an ORM Session
-    (core.db.transaction); `connect()` a Core connection (core.db.connection) for the callback
-    receiver, whose one upsert needs no Session (core_unit)."""
+    (core.db.transaction); `one_statement()` a unit for exactly one statement (core.db.statement),
+    the callback receiver's upsert, which needs no Session (core_unit)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -33,15 +32,15 @@ class Database:
     def __call__(self) -> AbstractContextManager[Session]:
         return transaction(self.url)
 
-    def connect(self) -> AbstractContextManager[Connection]:
-        return connection(self.url)
+    def one_statement(self) -> AbstractContextManager[OneStatement]:
+        return statement(self.url)
 
 
-def core_unit(unit_of_work: UnitOfWork) -> Callable[[], AbstractContextManager[Connection | Session]]:
-    """The receiver's unit of work: the app's Database gives a Core connection (its one upsert needs
-    no Session); any other unit of work (a test's) is used as it is, with its Session."""
+def core_unit(unit_of_work: UnitOfWork) -> Callable[[], AbstractContextManager[OneStatement | Session]]:
+    """The receiver's unit of work: the app's Database gives a one-statement unit (its one upsert
+    needs no Session); any other unit of work (a test's) is used as it is, with its Session."""
     if isinstance(unit_of_work, Database):
-        return unit_of_work.connect
+        return unit_of_work.one_statement
     return unit_of_work
 
 

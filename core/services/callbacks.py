@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnClause
 
+from core.db import OneStatement
 from core.models import PayToken
 from core.services.updates import rows_updated
 from core.sinopac.fields import PAY_TOKEN_RE, SHOP_NO_RE
@@ -93,7 +94,7 @@ def _upsert(name: str) -> Any:
 
 
 def record_callback(
-    session: Session | Connection,
+    session: Session | Connection | OneStatement,
     *,
     shop_no: str,
     pay_token: str,
@@ -119,18 +120,21 @@ def record_callback(
               "cutoff": at - window}
     # Core, on the session's connection: same transaction, without the ORM's per-call execution
     # machinery (the statement touches no mapped objects). Flush first, as session.execute would.
-    # A Connection (the receiver's Core unit of work, core.db.connection) is used as it is.
+    # The receiver's unit (core.db.statement) runs it as its own committed statement.
     if isinstance(session, Session):
         session.flush()
         session = session.connection()
-    row = session.execute(_upsert(session.dialect.name), params).one()
+    if isinstance(session, Connection):
+        token_id, receipts, state, queued_at = session.execute(_upsert(session.dialect.name), params).one()
+    else:
+        token_id, receipts, state, queued_at = session.one(_upsert(session.dialect), params)
     return CallbackRecord(
-        token_id=row.id,
-        created=row.receipts == 1,
-        needs_enqueue=row.state == "received" and row.last_enqueued_at == at,
-        receipts=row.receipts,
-        state=row.state,
-        queued_at=row.last_enqueued_at,
+        token_id=token_id,
+        created=receipts == 1,
+        needs_enqueue=state == "received" and queued_at == at,
+        receipts=receipts,
+        state=state,
+        queued_at=queued_at,
     )
 
 
