@@ -264,7 +264,9 @@ def statement(url: str | None = None) -> Iterator[OneStatement]:
     key = engine.url.render_as_string(hide_password=False)
     driver = _drivers.get(key)
     if driver is None:
-        # Every connection of this pool is put in autocommit once, when it connects; a per-checkout
-        # switch on the shared pool would cost a `SET default_transaction_isolation` at each checkin.
-        driver = _drivers[key] = _DriverStatement(make_engine(key, isolation_level="AUTOCOMMIT"))
+        # Every connection of this pool is put in autocommit once, when it connects (a per-checkout
+        # switch on the shared pool would cost a `SET default_transaction_isolation` at each checkin),
+        # and none is rolled back at checkin: in autocommit no transaction is ever left open.
+        driver = _drivers[key] = _DriverStatement(
+            make_engine(key, isolation_level="AUTOCOMMIT", pool_reset_on_return=None))
     yield driver

@@ -9,7 +9,7 @@ from typing import Any
 from celery import Celery
 
 from core.queues import CALLBACK_QUEUE, RESOLVE_TASK
-from webhook.taskmessage import default_origin, task_message
+from webhook.taskmessage import _document, default_origin, task_message
 
 PER_MESSAGE = ("reply_to", "delivery_tag")  # Celery's reply address and kombu's tag: fresh per sender/message
 
@@ -61,3 +61,17 @@ def test_default_origin_names_this_process_like_celery():
     from celery.utils.nodenames import anon_nodename
 
     assert default_origin() == anon_nodename()
+
+
+def test_the_cached_document_equals_encoding_the_whole_message(monkeypatch):
+    # given values that need JSON escaping in every per-message field and in the cached ones
+    task, queue, origin = 'q"ay.t\\ask', "call\nbacks", "gen1@h\u00f6st"
+    args = ['tok"en\\', 3]
+    message = task_message(task, args, queue=queue, origin=origin, task_id="id-1")
+    # then it is the document json.dumps writes for the same values (apart from the fresh delivery tag)
+    decoded = json.loads(message)
+    tag = decoded["properties"]["delivery_tag"]
+    body = base64.b64encode(json.dumps([args, {}, {"callbacks": None, "errbacks": None, "chain": None,
+                                                   "chord": None}]).encode()).decode("ascii")
+    expected = json.dumps(_document(task, queue, origin, body, "id-1", repr(args), tag))
+    assert message == expected
