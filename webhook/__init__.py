@@ -93,6 +93,9 @@ def create_app(
     set_publisher(send_event if settings.shop_webhook_url is not None else None)
 
     _install_views(app)
+    from webhook.ingest import CallbackIngest
+
+    app.wsgi_app = CallbackIngest(app, app.wsgi_app)  # type: ignore[method-assign]
     return app
 
 

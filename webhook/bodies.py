@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from io import BytesIO
+from typing import IO
 
 from flask import request
 from werkzeug.exceptions import HTTPException
@@ -32,14 +33,19 @@ def read_capped(limit: int) -> bytes:
     if declared is not None and declared > limit:
         raise InvalidInput(f"body larger than {limit} bytes", status=413)
     wanted = declared if declared is not None else limit + 1
-    stream = request.stream
+    return read_stream(request.stream, wanted)
+
+
+def read_stream(stream: IO[bytes], wanted: int) -> bytes:
+    """Up to `wanted` bytes (fewer if the stream ends first); a read the server cannot complete is a
+    400 (InvalidInput), werkzeug's own answers (client disconnected, too large) stand as they are."""
     chunks: list[bytes] = []
     total = 0
     while total < wanted:
         try:
             chunk = stream.read(min(READ_CHUNK, wanted - total))
         except HTTPException:
-            raise  # werkzeug's own answers (client disconnected, too large) stand as they are
+            raise
         except Exception as exc:  # the server's framing error, whatever its type
             log.info("unreadable request body", extra={"error": type(exc).__name__})
             raise InvalidInput(UNREADABLE_BODY) from None
@@ -47,7 +53,7 @@ def read_capped(limit: int) -> bytes:
             break
         chunks.append(chunk)
         total += len(chunk)
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def multipart_fields(raw: bytes) -> dict[str, str]:

@@ -18,11 +18,12 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from core.logging import bind_context
 from core.services.callbacks import CallbackError, CallbackRecord, record_callback, unmark_enqueued
 from core.services.units import UnitOfWork
+from core.settings import Settings
 from core.states import Source
 from metrics import defs as metrics
 from webhook.bodies import multipart_fields, read_capped
 from webhook.clientip import allowed, client_address
-from webhook.deps import core_unit, deps
+from webhook.deps import Deps, core_unit, deps
 from webhook.errors import DB_UNAVAILABLE, error_response
 from webhook.pages import problem_page
 from webhook.status import token_status
@@ -44,7 +45,14 @@ ACK = b'{"Status":"S"}'
 
 
 def accept(callback: CallbackInput, source: Source) -> None:
+    """Record, commit and enqueue (record_and_enqueue) for a Flask view; its access line carries the
+    record's facts (webhook/requestlog.py: one log line per callback)."""
+    g.access_fields = record_and_enqueue(deps(), callback, source)
+
+
+def record_and_enqueue(d: Deps, callback: CallbackInput, source: Source) -> dict[str, Any]:
     """Record and commit the token; enqueue it while unresolved. Raises only if the commit failed.
+    Returns the facts for the request's access line.
 
     One transaction per callback. The upsert stamps `last_enqueued_at` when this receipt is the one
     to queue the token (the first, or one arriving SWEEP_GRACE after the last enqueue), so the bank's
@@ -52,22 +60,21 @@ def accept(callback: CallbackInput, source: Source) -> None:
     a second short transaction clears that stamp, so the bank's next resend queues the token; the
     sweep re-sends it SWEEP_GRACE later in any case.
     """
-    d = deps()
     bind_context(pay_token=callback.pay_token)
     try:
         record = _record(d.unit_of_work, callback, source, grace=d.settings.sweep_grace)
     except CallbackError as exc:  # the service's own rules are stricter than ours
         raise InvalidInput(str(exc), field="PayToken") from None
     metrics.callback(source.value, "stored" if record.created else "duplicate")
-    # Carried by the request's access line (webhook/requestlog.py): one log line per callback.
-    g.access_fields = {"token_id": record.token_id, "receipts": record.receipts, "state": record.state,
-                       "source": source.value}
+    fields: dict[str, Any] = {"token_id": record.token_id, "receipts": record.receipts,
+                              "state": record.state, "source": source.value}
     if record.needs_enqueue:
         # False is logged by the enqueuer; the sweep re-enqueues unresolved tokens after the grace.
         enqueued = d.enqueuer.send_resolve(record.token_id)
-        g.access_fields["enqueued"] = enqueued
+        fields["enqueued"] = enqueued
         if not enqueued and record.queued_at is not None:
             _unmark(d.unit_of_work, record.token_id, record.queued_at)
+    return fields
 
 
 def _unmark(unit_of_work: UnitOfWork, token_id: int, queued_at: datetime) -> None:
@@ -109,19 +116,24 @@ def _record(
 
 def _caller_refused() -> Response | None:
     """QPAY_CALLBACK_ALLOW: only the bank's addresses may push PayTokens (403 for anyone else)."""
-    settings = deps().settings
+    if caller_refused(deps().settings, request.remote_addr, request.headers.get("X-Forwarded-For")):
+        return error_response(403, "forbidden")
+    return None
+
+
+def caller_refused(settings: Settings, remote_addr: str | None, forwarded_for: str | None) -> bool:
+    """True (and logged) when QPAY_CALLBACK_ALLOW is set and the caller is not in it."""
     if not settings.callback_allow:
-        return None
-    address = client_address(request.remote_addr, request.headers.get("X-Forwarded-For"),
-                             settings.forwarded_allow)
+        return False
+    address = client_address(remote_addr, forwarded_for, settings.forwarded_allow)
     if allowed(address, settings.callback_allow):
-        return None
+        return False
     log.warning("callback refused: caller not in QPAY_CALLBACK_ALLOW", extra={"client": str(address)})
-    return error_response(403, "forbidden")
+    return True
 
 
 @contextmanager
-def _counted(source: Source) -> Iterator[None]:
+def counted(source: Source) -> Iterator[None]:
     """qpay_callbacks_total for a callback refused as invalid or for an unreachable database (accept
     counts the stored and duplicate ones); the exception goes on to its handler."""
     try:
@@ -139,7 +151,7 @@ def backend() -> Response:
     refused = _caller_refused()
     if refused is not None:
         return refused
-    with _counted(Source.BACKEND):
+    with counted(Source.BACKEND):
         raw = read_capped(MAX_CALLBACK_BODY)
         callback = parse_backend_body(raw, request.mimetype, deps().shops)
         accept(callback, Source.BACKEND)
@@ -154,7 +166,7 @@ def return_url() -> Response:
     """
     lang = pick_language(request)
     try:
-        with _counted(Source.RETURN):
+        with counted(Source.RETURN):
             raw = read_capped(MAX_CALLBACK_BODY)
             if request.mimetype == "multipart/form-data":
                 callback = validate_callback(multipart_fields(raw), deps().shops)
@@ -189,4 +201,4 @@ def status(pay_token: str) -> Response:
     return response
 
 
-__all__ = ["accept", "bp"]
+__all__ = ["ACK", "accept", "bp", "caller_refused", "counted", "record_and_enqueue"]

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from flask import Flask, Response
 
+NOSNIFF = ("X-Content-Type-Options", "nosniff")
+
 
 def register_security_headers(app: Flask) -> None:
     @app.after_request
     def _nosniff(response: Response) -> Response:
-        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers[NOSNIFF[0]] = NOSNIFF[1]
         return response

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import time
+from typing import Any
 
 from flask import Flask, Response, g, request
 
@@ -21,12 +22,29 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _QUIET = frozenset({"/healthz", "/readyz"})
 
 
+def request_id_for(given: str | None) -> str:
+    """The caller's X-Request-ID when it is sane, else 32 random hex digits."""
+    return given if given and _REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
+
+
+def log_access(method: str, route: str, status: int, started: float | None, bytes_in: int | None,
+               fields: dict[str, Any]) -> None:
+    """The request's one access line; `fields` are what the view recorded (callbacks: token id, ...)."""
+    log.log(logging.DEBUG if route in _QUIET else logging.INFO, "request", extra={
+        "method": method,
+        "route": route,
+        "status": status,
+        "duration_ms": round((time.monotonic() - started) * 1000, 1) if started else None,
+        "bytes_in": bytes_in,
+        **fields,
+    })
+
+
 def register_request_logging(app: Flask) -> None:
     @app.before_request
     def _start() -> None:
-        given = request.headers.get("X-Request-ID")
         # 32 random hex digits (uuid4().hex built a UUID object per request for the same thing)
-        request_id = given if given and _REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
+        request_id = request_id_for(request.headers.get("X-Request-ID"))
         state = g._get_current_object()  # one context lookup for the three names
         state.request_id, state.started = request_id, time.monotonic()
         state.log_token = bind_context(request_id=request_id)
@@ -38,16 +56,9 @@ def register_request_logging(app: Flask) -> None:
         if request_id:
             response.headers["X-Request-ID"] = request_id
         rule = request.url_rule
-        route = rule.rule if rule is not None else "(unmatched)"
-        started = getattr(state, "started", None)
-        log.log(logging.DEBUG if route in _QUIET else logging.INFO, "request", extra={
-            "method": request.method,
-            "route": route,
-            "status": response.status_code,
-            "duration_ms": round((time.monotonic() - started) * 1000, 1) if started else None,
-            "bytes_in": request.content_length,
-            **getattr(state, "access_fields", {}),  # what the view recorded (callbacks: token id, ...)
-        })
+        log_access(request.method, rule.rule if rule is not None else "(unmatched)", response.status_code,
+                   getattr(state, "started", None), request.content_length,
+                   getattr(state, "access_fields", {}))
         return response
 
     @app.teardown_request
