@@ -172,6 +172,7 @@ class OneStatement(Protocol):
 
 @dataclass(frozen=True)
 class _Compiled:
+    stmt: Executable  # kept, so its id cannot be reused by another statement while cached
     sql: str
     params: frozenset[str]
 
@@ -196,11 +197,11 @@ class _DriverStatement:
 
     def _compile(self, stmt: Executable) -> _Compiled:
         found = self._compiled.get(id(stmt))
-        if found is None:
+        if found is None or found.stmt is not stmt:
             compiled = stmt.compile(dialect=self.engine.dialect)  # type: ignore[attr-defined]
             if compiled.positional:
                 raise RuntimeError("the driver path expects a named paramstyle (psycopg2: pyformat)")
-            found = self._compiled[id(stmt)] = _Compiled(str(compiled), frozenset(compiled.params))
+            found = self._compiled[id(stmt)] = _Compiled(stmt, str(compiled), frozenset(compiled.params))
         return found
 
     def one(self, stmt: Executable, params: Mapping[str, Any]) -> tuple[Any, ...]:
