@@ -124,13 +124,18 @@ _drivers: dict[str, _DriverStatement] = {}  # URL -> the driver path of statemen
 _owner_pid = os.getpid()
 
 
-def session_factory(url: str | None = None) -> sessionmaker[Session]:
-    """Per-process factory: after a fork the child builds its own engine and pool."""
-    global _owner_pid
+def _url(url: str | None) -> str:
     if url is None:
         from core.settings import get_settings
 
         url = get_settings().database_url
+    return url
+
+
+def session_factory(url: str | None = None) -> sessionmaker[Session]:
+    """Per-process factory: after a fork the child builds its own engine and pool."""
+    global _owner_pid
+    url = _url(url)
     if os.getpid() != _owner_pid:
         dispose_engines()
     maker = _makers.get(url)
@@ -257,17 +262,17 @@ def statement(url: str | None = None) -> Iterator[OneStatement]:
     an ORM Session per callback was a tenth of its CPU, SQLAlchemy's execution machinery another).
     PostgreSQL: see _DriverStatement (a second statement would be a second transaction: callers run
     one). Other databases: an ordinary transaction, committed when the block ends."""
-    engine: Engine = session_factory(url).kw["bind"]
-    if engine.dialect.driver != "psycopg2":
-        with engine.begin() as conn:
-            yield _ConnectionStatement(conn)
-        return
-    key = engine.url.render_as_string(hide_password=False)
-    driver = _drivers.get(key)
+    url = _url(url)
+    engine: Engine = session_factory(url).kw["bind"]  # per process: after a fork, none is inherited
+    driver = _drivers.get(url)
     if driver is None:
+        if engine.dialect.driver != "psycopg2":
+            with engine.begin() as conn:
+                yield _ConnectionStatement(conn)
+            return
         # Every connection of this pool is put in autocommit once, when it connects (a per-checkout
         # switch on the shared pool would cost a `SET default_transaction_isolation` at each checkin),
         # and none is rolled back at checkin: in autocommit no transaction is ever left open.
-        driver = _drivers[key] = _DriverStatement(
-            make_engine(key, isolation_level="AUTOCOMMIT", pool_reset_on_return=None))
+        driver = _drivers[url] = _DriverStatement(
+            make_engine(url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None))
     yield driver

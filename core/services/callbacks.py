@@ -12,18 +12,19 @@ return therefore cost one resolve task, not one each.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, literal_column, or_, update
+from sqlalchemy import bindparam, case, literal_column, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnClause
 
 from core.db import OneStatement
 from core.models import PayToken
-from core.services.updates import rows_updated
+from core.services.updates import core_connection, rows_updated
 from core.sinopac.fields import PAY_TOKEN_RE, SHOP_NO_RE
 from core.states import Source
 
@@ -94,7 +95,7 @@ def _upsert(name: str) -> Any:
 
 
 def record_callback(
-    session: Session | Connection | OneStatement,
+    session: Session | OneStatement,
     *,
     shop_no: str,
     pay_token: str,
@@ -102,8 +103,8 @@ def record_callback(
     now: datetime | None = None,
     grace: timedelta | float = 120.0,
 ) -> CallbackRecord:
-    """Store (or count again) a PayToken in the caller's Session or Connection; the caller commits
-    before answering the bank.
+    """Store (or count again) a PayToken in the caller's Session (the caller commits before answering
+    the bank) or as the one statement of a core.db.statement unit.
 
     `needs_enqueue` is True for the first receipt, and for a later one only when the token is still
     received and was last queued more than `grace` ago (SWEEP_GRACE; 0: always, an operator's replay).
@@ -119,15 +120,14 @@ def record_callback(
     params = {"shop_no": shop_no, "pay_token": pay_token, "source": Source(source).value, "at": at,
               "cutoff": at - window}
     # Core, on the session's connection: same transaction, without the ORM's per-call execution
-    # machinery (the statement touches no mapped objects). Flush first, as session.execute would.
-    # The receiver's unit (core.db.statement) runs it as its own committed statement.
+    # machinery (the statement touches no mapped objects). The receiver's unit (core.db.statement)
+    # runs it as its own committed statement.
     if isinstance(session, Session):
-        session.flush()
-        session = session.connection()
-    if isinstance(session, Connection):
-        token_id, receipts, state, queued_at = session.execute(_upsert(session.dialect.name), params).one()
+        connection = core_connection(session)
+        row: Sequence[Any] = connection.execute(_upsert(connection.dialect.name), params).one()
     else:
-        token_id, receipts, state, queued_at = session.one(_upsert(session.dialect), params)
+        row = session.one(_upsert(session.dialect), params)
+    token_id, receipts, state, queued_at = row
     return CallbackRecord(
         token_id=token_id,
         created=receipts == 1,
