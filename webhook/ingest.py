@@ -18,7 +18,9 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING
 
+from werkzeug.http import parse_options_header
 from werkzeug.wrappers import Response
+from werkzeug.wsgi import get_content_length
 
 from core.logging import bind_context, reset_context
 from core.states import Source
@@ -40,19 +42,15 @@ _ACK_HEADERS = [("Content-Type", "application/json"), ("Content-Length", str(len
 
 
 def _content_length(environ: WSGIEnvironment) -> int | None:
-    """The declared length if it is a plain number within the cap; None hands the request to Flask."""
-    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-        return None  # the length is the chunks' (werkzeug ignores Content-Length then, as HTTP says)
-    declared = environ.get("CONTENT_LENGTH")
-    if not declared or not declared.isdigit() or not declared.isascii():
-        return None
-    length = int(declared)
-    return length if length <= MAX_CALLBACK_BODY else None
+    """The body's length as werkzeug reads it for `request.content_length` when it is within the cap;
+    None (chunked, or over the cap) hands the request to Flask."""
+    length = get_content_length(environ)
+    return length if length is not None and length <= MAX_CALLBACK_BODY else None
 
 
 def _mimetype(environ: WSGIEnvironment) -> str:
-    """The media type without parameters, lower case (what werkzeug's `request.mimetype` gives)."""
-    return str(environ.get("CONTENT_TYPE", "")).partition(";")[0].strip().lower()
+    """What werkzeug's `request.mimetype` gives: the media type without parameters, lower case."""
+    return parse_options_header(environ.get("CONTENT_TYPE", ""))[0].lower()
 
 
 class CallbackIngest:
