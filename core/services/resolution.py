@@ -39,7 +39,7 @@ from core.models import PayToken
 from core.services.outcomes import ResolveKind, ResolveOutcome, SettleKind
 from core.services.settlement import Confirmation, settle_from_pay_result
 from core.services.units import UnitOfWork, as_unit_of_work
-from core.services.updates import bound_values, core_connection, value_params
+from core.services.updates import bound_values, core_connection, rows_updated, value_params
 from core.settings import Settings
 from core.shops import UnknownShop
 from core.sinopac.client import ConfirmsAhead, NonceAhead, client_of
@@ -91,7 +91,7 @@ _REOPEN = (_token_update(TokenState.UNTRUSTED, TokenState.DEAD)
 
 def _changed(session: Session, stmt: Update, token_id: int, params: dict[str, object] | None = None) -> bool:
     """Run one of the token's conditional UPDATEs in the session's transaction; True if it changed."""
-    return bool(core_connection(session).execute(stmt, {"k_id": token_id, **(params or {})}).rowcount)
+    return bool(rows_updated(session, stmt, {"k_id": token_id, **(params or {})}))
 
 
 def _count_attempt(session: Session, token_id: int, **values: object) -> bool:

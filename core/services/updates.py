@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, CursorResult, Update, bindparam
+from sqlalchemy import BindParameter, Connection, Update, bindparam
 from sqlalchemy.orm import Session
 
 
@@ -28,14 +28,8 @@ def core_connection(session: Session) -> Connection:
     return session.connection()
 
 
-def rows_updated(session: Session, stmt: Update) -> int:
-    """Run `stmt` in the session's transaction (autoflush first, as any execute) and return how many
-    rows it changed: the answer to "did this call win the race?" for every `... WHERE state = x`.
-
-    Session.execute is typed as returning a plain Result; an UPDATE's result is a CursorResult, which
-    carries the rowcount, so the type is checked here rather than assumed.
-    """
-    result = session.execute(stmt.execution_options(synchronize_session=False))
-    if not isinstance(result, CursorResult):
-        raise TypeError(f"an UPDATE returned {type(result).__name__}, not a CursorResult")
-    return result.rowcount
+def rows_updated(session: Session, stmt: Update, params: Mapping[str, object] | None = None) -> int:
+    """Run `stmt` (with `params` for its bind parameters) in the session's transaction, on its
+    connection (core_connection: flushed first) and return how many rows it changed: the answer to
+    "did this call win the race?" for every `... WHERE state = x`."""
+    return core_connection(session).execute(stmt, dict(params or {})).rowcount
