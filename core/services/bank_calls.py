@@ -10,6 +10,7 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from core.models import BankCall
+from core.services.updates import core_connection
 from core.sinopac.types import BankCallRecord
 
 _MAX_ERROR = 500
@@ -40,8 +41,7 @@ def record_calls(session: Session, calls: Sequence[BankCallRecord]) -> None:
     connection (no ORM bulk-insert machinery, ~5% of a worker's CPU per settlement), so a worker pays
     little for its bookkeeping. Flushed first, as session.execute would."""
     if calls:
-        session.flush()
-        session.connection().execute(_INSERT, [_row(call) for call in calls])
+        core_connection(session).execute(_INSERT, [_row(call) for call in calls])
 
 
 def recorder(session: Session) -> Callable[[BankCallRecord], None]:

@@ -46,6 +46,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from core.models import ShopEvent
 from core.services.order_json import OrderView, order_detail
+from core.services.updates import core_connection
 from core.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -108,8 +109,7 @@ def record_event(
     params = {"order_no": order.order_no, "type": kind, "at": at, "head": head, "tail": tail}
     # Core on the session's connection (same transaction; flushed first, as session.execute would):
     # statements built once, no ORM unit of work for a row nobody here reads back.
-    session.flush()
-    connection = session.connection()
+    connection = core_connection(session)
     if _is_postgres(session):
         event_id = connection.execute(_PG_INSERT, params).scalar_one()
     else:  # SQLite has no sequence to take the id from first: INSERT, then the body
