@@ -8,7 +8,8 @@ broker returns a connection's unacknowledged messages the moment the connection 
 
 So each worker says which messages it holds, and that it is alive:
 - on receipt of a task (ETA ones included) it records `delivery tag -> worker id` in the hash
-  OWNERS_KEY;
+  OWNERS_KEY, in the MULTI that enters the message in kombu's `unacked` hash
+  (workers/redis_transport.py);
 - it keeps a key `qpay:worker:<id>:alive` alive with a TTL of LIVENESS_TTL s, renewed every
   LIVENESS_TTL / 5 s by a thread;
 - every REAP_INTERVAL s (and once when it starts) it puts back every message whose owner's key is
@@ -40,7 +41,7 @@ _worker_id = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 _lock = threading.Lock()
 _state: dict[str, bool] = {}  # "enabled": this worker's broker is Redis and the thread runs
 _stop = threading.Event()
-_clients: dict[int, Any] = {}  # pid -> the redis client record_owner writes with
+_apps: list[Celery] = []  # the worker's app (attach), for owner() to start the thread with
 
 
 def worker_id() -> str:
@@ -64,27 +65,23 @@ def ensure_started(app: Celery) -> bool:
     return _state["enabled"]
 
 
-def record_owner(app: Celery, delivery_tag: str | None) -> None:
-    """On receipt of each task: this worker holds `delivery_tag` until it acknowledges it."""
-    if not delivery_tag:
-        return
-    try:
-        _owners_client(app).hset(OWNERS_KEY, delivery_tag, _worker_id)
-    except Exception as exc:  # the broker is down: the visibility timeout remains the safety net
-        log.warning("could not record a task's owner", extra={"error": type(exc).__name__})
+def attach(app: Celery) -> None:
+    """The worker's app, set when the worker starts (before it consumes): owner() starts with it."""
+    _apps[:] = [app]
 
 
-def _owners_client(app: Celery) -> Any:
-    """One broker client per process for the owner records (a pool connection acquired per task was
-    a tenth of this worker's broker work); redis-py reconnects it after an outage by itself."""
-    client = _clients.get(os.getpid())
-    if client is None:
-        with _lock:
-            if os.getpid() not in _clients:
-                _clients.clear()
-                _clients[os.getpid()] = app.connection_for_write().default_channel.client
-            client = _clients[os.getpid()]
-    return client
+def attach_none() -> None:
+    """Forget the attached app (tests)."""
+    _apps.clear()
+
+
+def owner() -> str | None:
+    """This worker's id, to record as the owner of a message it has just taken; None when recovery
+    is off (not a Redis broker, or no worker app attached). Starts the heartbeat on first use, so
+    its liveness key exists before its first owner entry."""
+    if not _apps or not ensure_started(_apps[0]):
+        return None
+    return _worker_id
 
 
 def reap(app: Celery) -> int:

@@ -27,11 +27,12 @@ def broker() -> Iterator[str]:
         yield server.url
 
 
-def _take(url: str, count: int) -> list[str]:
-    """Publish `count` messages on the callbacks queue and take them unacknowledged; their tags."""
+def _take(url: str, count: int, transport: str | None = None) -> list[str]:
+    """Publish `count` messages on the callbacks queue and take them unacknowledged (over kombu's
+    Redis transport, or `transport`); their tags."""
     queue = Queue(CALLBACK_QUEUE, Exchange(CALLBACK_QUEUE), routing_key=CALLBACK_QUEUE)
     tags = []
-    with Connection(url) as conn:
+    with Connection(url, transport=transport) as conn:
         channel = conn.channel()
         producer = conn.Producer(channel)
         for i in range(count):
@@ -77,7 +78,36 @@ def test_a_worker_announces_itself_before_it_records_anything(broker: str) -> No
         client = redis.Redis.from_url(broker)
         ttl = client.pttl(recovery.ALIVE_KEY.format(recovery.worker_id()))
         assert 0 < ttl <= recovery.LIVENESS_TTL * 1000
-        recovery.record_owner(app, "tag-1")
-        assert client.hget(recovery.OWNERS_KEY, "tag-1") == recovery.worker_id().encode()
     finally:
         recovery.stop()
+
+
+def test_a_taken_message_is_recorded_with_its_owner_by_the_workers_transport(broker: str) -> None:
+    # Given a worker's app attached to recovery, not yet started (its first message starts it)
+    app = Celery(broker=broker, set_as_current=False)
+    recovery.stop()
+    recovery.attach(app)
+    try:
+        # When it takes two messages over the worker's Redis transport
+        tags = _take(broker, 2, transport="workers.redis_transport:Transport")
+
+        # Then each is in kombu's unacked hash and owned by this worker, whose liveness key exists
+        client = redis.Redis.from_url(broker)
+        assert {t.decode() for t in client.hkeys("unacked")} == set(tags)
+        owners = {k.decode(): v.decode() for k, v in client.hgetall(recovery.OWNERS_KEY).items()}
+        assert owners == dict.fromkeys(tags, recovery.worker_id())
+        assert client.exists(recovery.ALIVE_KEY.format(recovery.worker_id()))
+    finally:
+        recovery.stop()
+        recovery.attach_none()
+
+
+def test_without_an_attached_worker_a_taken_message_has_no_owner(broker: str) -> None:
+    # Given the worker's transport in a process that is no worker (nothing attached)
+    recovery.attach_none()
+    # When it takes a message
+    tags = _take(broker, 1, transport="workers.redis_transport:Transport")
+    # Then kombu's bookkeeping is as ever and no owner is claimed
+    client = redis.Redis.from_url(broker)
+    assert {t.decode() for t in client.hkeys("unacked")} == set(tags)
+    assert client.hlen(recovery.OWNERS_KEY) == 0
