@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.models import BankCall
-from core.services.bank_calls import recorder
+from core.services.bank_calls import record_calls, recorder
 from core.sinopac.types import BankCallRecord
 
 from .conftest import NOW
@@ -35,3 +35,20 @@ def test_an_oversized_error_is_bounded(session: Session) -> None:
     row = session.scalars(select(BankCall)).one()
     assert len(row.error or "") == 500
     assert row.http_status is None
+
+
+def test_many_records_in_one_call_each_become_their_row(session: Session) -> None:
+    # Given more records than one INSERT statement carries (the statements hold up to eight rows)
+    calls = [BankCallRecord(api_service="OrderQuery", key=f"A{i:03}", started_at=NOW, duration_ms=i,
+                            http_status=200 if i % 2 else None, outcome="ok", shop_no=f"S{i}")
+             for i in range(19)]
+
+    # When they are recorded together
+    record_calls(session, calls)
+    session.flush()
+
+    # Then each is its own row with its own values, none lost or repeated
+    rows = session.execute(select(BankCall.key, BankCall.duration_ms, BankCall.http_status, BankCall.shop_no)
+                           .order_by(BankCall.duration_ms)).all()
+    assert [tuple(r) for r in rows] == [(f"A{i:03}", i, 200 if i % 2 else None, f"S{i}") for i in range(19)]
+    record_calls(session, [])  # nothing to record: no statement, no error
