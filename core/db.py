@@ -6,14 +6,15 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import Connection, Engine, Executable, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError, NoResultFound
+from sqlalchemy.exc import DisconnectionError, NoResultFound
 from sqlalchemy.orm import Session, sessionmaker
+
+from core import driver
 
 # PostgreSQL: seconds to wait for a TCP connection + authentication (libpq's connect_timeout), so an
 # unreachable database host fails a callback fast (503, the bank resends) instead of holding it for
@@ -175,13 +176,6 @@ class OneStatement(Protocol):
     def one(self, stmt: Executable, params: Mapping[str, Any]) -> tuple[Any, ...]: ...
 
 
-@dataclass(frozen=True)
-class _Compiled:
-    stmt: Executable  # kept, so its id cannot be reused by another statement while cached
-    sql: str
-    params: frozenset[str]
-
-
 class _DriverStatement:
     """PostgreSQL: the statement straight on psycopg2, over a pool of autocommit connections.
 
@@ -189,52 +183,40 @@ class _DriverStatement:
     COMMIT. The server sends a statement's completion only after its implicit commit (postgres.c closes
     the transaction before CommandComplete), so a statement that returned is durable. The driver call
     skips SQLAlchemy's execution context and result objects (~0.1 ms of the receiver's CPU per
-    callback): the statement is a prebuilt Core one, compiled once here; its parameters are plain
-    str, int and datetime, which psycopg2 adapts itself. The pool is the engine's own (its checkout
-    pings an idle connection); a driver error is raised as SQLAlchemy's own exception class, and a
-    disconnect invalidates the pool, exactly as a Connection would.
+    callback): the statement is a prebuilt Core one, compiled once (core/driver.py). The pool is the
+    engine's own (its checkout pings an idle connection); a driver error is raised as SQLAlchemy's
+    own exception class, and a disconnect invalidates the pool, exactly as a Connection would.
     """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        self._compiled: dict[int, _Compiled] = {}
-
-    def _compile(self, stmt: Executable) -> _Compiled:
-        found = self._compiled.get(id(stmt))
-        if found is None or found.stmt is not stmt:
-            compiled = stmt.compile(dialect=self.engine.dialect)  # type: ignore[attr-defined]
-            if compiled.positional:
-                raise RuntimeError("the driver path expects a named paramstyle (psycopg2: pyformat)")
-            found = self._compiled[id(stmt)] = _Compiled(stmt, str(compiled), frozenset(compiled.params))
-        return found
 
     def one(self, stmt: Executable, params: Mapping[str, Any]) -> tuple[Any, ...]:
-        compiled = self._compile(stmt)
-        if compiled.params != params.keys():  # a programming error, never a silent NULL
-            raise ValueError(f"statement parameters {sorted(compiled.params)}, given {sorted(params)}")
         engine = self.engine
         error = engine.dialect.loaded_dbapi.Error
         try:
             raw = engine.raw_connection()  # the pool's own errors (timeout, failed ping) pass through
         except error as exc:  # the server refused or is unreachable: as Connection would raise it
-            raise DBAPIError.instance(None, None, exc, error, hide_parameters=True,
-                                      connection_invalidated=engine.dialect.is_disconnect(exc, None, None),
-                                      dialect=engine.dialect) from exc
+            lost = engine.dialect.is_disconnect(exc, None, None)
+            raise driver.driver_error(engine, exc, None, lost) from exc
+        compiled = driver.compiled_for(engine.dialect, stmt, params)
+        if compiled is None:
+            raw.close()
+            raise RuntimeError("the statement cannot run on the driver (core/driver.py)")
+        values = compiled.parameters(params)
         cursor = None
         try:
             cursor = raw.cursor()
-            cursor.execute(compiled.sql, params)
+            cursor.execute(compiled.sql, values)
             row = cursor.fetchone()
         except error as exc:
-            dbapi_connection = raw.dbapi_connection
-            lost = engine.dialect.is_disconnect(exc, dbapi_connection, cursor)
+            lost = engine.dialect.is_disconnect(exc, raw.dbapi_connection, cursor)
             if lost:
                 # What Connection does on a disconnect: every pooled connection older than now is
                 # replaced on its next checkout (a restarted server killed them all).
                 engine.pool._invalidate(raw, exc)
-            raise DBAPIError.instance(compiled.sql, None, exc, error, hide_parameters=True,
-                                      connection_invalidated=lost, dialect=engine.dialect) from exc
+            raise driver.driver_error(engine, exc, compiled.sql, lost) from exc
         finally:
             if cursor is not None:
                 with suppress(Exception):
@@ -242,7 +224,7 @@ class _DriverStatement:
             raw.close()  # back to the pool (or discarded, if invalidated)
         if row is None:
             raise NoResultFound("the statement returned no row")
-        return tuple(row)
+        return tuple(compiled.rows([row])[0])
 
 
 class _ConnectionStatement:

@@ -23,8 +23,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnClause
 
 from core.db import OneStatement
+from core.driver import prebuilt
 from core.models import PayToken
-from core.services.updates import core_connection, rows_updated
+from core.services.updates import rows_updated, run
 from core.sinopac.fields import PAY_TOKEN_RE, SHOP_NO_RE
 from core.states import Source
 
@@ -90,7 +91,7 @@ def _upsert(name: str) -> Any:
             stmt = _build_upsert(sqlite.insert)
         else:
             raise RuntimeError(f"record_callback supports PostgreSQL and SQLite, not {name}")
-        _UPSERTS[name] = stmt  # a race builds it twice; both are equal
+        _UPSERTS[name] = stmt = prebuilt(stmt)  # a race builds it twice; both are equal
     return stmt
 
 
@@ -123,8 +124,7 @@ def record_callback(
     # machinery (the statement touches no mapped objects). The receiver's unit (core.db.statement)
     # runs it as its own committed statement.
     if isinstance(session, Session):
-        connection = core_connection(session)
-        row: Sequence[Any] = connection.execute(_upsert(connection.dialect.name), params).one()
+        row: Sequence[Any] = run(session, _upsert(session.get_bind().dialect.name), params).one()
     else:
         row = session.one(_upsert(session.dialect), params)
     token_id, receipts, state, queued_at = row

@@ -44,9 +44,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from core.driver import prebuilt
 from core.models import ShopEvent
 from core.services.order_json import OrderView, order_detail
-from core.services.updates import core_connection
+from core.services.updates import run
 from core.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -109,12 +110,11 @@ def record_event(
     params = {"order_no": order.order_no, "type": kind, "at": at, "head": head, "tail": tail}
     # Core on the session's connection (same transaction; flushed first, as session.execute would):
     # statements built once, no ORM unit of work for a row nobody here reads back.
-    connection = core_connection(session)
     if _is_postgres(session):
-        event_id = connection.execute(_PG_INSERT, params).scalar_one()
+        event_id = run(session, _PG_INSERT, params).scalar_one()
     else:  # SQLite has no sequence to take the id from first: INSERT, then the body
-        event_id = connection.execute(_SQLITE_INSERT, params).scalar_one()
-        connection.execute(_SQLITE_BODY, {"event_id": event_id, **params})
+        event_id = run(session, _SQLITE_INSERT, params).scalar_one()
+        run(session, _SQLITE_BODY, {"event_id": event_id, **params})
     session.info.setdefault(_NEW_EVENTS, []).append(event_id)
     return RecordedEvent(event_id, f"{head}{event_id}{tail}")
 
@@ -142,7 +142,7 @@ def _pg_insert() -> Any:
             .returning(_TABLE.c.id))
 
 
-_PG_INSERT = _pg_insert()
+_PG_INSERT = prebuilt(_pg_insert())
 _SQLITE_INSERT = (insert(_TABLE).values(body="", **_insert_columns())
                   .returning(_TABLE.c.id))
 _SQLITE_BODY = (update(_TABLE).where(_TABLE.c.id == bindparam("event_id"))

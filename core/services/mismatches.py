@@ -13,8 +13,9 @@ from typing import cast
 from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
+from core.driver import prebuilt
 from core.models import Order
-from core.services.updates import core_connection
+from core.services.updates import run
 from core.sinopac import paystatus
 from core.sinopac.types import OrderQueryRow, PayQueryResult, TSResult
 from core.states import PAID_LATE, OrderStatus
@@ -44,15 +45,15 @@ class OrderFacts:
 _ORDERS = cast(Table, Order.__table__)
 _FACTS = select(*(_ORDERS.c[name] for name in OrderFacts.__dataclass_fields__))
 # Built once with bind parameters (their cache keys are memoized): by OrderNo alone, or within a shop.
-_ORDER_FACTS = {with_shop: _FACTS.where(Order.bound_key(with_shop)) for with_shop in (False, True)}
-_TS_NO_TAKEN = select(_ORDERS.c.order_no).where(_ORDERS.c.ts_no == bindparam("k_ts_no"),
-                                                _ORDERS.c.id != bindparam("k_id"))
+_ORDER_FACTS = {with_shop: prebuilt(_FACTS.where(Order.bound_key(with_shop))) for with_shop in (False, True)}
+_TS_NO_TAKEN = prebuilt(select(_ORDERS.c.order_no).where(_ORDERS.c.ts_no == bindparam("k_ts_no"),
+                                                         _ORDERS.c.id != bindparam("k_id")))
 
 
 def order_facts(session: Session, order_no: str, shop_no: str | None = None) -> OrderFacts | None:
     # One Core SELECT, read now: another transaction may have moved the order a moment ago.
-    row = core_connection(session).execute(_ORDER_FACTS[shop_no is not None],
-                                           {"k_order_no": order_no, "k_shop_no": shop_no}).first()
+    keys = {"k_order_no": order_no, "k_shop_no": shop_no}
+    row = run(session, _ORDER_FACTS[shop_no is not None], keys).first()
     return OrderFacts(*row) if row is not None else None
 
 
@@ -115,7 +116,7 @@ def row_mismatches(session: Session, order: OrderFacts, row: OrderQueryRow, shop
 
 def _ts_no_taken(session: Session, ts_no: str, order: OrderFacts) -> str | None:
     """The other order already holding this TSNo, if any: one bank transaction pays one order."""
-    return core_connection(session).execute(_TS_NO_TAKEN, {"k_ts_no": ts_no, "k_id": order.id}).scalar()
+    return run(session, _TS_NO_TAKEN, {"k_ts_no": ts_no, "k_id": order.id}).scalar()
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,10 @@ Shared so that an event's `data.order` is exactly what `GET /api/orders/<no>` sh
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-
-from sqlalchemy import Row
 
 from core.checkout import checkout_url
 from core.models import Order
@@ -39,7 +38,7 @@ class OrderSnapshot:
     paid_at: datetime | None
 
     @classmethod
-    def of(cls, row: Row[Any]) -> OrderSnapshot:
+    def of(cls, row: Sequence[Any]) -> OrderSnapshot:
         """From a row of exactly these columns, in this order (DETAIL_COLUMNS)."""
         values: tuple[Any, ...] = tuple(row)
         return cls(*values)

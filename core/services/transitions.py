@@ -17,11 +17,12 @@ from typing import NamedTuple, cast
 from sqlalchemy import Select, Table, Update, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
+from core.driver import prebuilt
 from core.models import Order, OrderEvent
 from core.services.due import next_check_at
 from core.services.events import record_event
 from core.services.order_json import DETAIL_COLUMNS, OrderSnapshot
-from core.services.updates import bound_values, core_connection, rows_updated, value_params
+from core.services.updates import bound_values, rows_updated, run, value_params
 from core.settings import Settings
 from core.states import OrderStatus, Source, check_move
 
@@ -30,9 +31,9 @@ _MAX_TRIES = 3
 # a settlement pays neither the construction nor the key of its statements (issue 17: a tenth of a
 # worker's CPU per settlement went to building them).
 _ORDERS = cast(Table, Order.__table__)
-_INSERT_EVENT = insert(cast(Table, OrderEvent.__table__))
-_READ_STATE = {with_shop: select(_ORDERS.c.status, _ORDERS.c.ts_no, _ORDERS.c.shop_no)
-               .where(Order.bound_key(with_shop)) for with_shop in (False, True)}
+_INSERT_EVENT = prebuilt(insert(cast(Table, OrderEvent.__table__)))
+_READ_STATE = {with_shop: prebuilt(select(_ORDERS.c.status, _ORDERS.c.ts_no, _ORDERS.c.shop_no)
+                                   .where(Order.bound_key(with_shop))) for with_shop in (False, True)}
 
 
 class Stored(NamedTuple):
@@ -46,9 +47,9 @@ class Stored(NamedTuple):
 @cache
 def _move_statement(names: tuple[str, ...]) -> Update:
     """The conditional UPDATE setting `names`, returning the order as it then stands."""
-    return (update(_ORDERS).where(Order.bound_key(True), _ORDERS.c.status == bindparam("k_status"))
-            .values(bound_values(names))
-            .returning(*DETAIL_COLUMNS))
+    return prebuilt(update(_ORDERS).where(Order.bound_key(True), _ORDERS.c.status == bindparam("k_status"))
+                    .values(bound_values(names))
+                    .returning(*DETAIL_COLUMNS))
 
 
 class OrderNotFound(LookupError):
@@ -113,7 +114,7 @@ def transition(
 
 def _read_state(session: Session, order_no: str, shop_no: str | None) -> Stored:
     statement: Select[tuple[str, str | None, str]] = _READ_STATE[shop_no is not None]
-    row = core_connection(session).execute(statement, {"k_order_no": order_no, "k_shop_no": shop_no}).first()
+    row = run(session, statement, {"k_order_no": order_no, "k_shop_no": shop_no}).first()
     if row is None:
         raise OrderNotFound(order_no)
     return Stored(row.status, row.ts_no, row.shop_no)
@@ -135,12 +136,11 @@ def _moved(
         values["next_check_at"] = None
     # Core on the session's connection: the ORM's DML paths cost ~9% of a worker's CPU per
     # settlement for these two statements (issue 17).
-    connection = core_connection(session)
     keys = {"k_order_no": order_no, "k_shop_no": shop_no, "k_status": current.value}
-    moved = connection.execute(_move_statement(tuple(values)), {**value_params(values), **keys}).first()
+    moved = run(session, _move_statement(tuple(values)), {**value_params(values), **keys}).first()
     if moved is None:
         return False
-    connection.execute(_INSERT_EVENT, {
+    run(session, _INSERT_EVENT, {
         "shop_no": shop_no, "order_no": order_no, "from_status": current.value,
         "to_status": move.target.value, "source": move.source.value, "ts_no": move.ts_no,
         "amount": move.amount, "detail": move.detail, "at": move.at,

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, Update, bindparam
+from sqlalchemy import BindParameter, Connection, Executable, Update, bindparam
 from sqlalchemy.orm import Session
+
+from core import driver
 
 
 def bound_values(names: Iterable[str]) -> dict[str, BindParameter[Any]]:
@@ -28,8 +30,14 @@ def core_connection(session: Session) -> Connection:
     return session.connection()
 
 
+def run(session: Session, stmt: Executable, params: Mapping[str, Any] | None = None) -> driver.Rows:
+    """Run a Core statement in the session's transaction, on its connection (core_connection: flushed
+    first); a prebuilt one (core.driver.prebuilt) straight on psycopg2. Its rows are fetched at once."""
+    return driver.execute(core_connection(session), stmt, params or {})
+
+
 def rows_updated(session: Session, stmt: Update, params: Mapping[str, object] | None = None) -> int:
-    """Run `stmt` (with `params` for its bind parameters) in the session's transaction, on its
-    connection (core_connection: flushed first) and return how many rows it changed: the answer to
-    "did this call win the race?" for every `... WHERE state = x`."""
-    return core_connection(session).execute(stmt, dict(params or {})).rowcount
+    """Run `stmt` (with `params` for its bind parameters) in the session's transaction (`run`) and
+    return how many rows it changed: the answer to "did this call win the race?" for every
+    `... WHERE state = x`."""
+    return run(session, stmt, params).rowcount
