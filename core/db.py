@@ -254,7 +254,10 @@ def statement(url: str | None = None) -> Iterator[OneStatement]:
             return
         # Every connection of this pool is put in autocommit once, when it connects (a per-checkout
         # switch on the shared pool would cost a `SET default_transaction_isolation` at each checkin),
-        # and none is rolled back at checkin: in autocommit no transaction is ever left open.
+        # and none is rolled back at checkin: in autocommit no transaction is ever left open. A
+        # statement holds its connection for one round trip, so the default size serves a worker's
+        # 32 threads too (a burst borrows overflow connections, closed when returned).
         driver = _drivers[url] = _DriverStatement(
-            make_engine(url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None))
+            make_engine(url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None,
+                        pool_size=DEFAULT_POOL_SIZE))
     yield driver

@@ -15,7 +15,7 @@ from celery import Task
 from sqlalchemy.exc import OperationalError
 
 from core.backoff import retry_countdown
-from core.db import transaction
+from core.db import statement, transaction
 from core.logging import bind_context
 from core.queues import CALLBACK_QUEUE, RESOLVE_TASK, SWEEP_QUEUE, SWEEP_TASK
 from core.services.outcomes import ResolveKind, ResolveOutcome
@@ -98,9 +98,10 @@ def _resolve(settings: Settings, token_id: int) -> ResolveOutcome:
     """resolve_token, with a database outage and any surprise made outcomes too."""
     try:
         # A unit of work, not a session: no transaction is open while the bank answers; the bank
-        # calls are recorded by the resolution's next transaction, its write (workers/bank.py).
+        # calls are recorded by the resolution's next transaction, its write (workers/bank.py). The
+        # token is read as one statement of its own (core.db.statement: one round trip).
         with records_with_the_work() as unit_of_work:
-            outcome = resolve_token(unit_of_work, _shop_client, settings, token_id)
+            outcome = resolve_token(unit_of_work, _shop_client, settings, token_id, reads=statement)
     except OperationalError as exc:
         # The database is unreachable: nothing was changed. Same backoff as a bank outage; after the
         # last retry the stored token is the sweep's (it re-enqueues unresolved tokens).

@@ -32,6 +32,7 @@ from functools import cache
 from typing import TYPE_CHECKING, NamedTuple, cast
 
 from sqlalchemy import Table, Update, bindparam, select, update
+from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session
 
 from core.driver import prebuilt
@@ -39,7 +40,7 @@ from core.logging import short_token
 from core.models import PayToken
 from core.services.outcomes import ResolveKind, ResolveOutcome, SettleKind
 from core.services.settlement import Confirmation, settle_from_pay_result
-from core.services.units import UnitOfWork, as_unit_of_work
+from core.services.units import StatementUnit, UnitOfWork, as_unit_of_work
 from core.services.updates import bound_values, rows_updated, run, value_params
 from core.settings import Settings
 from core.shops import UnknownShop
@@ -173,10 +174,13 @@ def resolve_token(
     token_id: int,
     *,
     now: datetime | None = None,
+    reads: StatementUnit | None = None,
 ) -> ResolveOutcome:
     """Resolve one stored PayToken with its shop's keys (`client`: that shop's client, or a ClientFor);
     idempotent. `source`: a unit of work (core.db.transaction: one short transaction to read, none
     during the bank calls, one to write) or a Session (all of it in the caller's transaction: tests).
+    `reads`: how the token is read instead, as one statement of its own (core.db.statement: the
+    worker's, one round trip); a read needs no transaction, the writes are conditional.
 
     What each ResolveKind means for the token: see the module's docstring. The caller raises the alert
     for protocol_error, dead and review (the task's log line carries the task id and retries; the CLI
@@ -184,12 +188,10 @@ def resolve_token(
     """
     units = as_unit_of_work(source)
     at = now if now is not None else datetime.now(UTC)
-    with units() as session:
-        found = run(session, _READ_TOKEN, {"k_id": token_id}).first()
-    if found is None:
+    row = _read_token(units, reads, token_id)
+    if row is None:
         log.warning("resolve: no pay token with id %s", token_id, extra={"token_id": token_id})
         return ResolveOutcome(ResolveKind.NOOP, error="no such token")
-    row = _TokenRow(*found)
     if row.state != TokenState.RECEIVED:
         return ResolveOutcome(ResolveKind.NOOP, order_no=row.order_no)
     extra = {"pay_token": short_token(row.pay_token), "token_id": token_id, "shop_no": row.shop_no}
@@ -205,6 +207,19 @@ def resolve_token(
         at = datetime.now(UTC)
     with units() as session:
         return _settle(session, settings, token_id, row, result, confirmation, at)
+
+
+def _read_token(units: UnitOfWork, reads: StatementUnit | None, token_id: int) -> _TokenRow | None:
+    params = {"k_id": token_id}
+    if reads is not None:
+        with reads() as one:
+            try:
+                return _TokenRow(*one.one(_READ_TOKEN, params))
+            except NoResultFound:
+                return None
+    with units() as session:
+        found = run(session, _READ_TOKEN, params).first()
+    return _TokenRow(*found) if found is not None else None
 
 
 def _shop_unknown(

@@ -7,8 +7,13 @@ from contextlib import AbstractContextManager, nullcontext
 
 from sqlalchemy.orm import Session
 
+from core.db import OneStatement
+
 # Opens one transaction (commit on success, roll back on error): core.db.transaction is one.
 UnitOfWork = Callable[[], AbstractContextManager[Session]]
+# Runs one prebuilt statement as its own committed unit: core.db.statement is one (on PostgreSQL a
+# single autocommit round trip instead of BEGIN, statement, COMMIT).
+StatementUnit = Callable[[], AbstractContextManager[OneStatement]]
 
 
 def as_unit_of_work(source: Session | UnitOfWork) -> UnitOfWork:

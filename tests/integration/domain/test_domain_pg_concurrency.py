@@ -9,13 +9,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from typing import TypeVar
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.db import make_engine
+from core.db import OneStatement, dispose_engines, make_engine, statement
 from core.models import Order, OrderEvent, PayToken
 from core.services.callbacks import CallbackRecord, record_callback
 from core.services.orders import NewOrder, create_order
@@ -85,6 +86,34 @@ def test_twenty_resolvers_of_one_token_make_one_transition(
     with maker() as s:
         assert s.scalar(select(Order.status).where(Order.order_no == "R001")) == status
         assert s.scalar(select(PayToken.state).where(PayToken.id == token_id)) == "resolved"
+
+
+def test_resolvers_reading_the_token_as_one_statement_make_one_transition(
+    maker: sessionmaker[Session], settings: Settings, pg_url: str
+) -> None:
+    # Given twenty resolvers as the worker runs them: the token read as one autocommit statement
+    # (core.db.statement), the write in a transaction of its own
+    token = "b2" * 32
+    order, token_id = _order_and_token(maker, settings, "R009", token)
+    bank = FakeBankClient(gate=threading.Barrier(THREADS))
+    bank.script_pay(token, pay_result(order_no="R009", amount=order.amount, ts_no=order.ts_no or "",
+                                      pay_token=token))
+
+    def reads() -> AbstractContextManager[OneStatement]:
+        return statement(pg_url)
+
+    try:
+        kinds = _in_threads(THREADS, lambda _: resolve_token(maker.begin, bank, settings, token_id,
+                                                             reads=reads).kind)
+        missing = resolve_token(maker.begin, bank, settings, 987654, reads=reads)
+    finally:
+        dispose_engines()
+
+    # Then one settles it, the others find nothing left to do, and an unknown id is a no-op
+    assert len(bank.pay_queries) == THREADS
+    assert sorted(kinds) == sorted(["settled"] + ["noop"] * (THREADS - 1))
+    assert _events(maker, "R009") == [(None, "pending"), ("pending", "paid")]
+    assert (missing.kind, missing.error) == ("noop", "no such token")
 
 
 def _race_callback_and_sweep(
