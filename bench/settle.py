@@ -201,7 +201,8 @@ _CATEGORIES: list[tuple[str, re.Pattern[str]]] = [
     ("HTTP to the bank (requests, urllib3, http.client, sockets)",
      re.compile(r"[(/](requests|urllib3)/|[(/]http/client\.py|[(/]socket\.py|[(/]ssl\.py")),
     ("JSON and envelope parsing", re.compile(r"[(/]json/|core/sinopac/(envelope|results)\.py")),
-    ("database (SQLAlchemy ORM/Core, psycopg2)", re.compile(r"[(/]sqlalchemy/|psycopg2")),
+    ("database (SQLAlchemy ORM/Core, psycopg2, core/driver.py)",
+     re.compile(r"[(/]sqlalchemy/|psycopg2|[(/]core/(driver|db)\.py")),
     # Our own Python (a task's body, the signal handlers): before Celery, whose frames are at the root
     # of every task's stack, so that "Celery" counts only its and kombu's own machinery.
     ("our code (core/, workers/: settlement rules, task body, signal handlers)",

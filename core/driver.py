@@ -153,9 +153,12 @@ def execute(connection: Connection, stmt: Executable, params: Mapping[str, Any])
         return _through_sqlalchemy(connection, stmt, params)
     values = compiled.parameters(params)
     pooled = connection.connection  # the checked-out DBAPI connection, in the transaction SQLAlchemy began
+    dbapi = pooled.dbapi_connection
     cursor = None
     try:
-        cursor = pooled.cursor()
+        if dbapi is None:  # invalidated meanwhile: what the pool's own proxy would raise
+            raise dialect.loaded_dbapi.InterfaceError("connection already closed")
+        cursor = dbapi.cursor()
         for listener in connection.dispatch.before_cursor_execute:
             listener(connection, cursor, compiled.sql, values, None, False)
         cursor.execute(compiled.sql, values)
@@ -164,7 +167,7 @@ def execute(connection: Connection, stmt: Executable, params: Mapping[str, Any])
         fetched = cursor.fetchall() if compiled.results else []
         count = cursor.rowcount
     except dialect.loaded_dbapi.Error as exc:
-        lost = dialect.is_disconnect(exc, pooled.dbapi_connection, cursor)
+        lost = dialect.is_disconnect(exc, dbapi, cursor)
         if lost:  # as Connection does: this connection is gone, and every pooled one older than now
             connection.engine.pool._invalidate(pooled, exc)
             connection.invalidate(exc)
