@@ -44,7 +44,7 @@ from core.services.units import StatementUnit, UnitOfWork, as_unit_of_work
 from core.services.updates import bound_values, rows_updated, run, value_params
 from core.settings import Settings
 from core.shops import UnknownShop
-from core.sinopac.client import ConfirmsAhead, NonceAhead, client_of
+from core.sinopac.client import NonceAhead, client_of, confirms_ahead
 from core.sinopac.errors import BankProtocolError, BankRejection, BankTransportError, QPayError
 from core.sinopac.messages import OrderQueryRequest
 from core.sinopac.types import PayQueryResult
@@ -143,7 +143,7 @@ def _confirm(
         return None
     request = OrderQueryRequest(order_no=ts.order_no)
     try:
-        if ahead is not None and isinstance(client, ConfirmsAhead):
+        if ahead is not None and confirms_ahead(client):
             query = client.query_orders(request, ahead=ahead)
         else:
             query = client.query_orders(request)
@@ -159,7 +159,7 @@ def _ask_bank(
 ) -> tuple[PayQueryResult, Confirmation | None]:
     """OrderPayQuery and, for a paid result, its confirming OrderQuery (outside any transaction). The
     confirmation's Nonce is fetched while the OrderPayQuery is in flight: one round trip less."""
-    if settings.confirm_payments and isinstance(client, ConfirmsAhead):
+    if settings.confirm_payments and confirms_ahead(client):
         ahead: NonceAhead | None = client.confirmation_ahead()
         result = client.pay_query(pay_token, confirm_ahead=ahead)
     else:

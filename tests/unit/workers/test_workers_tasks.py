@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from core.db import statement
 from workers import bank as worker_bank
 from workers import tasks
 
@@ -79,6 +81,7 @@ def test_an_untrusted_bank_reply_raises_one_alert_naming_the_task_and_parks_the_
     bank = FakeBankClient().script_pay(token, SignatureMismatch("OrderPayQuery: Sign does not verify"))
     monkeypatch.setattr(tasks, "transaction", uow)
     monkeypatch.setattr(worker_bank, "transaction", uow)  # the resolution's own transactions
+    monkeypatch.setattr(tasks, "statement", partial(statement, settings.database_url))  # its token read
     monkeypatch.setattr(tasks, "client_for", lambda shop_no: bank)
     monkeypatch.setattr(tasks, "get_settings", lambda: settings)
 
@@ -115,6 +118,7 @@ def test_the_resolve_tasks_log_lines_carry_the_tokens_shop(monkeypatch, caplog, 
 
     monkeypatch.setattr(tasks, "transaction", uow)
     monkeypatch.setattr(worker_bank, "transaction", uow)  # the resolution's own transactions
+    monkeypatch.setattr(tasks, "statement", partial(statement, settings.database_url))  # its token read
     monkeypatch.setattr(tasks, "client_for", client_for)
     monkeypatch.setattr(tasks, "get_settings", lambda: settings)
     outer = bind_context()  # stands for the task's own context, reset after it (task_postrun)
@@ -149,6 +153,7 @@ def test_an_unexpected_exception_counts_as_an_attempt_and_the_last_one_kills_the
     monkeypatch.setattr(tasks, "resolve_token", crash)
     monkeypatch.setattr(tasks, "transaction", uow)
     monkeypatch.setattr(worker_bank, "transaction", uow)  # the resolution's own transactions
+    monkeypatch.setattr(tasks, "statement", partial(statement, settings.database_url))  # its token read
     monkeypatch.setattr(tasks, "get_settings", lambda: replace(settings, max_attempts=2))
     monkeypatch.setattr(tasks.resolve_pay_token, "retry", lambda **kw: Retry())
 
