@@ -55,8 +55,8 @@ def _json_logs(**_: Any) -> None:
     # Celery's "Task … received" line, one per task, says nothing the task's own line does not
     # (issue 17: ~0.15 ms of a worker's CPU per settlement); kept at LOG_LEVEL=DEBUG. Celery reads
     # the level once, when it builds a task's strategy, so the line is not even formatted.
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        logging.getLogger("celery.worker.strategy").setLevel(logging.WARNING)
+    debug = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+    logging.getLogger("celery.worker.strategy").setLevel(logging.NOTSET if debug else logging.WARNING)
 
 
 @celeryd_init.connect
