@@ -14,6 +14,8 @@ and the tests read the outcome from the database. Everything is stopped on exit,
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 import secrets
 import sys
 from collections.abc import Iterable, Mapping
@@ -31,6 +33,21 @@ from tests.support.procs import BIN, Proc, base_env, http_ok, start_beat, start_
 from tests.support.services import free_port
 
 FINAL_STATES = frozenset({"paid", "failed", "expired", "needs_review"})
+_RESOLVED = re.compile(r"token \d+ resolved: ")
+
+
+def resolved_task_ids(log: str) -> list[str]:
+    """The task ids of the resolve tasks a worker's JSON log says it ran to the end (its own line,
+    `token N resolved: <kind>`, carries the task id): which worker consumed which message."""
+    ids = []
+    for line in log.splitlines():
+        if not line.startswith("{") or "resolved: " not in line:
+            continue
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict) and _RESOLVED.match(str(record.get("msg"))) and record.get("task_id"):
+                ids.append(str(record["task_id"]))
+    return ids
 API_PATH = "/QPay.WebAPI/api/"
 TOKEN_SQL = ("SELECT pay_token, shop_no, source, receipts, state, attempts, last_error, order_no "
              "FROM pay_tokens")

@@ -6,17 +6,14 @@ exactly once: one pending -> paid move per order, one resolution per token.
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from tests.support.services import TempRedis
-from tests.support.stack import Stack
+from tests.support.stack import Stack, resolved_task_ids
 
 pytestmark = pytest.mark.integration
 
 ORDERS = 12
-RECEIVED = re.compile(r"Task qpay\.resolve_pay_token\[([0-9a-f-]+)\] received")
 
 
 def test_two_workers_on_one_queue_both_consume_and_each_payment_settles_once(
@@ -42,7 +39,7 @@ def test_two_workers_on_one_queue_both_consume_and_each_payment_settles_once(
 
         # and both workers took tasks from the shared queue, none of them twice
         logs = stack.logs()
-        taken = {name: RECEIVED.findall(log) for name, log in logs.items() if name.startswith("worker-")}
+        taken = {name: resolved_task_ids(log) for name, log in logs.items() if name.startswith("worker-")}
     assert len(taken) == 2
     assert all(taken.values()), f"a worker took no task: { {n: len(t) for n, t in taken.items()} }"
     every = [task for tasks in taken.values() for task in tasks]

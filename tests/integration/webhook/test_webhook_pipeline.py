@@ -6,7 +6,6 @@ message the receiver published after its commit, straight onto the Redis list.
 
 from __future__ import annotations
 
-import re
 import subprocess
 
 import pytest
@@ -17,11 +16,9 @@ from sqlalchemy import text
 from tests.support import brokers
 from tests.support.poll import wait_for
 from tests.support.services import TempRedis, free_port
-from tests.support.stack import Stack
+from tests.support.stack import Stack, resolved_task_ids
 
 pytestmark = pytest.mark.integration
-
-RECEIVED = re.compile(r"Task qpay\.resolve_pay_token\[([0-9a-f-]+)\] received")
 
 
 def test_receiver_messages_are_consumed_by_a_celery_worker(pg_url: str, redis_server: TempRedis) -> None:
@@ -44,7 +41,7 @@ def test_receiver_messages_are_consumed_by_a_celery_worker(pg_url: str, redis_se
                                        "WHERE last_enqueued_at IS DISTINCT FROM first_received_at"))
             assert resent.scalar_one() == 0  # each was queued by its first receipt, none re-sent since
         worker_log = next(log for name, log in stack.logs().items() if name.startswith("worker-"))
-        assert len(set(RECEIVED.findall(worker_log))) >= len(order_nos)
+        assert len(set(resolved_task_ids(worker_log))) >= len(order_nos)
 
 
 def _rabbitmqctl_rows(*args: str) -> list[list[str]]:
