@@ -240,14 +240,15 @@ class _ConnectionStatement:
 
 @contextmanager
 def statement(url: str | None = None) -> Iterator[OneStatement]:
-    """A unit of work that runs exactly one prebuilt Core statement (the callback receiver's upsert:
-    an ORM Session per callback was a tenth of its CPU, SQLAlchemy's execution machinery another).
+    """A unit of work that runs exactly one prebuilt Core statement (the callback receiver's upsert,
+    the worker's read of a token: an ORM Session and a BEGIN/COMMIT per call cost more than the
+    statement).
     PostgreSQL: see _DriverStatement (a second statement would be a second transaction: callers run
     one). Other databases: an ordinary transaction, committed when the block ends."""
     url = _url(url)
     engine: Engine = session_factory(url).kw["bind"]  # per process: after a fork, none is inherited
-    driver = _drivers.get(url)
-    if driver is None:
+    unit = _drivers.get(url)
+    if unit is None:
         if engine.dialect.driver != "psycopg2":
             with engine.begin() as conn:
                 yield _ConnectionStatement(conn)
@@ -257,7 +258,7 @@ def statement(url: str | None = None) -> Iterator[OneStatement]:
         # and none is rolled back at checkin: in autocommit no transaction is ever left open. A
         # statement holds its connection for one round trip, so the default size serves a worker's
         # 32 threads too (a burst borrows overflow connections, closed when returned).
-        driver = _drivers[url] = _DriverStatement(
+        unit = _drivers[url] = _DriverStatement(
             make_engine(url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None,
                         pool_size=DEFAULT_POOL_SIZE))
-    yield driver
+    yield unit

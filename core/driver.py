@@ -1,8 +1,9 @@
 """Prebuilt Core statements straight on psycopg2, inside SQLAlchemy's own connections and transactions.
 
 Why: SQLAlchemy's execution path (an execution context, result metadata, processor lookups) costs
-0.05–0.1 ms of CPU per statement, more than psycopg2's own call; a settlement runs seven, which was a
-fifth of a worker's CPU per settlement (issue 17, bench/RESULTS.md). The statements on that path are
+0.05–0.1 ms of CPU per statement, more than psycopg2's own call; a settlement runs seven (the token
+read and six writes), and the database was over a quarter of a worker's CPU per settlement (issue 17,
+bench/RESULTS.md §6.10). The statements on that path are
 built once (module constants, or cached per shape) and marked so with `prebuilt()`; each is compiled
 here once per (server, parameter names) and run on the DBAPI cursor of the connection SQLAlchemy
 checked out, in the transaction it began: commits, rollbacks and pooling stay SQLAlchemy's. A
@@ -65,6 +66,7 @@ class Compiled:
         return params
 
     def rows(self, fetched: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+        """The driver's rows as SQLAlchemy would return them: named, each value processed by its type."""
         results = self.results
         if fetched and len(fetched[0]) != len(results):
             raise RuntimeError(f"{len(fetched[0])} columns returned, {len(results)} expected")

@@ -90,8 +90,8 @@ def reap(app: Celery) -> int:
     with app.connection_for_write() as conn:
         channel: Any = conn.default_channel
         client = channel.client
-        # Owners first: an owner entry is written after its message entered `unacked`, so an owner
-        # whose message is no longer there was acknowledged (not taken after this read).
+        # Owners first: an owner entry is written with its message's `unacked` entry (one MULTI), so an
+        # owner whose message is no longer there was acknowledged (not taken after this read).
         owners = {_text(k): _text(v) for k, v in client.hgetall(OWNERS_KEY).items()}
         held = {_text(k) for k in client.hkeys(channel.unacked_key)}
         gone = [tag for tag in owners if tag not in held]
