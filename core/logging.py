@@ -238,12 +238,23 @@ class JsonFormatter(logging.Formatter):
         return _ENCODER.encode(out)
 
 
+def skip_unused_record_fields() -> None:
+    """Records stop collecting the caller's file, line and function, the thread and the process: the
+    JSON line carries none of them, and the stack walk was ~40% of a line's cost (the logging HOWTO's
+    "Optimization" settings). Tracebacks (exc_info, stack_info) are unaffected."""
+    logging._srcfile = None  # the documented switch (logging HOWTO)
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+
+
 def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> None:
     """Route the root logger to one JSON handler. Idempotent, and adds none if a host (gunicorn's
     logconfig_dict) already gave the root a JSON handler, so no line is written twice."""
     root = logging.getLogger()
     root.setLevel(level)
     install_record_factory()
+    skip_unused_record_fields()
     for handler in list(root.handlers):
         if isinstance(handler, _JsonHandler):
             root.removeHandler(handler)

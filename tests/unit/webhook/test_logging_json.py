@@ -97,6 +97,38 @@ def test_configure_logging_is_idempotent():
         root.setLevel(level)
 
 
+def test_configured_records_skip_the_caller_thread_and_process_lookups():
+    # Given logging as every process configures it
+    stream = io.StringIO()
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    kept: list[logging.LogRecord] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        kept.append(record)
+        return True
+
+    logger = logging.getLogger("test.caller")
+    try:
+        configure_logging("INFO", stream)
+        logger.addFilter(keep)
+
+        # When a line is logged
+        logger.warning("from %s", "here", extra={"order_no": "A1"})
+
+        # Then the record was made without walking the stack or naming the thread and process (the
+        # JSON line carries none of them), and the line is whole
+        [record] = kept
+        assert (record.funcName, record.lineno) == ("(unknown function)", 0)
+        assert (record.threadName, record.processName) == (None, None)
+        [line] = records(stream)
+        assert (line["msg"], line["order_no"], line["level"]) == ("from here", "A1", "WARNING")
+    finally:
+        logger.removeFilter(keep)
+        root.handlers = before
+        root.setLevel(level)
+
+
 def test_web_request_logs_carry_request_id_and_no_full_token(app, caplog):
     token = "c" * 64
     with caplog.at_level(logging.INFO):
