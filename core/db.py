@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import Connection, Engine, Executable, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError, NoResultFound
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import driver
@@ -181,11 +181,10 @@ class _DriverStatement:
 
     Autocommit makes the statement its own transaction: one round trip instead of BEGIN, statement,
     COMMIT. The server sends a statement's completion only after its implicit commit (postgres.c closes
-    the transaction before CommandComplete), so a statement that returned is durable. The driver call
-    skips SQLAlchemy's execution context and result objects (~0.1 ms of the receiver's CPU per
-    callback): the statement is a prebuilt Core one, compiled once (core/driver.py). The pool is the
-    engine's own (its checkout pings an idle connection); a driver error is raised as SQLAlchemy's
-    own exception class, and a disconnect invalidates the pool, exactly as a Connection would.
+    the transaction before CommandComplete), so a statement that returned is durable. The statement
+    is a prebuilt Core one, compiled once and run on the driver by core/driver.py (errors as
+    SQLAlchemy's classes, a disconnect invalidating the pool); the pool is the engine's own (its
+    checkout pings an idle connection).
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -200,31 +199,13 @@ class _DriverStatement:
         except error as exc:  # the server refused or is unreachable: as Connection would raise it
             lost = engine.dialect.is_disconnect(exc, None, None)
             raise driver.driver_error(engine, exc, None, lost) from exc
-        compiled = driver.compiled_for(engine.dialect, stmt, params)
-        if compiled is None:
-            raw.close()
-            raise RuntimeError("the statement cannot run on the driver (core/driver.py)")
-        values = compiled.parameters(params)
-        cursor = None
         try:
-            cursor = raw.cursor()
-            cursor.execute(compiled.sql, values)
-            row = cursor.fetchone()
-        except error as exc:
-            lost = engine.dialect.is_disconnect(exc, raw.dbapi_connection, cursor)
-            if lost:
-                # What Connection does on a disconnect: every pooled connection older than now is
-                # replaced on its next checkout (a restarted server killed them all).
-                engine.pool._invalidate(raw, exc)
-            raise driver.driver_error(engine, exc, compiled.sql, lost) from exc
+            compiled = driver.compiled_for(engine.dialect, stmt, params)
+            if compiled is None:
+                raise RuntimeError("the statement cannot run on the driver (core/driver.py)")
+            return tuple(driver.run_compiled(raw, engine, compiled, params).one())
         finally:
-            if cursor is not None:
-                with suppress(Exception):
-                    cursor.close()
             raw.close()  # back to the pool (or discarded, if invalidated)
-        if row is None:
-            raise NoResultFound("the statement returned no row")
-        return tuple(compiled.rows([row])[0])
 
 
 class _ConnectionStatement:

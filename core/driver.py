@@ -29,9 +29,10 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Connection, Engine, Executable
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound, StatementError
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.elements import ClauseElement
 
-__all__ = ["Compiled", "Rows", "compiled_for", "driver_error", "execute", "prebuilt"]
+__all__ = ["Compiled", "Rows", "compiled_for", "driver_error", "execute", "prebuilt", "run_compiled"]
 
 _Processor = Callable[[Any], Any]
 _PREBUILT = "qpay_prebuilt"
@@ -153,16 +154,26 @@ def execute(connection: Connection, stmt: Executable, params: Mapping[str, Any])
     compiled = compiled_for(dialect, stmt, params)
     if compiled is None:
         return _through_sqlalchemy(connection, stmt, params)
+    # the checked-out DBAPI connection, in the transaction SQLAlchemy began
+    return run_compiled(connection.connection, connection.engine, compiled, params, connection)
+
+
+def run_compiled(pooled: PoolProxiedConnection, engine: Engine, compiled: Compiled, params: Mapping[str, Any],
+                 connection: Connection | None = None) -> Rows:
+    """Run a compiled statement on the cursor of `pooled` (a connection checked out of `engine`'s
+    pool; `connection`: the SQLAlchemy Connection holding it, if any) as SQLAlchemy would: listeners
+    told, errors as its classes, a disconnect invalidating the connection and the pool."""
+    dialect = engine.dialect
     values = compiled.parameters(params)
-    pooled = connection.connection  # the checked-out DBAPI connection, in the transaction SQLAlchemy began
     dbapi = pooled.dbapi_connection
     cursor = None
     try:
         if dbapi is None:  # invalidated meanwhile: what the pool's own proxy would raise
             raise dialect.loaded_dbapi.InterfaceError("connection already closed")
         cursor = dbapi.cursor()
-        for listener in connection.dispatch.before_cursor_execute:
-            listener(connection, cursor, compiled.sql, values, None, False)
+        if connection is not None:
+            for listener in connection.dispatch.before_cursor_execute:
+                listener(connection, cursor, compiled.sql, values, None, False)
         cursor.execute(compiled.sql, values)
         # Rows only of a statement that selects or returns columns (an INSERT's implicit RETURNING of
         # its key is SQLAlchemy's, not the caller's), as SQLAlchemy's result would have them.
@@ -171,9 +182,10 @@ def execute(connection: Connection, stmt: Executable, params: Mapping[str, Any])
     except dialect.loaded_dbapi.Error as exc:
         lost = dialect.is_disconnect(exc, dbapi, cursor)
         if lost:  # as Connection does: this connection is gone, and every pooled one older than now
-            connection.engine.pool._invalidate(pooled, exc)
-            connection.invalidate(exc)
-        raise driver_error(connection.engine, exc, compiled.sql, lost) from exc
+            engine.pool._invalidate(pooled, exc)
+            if connection is not None:
+                connection.invalidate(exc)
+        raise driver_error(engine, exc, compiled.sql, lost) from exc
     finally:
         if cursor is not None:
             with suppress(Exception):  # a dead connection's cursor may not close cleanly
